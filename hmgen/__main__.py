@@ -1,0 +1,3 @@
+from hmgen.cli import main
+
+main()
