@@ -191,7 +191,8 @@ class HMLSTM(nn.Module):
                 else:
                     z = torch.zeros_like(z_prev)                              # top layer: never FLUSHes
             new_state.append((h, c, z))
-            h_below, z_below = h, (z if l + 1 < n else None)
+            # the LSTM baseline has no boundaries: every layer always takes its input (z = 1 everywhere)
+            h_below, z_below = h, (z if self.hierarchical and l + 1 < n else None)
         return new_state
 
 
