@@ -1,0 +1,162 @@
+"""Fetch text8 and enwik8, the two 100 MB corpora of the paper's character-level experiments.
+
+Both come from Matt Mahoney's Large Text Compression Benchmark (http://mattmahoney.net/dc/textdata.html):
+enwik8 is the first 10^8 bytes of an English Wikipedia XML dump; text8 is the same dump cleaned to lowercase
+a-z and single spaces (27 symbols). Each is published as a zip holding one member of the same name.
+The checksums are the SHA-256 of the unzipped 100,000,000-byte files, as recorded in the project's data notes.
+
+    path = fetch("text8", download=True)       # ~/.cache/hmgen/text8 (or $HMGEN_DATA/text8)
+
+The 90M/5M/5M split is done by hmgen.data.split_90_5_5.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path
+
+from hmgen.data import DataError
+
+URLS = {
+    "text8": "http://mattmahoney.net/dc/text8.zip",
+    "enwik8": "http://mattmahoney.net/dc/enwik8.zip",
+}
+SHA256 = {   # of the unzipped files, 100,000,000 bytes each
+    "text8": "6e890197040d37d85beb962ae1f041ff1d9a9ca8d20c7d99c85027eebf51dca7",
+    "enwik8": "2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8",
+}
+CHUNK = 1 << 20
+
+
+def default_dir() -> Path:
+    """$HMGEN_DATA if set, else ~/.cache/hmgen."""
+    return Path(os.environ.get("HMGEN_DATA") or Path.home() / ".cache" / "hmgen").expanduser()
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        text = f"HTTP {e.code} {e.reason}"
+    elif isinstance(e, urllib.error.URLError):
+        text = str(e.reason)
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns}"
+
+
+def _verify_existing(path: Path, expected: str) -> None:
+    """Check an already present file against `expected`, hashing it only when the marker file
+    NAME.sha256 ("digest size mtime_ns") does not vouch for it as it is now."""
+    marker = path.with_name(path.name + ".sha256")
+    try:
+        if marker.read_text().split() == [expected, *_stamp(path).split()]:
+            return
+    except OSError:
+        pass
+    got = _sha256_file(path)
+    if got != expected:
+        raise DataError(f"{path}: checksum mismatch (sha256 {got[:12]}..., expected {expected[:12]}...); "
+                        f"remove it and fetch again with --download")
+    _write_marker(path, expected)
+
+
+def _write_marker(path: Path, digest: str) -> None:
+    try:
+        path.with_name(path.name + ".sha256").write_text(f"{digest} {_stamp(path)}\n")
+    except OSError:
+        pass   # a read-only folder only costs a rehash next time
+
+
+def _download(url: str, dest, progress: bool) -> None:
+    """Stream `url` into the open binary file `dest`, with a rich progress bar when asked and on a terminal."""
+    with urllib.request.urlopen(url, timeout=60) as r:
+        total = int(r.headers.get("Content-Length") or 0) or None
+        if not (progress and sys.stderr.isatty()):
+            while block := r.read(CHUNK):
+                dest.write(block)
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"downloading {url.rsplit('/', 1)[-1]}", total=total)
+            while block := r.read(CHUNK):
+                dest.write(block)
+                bar.advance(task, len(block))
+
+
+def fetch(name: str, directory: str | os.PathLike | None = None, download: bool = False, *,
+          url: str | None = None, sha256: str | None = None, progress: bool = True) -> Path:
+    """Path of the unzipped corpus `name` ("text8" or "enwik8") in `directory` (default: default_dir()).
+
+    A file already there is checked against its SHA-256 (once; a NAME.sha256 marker remembers the result).
+    Otherwise, with download=True, URLS[name] (or `url`) is fetched, its single member unzipped, checked
+    against SHA256[name] (or `sha256`) and only then moved into place. Every failure raises DataError
+    with a one-line message and leaves nothing half-written behind."""
+    if name not in URLS:
+        raise DataError(f"unknown dataset {name!r} (known: {', '.join(URLS)})")
+    d = Path(directory).expanduser() if directory else default_dir()
+    path, expected, url = d / name, sha256 or SHA256[name], url or URLS[name]
+    if path.is_file():
+        _verify_existing(path, expected)
+        return path
+    if not download:
+        raise DataError(f"{name} not found at {path}: pass --download to fetch it from {url}, "
+                        f"or put the unzipped file there")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create {d}: {_one_line(e)}") from None
+
+    temps: list[str] = []
+    try:
+        with tempfile.NamedTemporaryFile(dir=d, prefix=f".{name}.", suffix=".zip.part", delete=False) as z:
+            temps.append(z.name)
+            _download(url, z, progress)
+        with zipfile.ZipFile(temps[0]) as zf, zf.open(name) as member, \
+                tempfile.NamedTemporaryFile(dir=d, prefix=f".{name}.", suffix=".part", delete=False) as out:
+            temps.append(out.name)
+            h = hashlib.sha256()
+            while block := member.read(CHUNK):
+                h.update(block)
+                out.write(block)
+        if h.hexdigest() != expected:
+            raise DataError(f"{name} from {url}: checksum mismatch (sha256 {h.hexdigest()[:12]}..., "
+                            f"expected {expected[:12]}...)")
+        os.replace(temps[-1], path)
+        temps.pop()
+    except DataError:
+        raise
+    except KeyError:
+        raise DataError(f"{name} from {url}: the archive has no member {name!r}") from None
+    except (OSError, http.client.HTTPException, zipfile.BadZipFile, zlib.error, EOFError, ValueError) as e:
+        raise DataError(f"cannot fetch {name} from {url}: {_one_line(e)}") from None
+    finally:
+        for t in temps:
+            try:
+                os.unlink(t)
+            except OSError:
+                pass
+    _write_marker(path, expected)
+    return path
