@@ -142,6 +142,144 @@ def train(
                    f"{summary['best_valid_bpc']:.4f}; model: {summary['out']}/best", err=True)
 
 
+def open_model(model: Optional[str], device: str = "cpu"):
+    from hmgen.modelio import ModelError, load_model
+    try:
+        return load_model(model, device=device)
+    except ModelError as e:
+        fail(str(e))
+
+
+@app.command()
+def sample(
+    prime: str = typer.Option("", "--prime", "-p", help="Text to continue (printed first unless --no-echo)."),
+    length: int = typer.Option(500, "--length", "-n", min=0, help="Characters to generate after the prime."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", min=0.0, help="0 = greedy; <1 safer, >1 wilder."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Sample among the k likeliest symbols."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling: the smallest set with this much probability."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same bytes."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A bundled model's name or a model path (default: english-small)."),
+    echo: bool = typer.Option(True, "--echo/--no-echo", help="Print the prime before the continuation."),
+    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+):
+    """Generate text, streaming to stdout as it is produced.
+
+    hmgen sample --prime "the" -n 300 --temperature 0.8 --seed 1
+    """
+    from hmgen.data import VocabError
+    from hmgen.sample import generate
+
+    lm = open_model(model, device)
+    out = sys.stdout.buffer
+    try:
+        chunks = generate(lm, prime, length, temperature, top_k, top_p, seed, device)
+        first = next(chunks, b"")       # the prime is checked before anything is printed
+        if echo and prime:
+            out.write(prime.encode("utf-8"))
+        out.write(first)
+        out.flush()
+        for chunk in chunks:
+            out.write(chunk)
+            out.flush()
+        if sys.stdout.isatty():
+            out.write(b"\n")
+        out.flush()
+    except VocabError as e:
+        fail(f"cannot use this prime with model {lm.name!r}: {e}")
+
+
+@app.command("eval")
+def evaluate_cmd(
+    data: str = typer.Argument(..., help="A file or folder, or a corpus (ptb:DIR, text8[:DIR], enwik8[:DIR], a folder with splits)."),
+    split: Optional[str] = typer.Option(None, help="Split of a corpus: train, valid or test (default: test; a plain file is used whole)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A bundled model's name or a model path."),
+    max_symbols: Optional[int] = typer.Option(None, help="Evaluate on the first N symbols only."),
+    streams: int = typer.Option(16, min=1, help="Pieces of the data evaluated side by side (each starts from a zero state)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Bits per character of a model on a file or a named split, with per-layer UPDATE/COPY/FLUSH rates.
+
+    hmgen eval ptb:data/ptb --split test --model runs/ptb/best --json
+    """
+    import torch
+
+    from hmgen.data import DataError, load_eval_ids
+    from hmgen.evaluate import evaluate
+
+    if threads:
+        torch.set_num_threads(threads)
+    lm = open_model(model, device)
+    try:
+        ids = load_eval_ids(data, split, lm.vocab)
+    except DataError as e:
+        fail(str(e))
+    if len(ids) < 2:
+        fail(f"{data}: need at least 2 symbols to evaluate")
+    with progress_bar(quiet, "eval") as advance:
+        r = evaluate(lm.model, ids, streams=streams, max_symbols=max_symbols, device=device, progress=advance)
+    r = {"model": lm.name, "data": data, "split": split, **r}
+    if as_json:
+        typer.echo(json.dumps(r))
+        return
+    typer.echo(f"{lm.name} on {data}{' (' + split + ')' if split else ''}: {r['bpc']:.4f} bpc over {r['symbols']:,} symbols "
+               f"({r['symbols_per_s']:,} symbols/s)")
+    for l, layer in enumerate(r["layers"], 1):
+        typer.echo(f"  layer {l}: update {layer['update']:.3f}  copy {layer['copy']:.3f}  flush {layer['flush']:.3f}")
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
+    """List the bundled models with their size and figures."""
+    from hmgen.modelio import list_models
+
+    found = list_models()
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        typer.echo("no bundled models found")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None)
+    for col in ("name", "arch", "layers", "parameters", "file", "valid bpc", "trained on"):
+        table.add_column(col)
+    for m in found:
+        f = m["figures"]
+        table.add_row(m["name"], m["arch"], "x".join(map(str, m["hidden"])), f"{m['parameters'] / 1e6:.2f}M",
+                      f"{(m['file_bytes'] or 0) / 2**20:.1f} MiB", f"{f['valid_bpc']:.3f}" if "valid_bpc" in f else "-",
+                      m.get("description", ""))
+    Console().print(table)
+
+
+class progress_bar:
+    """A rich progress bar on stderr when it is a terminal and not quiet; otherwise nothing."""
+
+    def __init__(self, quiet: bool, label: str):
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.label = label
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.progress = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self.progress.start()
+        task = self.progress.add_task(self.label, total=None)
+        return lambda done, total: self.progress.update(task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.stop()
+        return False
+
+
 def main():
     import os
     if os.environ.get("HMGEN_DEBUG"):

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from hmgen.data import Corpus, StreamBatches, load_corpus
+from hmgen.data import Corpus, DataError, StreamBatches, load_corpus
 from hmgen.evaluate import evaluate, op_counts, rates_dict
 from hmgen.model import CharLM, ModelConfig, count_parameters, detach_state
 from hmgen.modelio import atomic_write, save_model
@@ -317,6 +317,9 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
         z_init = torch.cat([z for _, _, z in state], dim=-1)
         logits, state, z = net(x, state, a)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        if not torch.isfinite(loss):
+            raise DataError(f"training diverged at step {step} (loss {loss.item()}); "
+                            f"the last checkpoint in {out} is kept: try a lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
