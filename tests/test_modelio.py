@@ -1,0 +1,86 @@
+"""Model files: safetensors + JSON, never pickle; bundled models found by name."""
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from hmgen.data import Vocab
+from hmgen.modelio import ModelError, list_models, load_model, resolve, save_model
+from tests.conftest import HMGEN, make_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_saved_model_loads_back_with_identical_outputs(tmp_path):
+    desc = make_model(tmp_path / "m", Vocab("bytes"))
+    a = load_model(desc)
+    b = load_model(tmp_path / "m.safetensors")
+    x = torch.randint(0, 256, (2, 7))
+    la, _, _ = a.model(x, a.model.initial_state(2))
+    lb, _, _ = b.model(x, b.model.initial_state(2))
+    assert torch.equal(la, lb)
+
+
+def test_model_files_are_safetensors_and_json_only(tmp_path):
+    make_model(tmp_path / "m", Vocab("bytes"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["format"] == "hmgen-model" and meta["model"]["arch"] == "hmlstm" and meta["vocab"]["kind"] == "bytes"
+    assert (tmp_path / "m.safetensors").read_bytes()[:8] != b"\x80\x02\x8a\x0alZ"   # not a pickle/zip
+
+
+def test_a_pickle_in_place_of_weights_is_refused_not_executed(tmp_path):
+    make_model(tmp_path / "m", Vocab("bytes"))
+    marker = tmp_path / "pwned"
+    payload = f"import os\nclass P:\n    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
+    code = payload + f"import pickle; open({str(tmp_path / 'm.safetensors')!r}, 'wb').write(pickle.dumps(P()))"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(ModelError, match="cannot load"):
+        load_model(tmp_path / "m")
+    assert not marker.exists()
+
+
+def test_unknown_model_name_lists_what_is_bundled():
+    with pytest.raises(ModelError, match="bundled"):
+        resolve("no-such-model-anywhere")
+
+
+def test_bundled_models_are_listed_with_size_and_figures():
+    for m in list_models():
+        assert m["parameters"] > 0 and m["file_bytes"] > 0 and "valid_bpc" in m["figures"]
+
+
+@pytest.mark.skipif(not list_models(), reason="no bundled model in models/")
+def test_bundled_model_samples_from_the_cli():
+    r = subprocess.run(HMGEN + ["sample", "--prime", "the", "-n", "40", "--seed", "1"], capture_output=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith(b"the") and len(r.stdout.decode()) == 43
+
+
+def test_models_command_prints_json_for_scripts():
+    r = subprocess.run(HMGEN + ["models", "--json"], capture_output=True, timeout=120)
+    assert r.returncode == 0 and isinstance(json.loads(r.stdout), list)
+
+
+@pytest.mark.skipif(not list_models(), reason="no bundled model in models/")
+def test_a_built_wheel_carries_the_bundled_models_and_finds_them_by_name(tmp_path):
+    """Build the wheel (no network: hatchling from the test environment), install it into a folder
+    of its own and list the models from there, away from the checkout."""
+    pytest.importorskip("hatchling")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(ROOT)], check=True, timeout=300)
+    wheel = next(tmp_path.glob("hmgen-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("hmgen/models/") and n.endswith(".safetensors") for n in names)
+    target = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(target)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    code = "import hmgen.modelio as m, json; print(json.dumps([(x['name'], x['path']) for x in m.list_models()]))"
+    found = json.loads(subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
+                                      check=True, timeout=120).stdout)
+    assert found and all(str(target) in path for _, path in found)
