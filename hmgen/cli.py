@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import tomllib
@@ -135,11 +136,14 @@ def train(
         fail(str(e))
     except KeyboardInterrupt:
         fail("interrupted (the last checkpoint is kept; continue with --resume)", 130)
+    if int(os.environ.get("RANK", "0")) != 0:   # under torchrun, one process reports
+        return
     if as_json:
         typer.echo(json.dumps(summary))
     elif not quiet:
+        best = summary["best_valid_bpc"]
         typer.echo(f"stopped at step {summary['step']} ({summary['stop']}); best validation BPC "
-                   f"{summary['best_valid_bpc']:.4f}; model: {summary['out']}/best", err=True)
+                   f"{'-' if best is None else f'{best:.4f}'}; model: {summary['out']}/best", err=True)
 
 
 def open_model(model: Optional[str], device: str = "cpu"):
@@ -281,7 +285,6 @@ class progress_bar:
 
 
 def main():
-    import os
     if os.environ.get("HMGEN_DEBUG"):
         return app()
     try:

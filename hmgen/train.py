@@ -85,6 +85,11 @@ def slope(cfg: TrainConfig, epoch: float) -> float:
     return min(cfg.slope_max, cfg.slope_start + cfg.slope_rate * epoch)
 
 
+def finite(x: float, digits: int = 4) -> float | None:
+    """A figure for JSON: rounded, and null rather than Infinity/NaN (strict JSON)."""
+    return round(x, digits) if math.isfinite(x) else None
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -214,15 +219,16 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
     if resume and not (out / "checkpoint.json").exists():
         raise FileNotFoundError(f"{out}: no checkpoint to resume from")
-    if resume:   # the run's own configuration wins over anything given again
+    if resume:   # the run's own configuration wins; only the length and the machine may be given again
+        given = {k: getattr(cfg, k) for k in ("steps", "epochs", "device", "threads") if getattr(cfg, k) is not None}
         cfg = TrainConfig.from_dict({**json.loads((out / "checkpoint.json").read_text())["config"],
-                                     **{k: getattr(cfg, k) for k in ("steps", "epochs", "time_limit", "device", "threads")}})
+                                     **given, "time_limit": cfg.time_limit})   # the time limit is per invocation
 
     corpus = corpus or load_corpus(cfg.data, cfg.valid, cfg.download)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)   # only once the data is known to load
     torch.manual_seed(cfg.seed)
     model = CharLM(cfg.model_config(corpus.vocab.size)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -235,7 +241,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     state = model.initial_state(cfg.batch_size, device)
     if resume:
         meta, state = load_checkpoint(out, model, opt, sched, device)
-        step, best, decays = meta["step"], meta["best_valid_bpc"], meta["lr_decays"]
+        step, decays = meta["step"], meta["lr_decays"]
+        best = math.inf if meta["best_valid_bpc"] is None else meta["best_valid_bpc"]
         elapsed_before = meta["train_seconds"]
         state = [tuple(t.to(device) for t in layer) for layer in state]
     state = scatter_state(state, rank, world)
@@ -263,7 +270,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
         full = gather_state(final_state, world)
         if rank == 0:
             save_checkpoint(out, model, opt, sched, full, {
-                "step": step, "best_valid_bpc": best, "lr_decays": decays, "config": asdict(cfg),
+                "step": step, "best_valid_bpc": finite(best), "lr_decays": decays, "config": asdict(cfg),
                 "train_seconds": elapsed_before + (time.time() - t_start), "vocab": corpus.vocab.to_dict()})
 
     def export_best(figures: dict):
@@ -271,6 +278,14 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
                    training={"data": corpus.source, "corpus": corpus.name, "command": command,
                              "config": asdict(cfg), "device": hardware(device), "world": world},
                    figures=figures)
+
+    def agree(flag: bool) -> bool:
+        """Process 0 decides (clocks differ between processes; all must stop at the same step)."""
+        if not distributed:
+            return flag
+        box = [flag]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def validate(schedule: bool = True) -> bool:
         """Evaluate, step the plateau schedule, export the best model; True when it is time to stop.
@@ -287,8 +302,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
         if opt.param_groups[0]["lr"] < lr_before:
             decays += 1
         if rank == 0:
-            reporter.write({"step": step, "valid_bpc": round(r["bpc"], 4), "valid_layers": r["layers"],
-                            "best_valid_bpc": round(best, 4), "lr": opt.param_groups[0]["lr"]})
+            reporter.write({"step": step, "valid_bpc": finite(r["bpc"]), "valid_layers": r["layers"],
+                            "best_valid_bpc": finite(best), "lr": opt.param_groups[0]["lr"]})
             reporter.print(f"step {step}: valid bpc {r['bpc']:.4f} (best {best:.4f}) lr {opt.param_groups[0]['lr']:.2e}")
             if improved:
                 export_best({"valid_bpc": round(best, 4), "valid_symbols": r["symbols"], "step": step,
@@ -304,7 +319,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     while True:
         if total is not None and step >= total:
             break
-        if cfg.time_limit is not None and time.time() - t_start >= cfg.time_limit:
+        if cfg.time_limit is not None and agree(time.time() - t_start >= cfg.time_limit):
             stop_reason = "time limit"
             break
         x, y, new_epoch = batches.get(step)
@@ -326,18 +341,23 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
         opt.step()
         state = detach_state(state)
         step += 1
-        loss_sum += loss.item()
+        step_loss, step_counts = loss.detach(), op_counts(model, z.detach(), z_init)
+        if distributed:   # the log describes the whole global batch, not this process's share
+            dist.all_reduce(step_loss)
+            dist.all_reduce(step_counts)
+            step_loss = step_loss / world
+        loss_sum += step_loss.item()
         loss_n += 1
         symbols_since += x.numel() * world
-        counts += op_counts(model, z.detach(), z_init)
+        counts += step_counts
 
         if step % cfg.log_every == 0 or step == total:
             dt = time.time() - t_log
             bpc = loss_sum / loss_n / math.log(2)
             rates = rates_dict(counts)
             z_rates = [round(1 - r["copy"], 3) for r in rates]   # share of steps a layer computes
-            rec = {"step": step, "epoch": round(epoch, 4), "loss": round(loss_sum / loss_n, 4),
-                   "bpc": round(bpc, 4), "lr": opt.param_groups[0]["lr"], "slope": round(a, 4),
+            rec = {"step": step, "epoch": round(epoch, 4), "loss": finite(loss_sum / loss_n),
+                   "bpc": finite(bpc), "lr": opt.param_groups[0]["lr"], "slope": round(a, 4),
                    "grad_norm": round(float(grad_norm), 4), "symbols_per_s": round(symbols_since / max(dt, 1e-9)),
                    "layers": rates, "seconds": round(elapsed_before + time.time() - t_start, 1)}
             reporter.write(rec)
@@ -357,7 +377,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     if valid_ids is not None and step % cfg.eval_every and step > 0:
         validate(schedule=False)   # the last steps count too: export the model if they improved it
     checkpoint(state)
-    summary = {"step": step, "best_valid_bpc": best, "stop": stop_reason, "out": str(out),
+    summary = {"step": step, "best_valid_bpc": finite(best), "stop": stop_reason, "out": str(out),
                "train_seconds": round(elapsed_before + time.time() - t_start, 1)}
     reporter.write({"event": "stop", **summary})
     reporter.close()
