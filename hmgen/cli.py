@@ -86,6 +86,7 @@ def train(
     seq_len: Optional[int] = typer.Option(None, help="Truncated-BPTT length."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate (paper: 0.002)."),
     clip: Optional[float] = typer.Option(None, help="Gradient-norm clip (paper: 1)."),
+    warmup: Optional[int] = typer.Option(None, help="Linear learning-rate warm-up over this many steps (not in the paper)."),
     lr_divide: Optional[float] = typer.Option(None, help="Divide the LR by this on a validation plateau (paper: 50)."),
     patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before dividing."),
     max_lr_decays: Optional[int] = typer.Option(None, help="Stop at the plateau after this many divisions."),
@@ -114,7 +115,7 @@ def train(
     opts = read_config_file(config) if config else {}
     given = dict(data=data, out=out, valid=valid, download=download, arch=arch,
                  hidden=int_list(hidden) if hidden else None, embed_dim=embed_dim, out_embed=out_embed,
-                 layer_norm=layer_norm, batch_size=batch_size, seq_len=seq_len, lr=lr, clip=clip,
+                 layer_norm=layer_norm, batch_size=batch_size, seq_len=seq_len, lr=lr, clip=clip, warmup=warmup,
                  lr_divide=lr_divide, patience=patience, max_lr_decays=max_lr_decays, slope_start=slope_start,
                  slope_rate=slope_rate, slope_max=slope_max, steps=steps, epochs=epochs, time_limit=time_limit,
                  eval_every=eval_every, eval_symbols=eval_symbols, ckpt_every=ckpt_every, log_every=log_every,

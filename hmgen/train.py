@@ -47,6 +47,7 @@ class TrainConfig:
     seq_len: int = 100
     lr: float = 0.002
     clip: float = 1.0
+    warmup: int = 0                             # linear LR warm-up steps (not in the paper; 0 = off)
     lr_divide: float = 50.0
     patience: int = 0                           # evaluations without improvement before dividing
     max_lr_decays: int | None = None            # stop after this many divisions (paper: after the 2nd plateau)
@@ -336,6 +337,9 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
             raise DataError(f"training diverged at step {step} (loss {loss.item()}); "
                             f"the last checkpoint in {out} is kept: try a lower --lr")
         opt.zero_grad(set_to_none=True)
+        if step < cfg.warmup:   # early STE gradients are huge and noisy: ramp the step size up
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * (step + 1) / cfg.warmup
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()

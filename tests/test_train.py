@@ -398,3 +398,13 @@ def test_ddp_metrics_report_the_whole_batch(ddp_and_single_runs):
     for x, y in zip(a, b):
         assert x["loss"] == pytest.approx(y["loss"], abs=1e-3)
         assert x["layers"] == y["layers"]
+
+
+def test_warmup_ramps_the_learning_rate_linearly(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    cfg = TrainConfig(data=str(text), out=str(tmp_path / "run"), hidden=[8, 8], out_embed=8, embed_dim=8,
+                      batch_size=2, seq_len=8, steps=6, warmup=4, lr=0.01, log_every=1, eval_every=1000)
+    train(cfg, quiet=True)
+    lrs = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert lrs == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
