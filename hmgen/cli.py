@@ -166,6 +166,7 @@ def sample(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A bundled model's name or a model path (default: english-small)."),
     echo: bool = typer.Option(True, "--echo/--no-echo", help="Print the prime before the continuation."),
     device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (shown only when stdout is not a terminal)."),
 ):
     """Generate text, streaming to stdout as it is produced.
 
@@ -183,9 +184,13 @@ def sample(
             out.write(prime.encode("utf-8"))
         out.write(first)
         out.flush()
-        for chunk in chunks:
-            out.write(chunk)
-            out.flush()
+        # the text is the progress on a terminal; into a pipe or a file, show a bar on stderr instead
+        with progress_bar(quiet or sys.stdout.isatty(), "sample") as advance:
+            for done, chunk in enumerate(chunks, 2):
+                out.write(chunk)
+                out.flush()
+                if advance and done % 50 == 0:
+                    advance(done, length)
         if sys.stdout.isatty():
             out.write(b"\n")
         out.flush()
