@@ -196,11 +196,12 @@ def load_corpus(spec: str, valid: str | None = None, download: bool = False) -> 
 
 def load_eval_ids(spec: str, split: str | None, vocab: Vocab) -> np.ndarray:
     """Data to evaluate a model on: a named split of a corpus, or a whole file/folder (any split)."""
-    if split is None and Path(spec).exists():
-        raw = read_bytes(spec)
-        return vocab.encode(raw)
+    if split is None and Path(spec).is_file():
+        return vocab.encode(read_bytes(spec))
     corpus = load_corpus(spec)
-    ids = corpus.split(split or "test")
+    if split is None:   # a corpus: its test split, else its validation split
+        split = "test" if "test" in corpus.splits else "valid"
+    ids = corpus.split(split)
     if corpus.vocab != vocab:
         return vocab.encode(corpus.vocab.decode(ids))
     return ids

@@ -87,3 +87,9 @@ def test_eval_data_is_converted_to_the_models_vocabulary(tmp_path):
     f.write_text("abc")
     assert load_eval_ids(str(f), None, Vocab("chars", list("abc"))).tolist() == [0, 1, 2]
     assert load_eval_ids(str(f), None, Vocab("bytes")).tolist() == [97, 98, 99]
+
+
+def test_eval_of_a_folder_corpus_defaults_to_its_held_out_split(tmp_path):
+    (tmp_path / "x.train.txt").write_text("a" * 500)
+    (tmp_path / "x.valid.txt").write_text("b" * 50)
+    assert bytes(load_eval_ids(str(tmp_path), None, Vocab("bytes")).astype("uint8")) == b"b" * 50
