@@ -54,3 +54,40 @@ def test_unknown_model_is_a_one_line_error():
 def test_bad_option_value_is_a_usage_error():
     r = run("sample", "--temperature", "-1")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def stderr_through_a_terminal(args, timeout=300) -> str:
+    """Run hmgen with stderr on a pseudo-terminal (stdout a pipe) and return what the terminal showed."""
+    import os
+    import pty
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(HMGEN + list(args), stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "COLUMNS": "200"})
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    proc.wait(timeout=timeout)
+    os.close(master)
+    return shown.decode("utf-8", "replace")
+
+
+def train_args(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    return ["train", str(text), "--out", str(tmp_path / "run"), "--hidden", "8,8", "--out-embed", "8", "--embed-dim", "8",
+            "--batch-size", "2", "--seq-len", "8", "--steps", "6", "--log-every", "2", "--eval-every", "1000"]
+
+
+def test_training_shows_a_progress_bar_on_a_terminal(tmp_path):
+    shown = stderr_through_a_terminal(train_args(tmp_path))
+    assert "train" in shown and "bpc" in shown and "ch/s" in shown and "6/6" in shown
+
+
+def test_quiet_training_shows_no_progress_bar(tmp_path):
+    assert "bpc" not in stderr_through_a_terminal(train_args(tmp_path) + ["--quiet"])
