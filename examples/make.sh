@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Regenerates examples/ from the bundled model: every file here is real output of these commands.
+set -euo pipefail
+cd "$(dirname "$0")"
+hmgen=${HMGEN:-hmgen}
+for t in 0.5 0.8 1.0; do
+  $hmgen sample -m english-small --prime "The " -n 600 --temperature "$t" --seed 1 -q > "sample-english-small-t$t.txt"
+done
+$hmgen sample -m english-small --prime "In 1905, " -n 600 --top-p 0.9 --seed 2 -q > sample-english-small-top-p0.9.txt
+$hmgen models > models.txt
