@@ -256,7 +256,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
     from rich.table import Table
 
     table = Table(box=None)
-    for col in ("name", "arch", "layers", "parameters", "file", "valid bpc", "trained on"):
+    for col in ("name", "arch", "layers", "parameters", "file", "valid bpc", "description"):
         table.add_column(col)
     for m in found:
         f = m["figures"]

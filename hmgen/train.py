@@ -253,6 +253,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     if cfg.epochs is not None:
         total = min(total or 10**18, int(cfg.epochs * len(batches)))
     reporter = Reporter(out / "metrics.jsonl", total, step, quiet, enabled=(rank == 0))
+    if rank == 0 and resume:
+        reporter.write({"event": "resume", "step": step, "command": command, "device": hardware(device), "world": world})
     if rank == 0 and not resume:
         reporter.write({"event": "start", "config": asdict(cfg), "parameters": count_parameters(model),
                         "vocab": corpus.vocab.size, "train_symbols": len(corpus.split("train")),
