@@ -256,13 +256,12 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
     from rich.table import Table
 
     table = Table(box=None)
-    for col in ("name", "arch", "layers", "parameters", "file", "valid bpc", "description"):
-        table.add_column(col)
+    for col in ("name", "arch", "layers", "parameters", "file", "valid bpc"):   # descriptions: --json
+        table.add_column(col, no_wrap=True)
     for m in found:
         f = m["figures"]
         table.add_row(m["name"], m["arch"], "x".join(map(str, m["hidden"])), f"{m['parameters'] / 1e6:.2f}M",
-                      f"{(m['file_bytes'] or 0) / 2**20:.1f} MiB", f"{f['valid_bpc']:.3f}" if "valid_bpc" in f else "-",
-                      m.get("description", ""))
+                      f"{(m['file_bytes'] or 0) / 2**20:.1f} MiB", f"{f['valid_bpc']:.3f}" if "valid_bpc" in f else "-")
     Console().print(table)
 
 
