@@ -1,0 +1,199 @@
+"""Files and streams for `hmgen compress` / `hmgen decompress`, in the gzip / xz tradition.
+
+Never lose data: output goes to a temporary file beside its destination, renamed into place only after
+it was written completely; a compressed input's source file is removed only after the archive was decoded
+again and compared byte for byte with it; a decompressed archive is removed only after every block
+matched its CRC32. On any failure the temporary file is removed and the input left untouched.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+import torch
+
+from hmgen.compress import (DEFAULT_LANES, FormatError, Header, Listing, Stats, compress, decompress,
+                            list_archive, read_header)
+from hmgen.modelio import ModelError, atomic_write, load_model
+from hmgen.quant import QuantLM
+
+SUFFIX = ".hmz"
+
+
+class Skipped(Exception):
+    """A file left alone with a warning (gzip's exit status 2), e.g. an unknown suffix."""
+
+
+class Engines:
+    """Integer models by name, built once per run: (QuantLM, its name)."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.cache: dict[str, tuple[QuantLM, str]] = {}
+
+    def get(self, model: str | None) -> tuple[QuantLM, str]:
+        key = model or ""
+        if key not in self.cache:
+            lm = load_model(model)
+            if lm.vocab.kind != "bytes":
+                raise ModelError(f"model {lm.name!r} has a character vocabulary; compression needs a byte-level model")
+            self.cache[key] = (QuantLM(lm.model, self.device), lm.name)
+        return self.cache[key]
+
+    def for_archive(self, head: Header, model: str | None) -> tuple[QuantLM, str]:
+        """The model an archive names (or the one given), refusing a model with other weights."""
+        try:
+            q, name = self.get(model or head.name)
+        except ModelError:
+            if model:
+                raise
+            raise FormatError(f"archive needs model {head.name!r} (weights sha256 {head.weights_hash.hex()[:16]}…), "
+                              f"which is not installed: pass --model PATH") from None
+        return q, name
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("no CUDA device available (use --device cpu)")
+    return name
+
+
+class CompareSink(io.RawIOBase):
+    """A writable stream that compares what it receives with a reference file."""
+
+    def __init__(self, reference: BinaryIO):
+        self.reference = reference
+        self.equal = True
+
+    def writable(self):
+        return True
+
+    def write(self, data) -> int:
+        if self.reference.read(len(data)) != bytes(data):
+            self.equal = False
+        return len(data)
+
+
+@dataclass
+class Result:
+    stats: Stats
+    output: str          # where the result went: a path, "stdout" or "(test)"
+
+
+def copy_meta(src: Path, tmp: str) -> None:
+    try:
+        shutil.copystat(src, tmp)            # permissions and times, as gzip keeps them
+    except OSError:
+        pass
+
+
+def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool, force: bool, to_stdout: bool,
+                  lanes: int = DEFAULT_LANES, progress: Callable[[int], None] | None = None) -> Result:
+    """Compress one file (or "-" for stdin) to FILE.hmz or stdout."""
+    q, name = engines.get(model)
+    if path == "-":
+        out = sys.stdout.buffer
+        st = compress(sys.stdin.buffer, out, q, name, lanes, progress)
+        out.flush()
+        return Result(st, "stdout")
+    src = Path(path)
+    if src.suffix == SUFFIX:
+        raise Skipped(f"{path}: already has {SUFFIX} suffix -- unchanged")
+    if src.is_dir():
+        raise Skipped(f"{path}: is a directory -- ignored")
+    if not src.exists():
+        raise FileNotFoundError(f"{path}: No such file or directory")
+    if to_stdout:
+        with open(src, "rb") as f:
+            st = compress(f, sys.stdout.buffer, q, name, lanes, progress)
+        sys.stdout.buffer.flush()
+        return Result(st, "stdout")
+    dst = Path(path + SUFFIX)
+    if dst.exists() and not force:
+        raise FileExistsError(f"{dst}: already exists; not overwritten (use -f)")
+    stats = {}
+
+    def write(tmp: str):
+        with open(src, "rb") as f, open(tmp, "wb") as out:
+            stats["st"] = compress(f, out, q, name, lanes, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        copy_meta(src, tmp)
+        if not keep:                          # the input goes away: first prove the archive restores it
+            verify(Path(tmp), src, q, name)
+
+    atomic_write(dst, write)
+    if not keep:
+        src.unlink()
+    return Result(stats["st"], str(dst))
+
+
+def verify(archive: Path, original: Path, q: QuantLM, name: str) -> None:
+    with open(archive, "rb") as a, open(original, "rb") as o:
+        sink = CompareSink(o)
+        decompress(a, sink, q, name)
+        if not sink.equal or o.read(1):
+            raise FormatError(f"{archive}: verification failed, the archive does not restore the input; input kept")
+
+
+def decompress_path(path: str, engines: Engines, model: str | None, *, keep: bool, force: bool, to_stdout: bool,
+                    test: bool = False, progress: Callable[[int], None] | None = None) -> Result:
+    """Decompress (or with test=True, only check) one archive, "-" for stdin."""
+    if path == "-":
+        src = sys.stdin.buffer
+        head = read_header(src)
+        q, name = engines.for_archive(head, model)
+        out = None if test else sys.stdout.buffer
+        st = decompress(src, out, q, name, head, progress)
+        if out is not None:
+            out.flush()
+        return Result(st, "(test)" if test else "stdout")
+    p = Path(path)
+    if p.is_dir():
+        raise Skipped(f"{path}: is a directory -- ignored")
+    if not p.exists():
+        raise FileNotFoundError(f"{path}: No such file or directory")
+    if not test and not to_stdout and p.suffix != SUFFIX:
+        raise Skipped(f"{path}: unknown suffix -- ignored (expected {SUFFIX})")
+    with open(p, "rb") as f:
+        head = read_header(f)
+        q, name = engines.for_archive(head, model)
+        if test:
+            return Result(decompress(f, None, q, name, head, progress), "(test)")
+        if to_stdout:
+            st = decompress(f, sys.stdout.buffer, q, name, head, progress)
+            sys.stdout.buffer.flush()
+            return Result(st, "stdout")
+        dst = p.with_suffix("")
+        if dst.exists() and not force:
+            raise FileExistsError(f"{dst}: already exists; not overwritten (use -f)")
+        stats = {}
+
+        def write(tmp: str):
+            with open(tmp, "wb") as out:
+                stats["st"] = decompress(f, out, q, name, head, progress)
+                out.flush()
+                os.fsync(out.fileno())
+            copy_meta(p, tmp)
+
+        atomic_write(dst, write)
+    if not keep:
+        p.unlink()
+    return Result(stats["st"], str(dst))
+
+
+def list_path(path: str) -> Listing:
+    if path == "-":
+        return list_archive(sys.stdin.buffer)
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{path}: No such file or directory")
+    with open(p, "rb") as f:
+        return list_archive(f)

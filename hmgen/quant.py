@@ -1,0 +1,325 @@
+"""Integer inference for compression: the same HM-LSTM, computed so that every machine gets the same bits.
+
+An arithmetic decoder must see exactly the probabilities the encoder saw; one ulp of difference in one
+probability destroys the rest of the stream (../shared/reference/compression.md §2). Float inference
+does not give that across machines: BLAS sums in a thread- and CPU-dependent order, vectorised exp/tanh
+differ between instruction sets, compilers fuse a*b+c differently. `QuantLM` computes the model's
+next-byte frequencies on integers, with two kinds of operations only:
+
+  * exact ones: every value involved is an integer whose magnitude (bounded in advance from the weights)
+    stays below 2^24 in float32 or 2^53 in float64 — matrix products of integer weights and activations,
+    sums, products. Exact results do not depend on summation order, threads, BLAS or fused multiply-add;
+  * single IEEE-754 operations that the standard requires to be correctly rounded (one division, one
+    square root, one multiplication, round-half-even, floor), each its own tensor operation, so every
+    machine rounds them alike;
+and table look-ups for sigmoid, tanh and exp, tables computed with Python's `decimal` (correctly rounded
+in software). No float reductions of non-integers, no library transcendental functions.
+
+Number formats (scheme 1; the archive header names the scheme):
+  weights   per matrix: W ≈ W_q * s / 127, W_q integer in [-127, 127], s = max|W|
+  h         h ≈ h_q / 127, h_q integer in [-127, 127] (h = o * tanh(.) lies in [-1, 1])
+  pre-acts  units of 1/256 (Q8): each eq. 5-7 term after layer norm, and the bias
+  gates     sigmoid / tanh outputs in units of 2^-15
+  c         units of 2^-12, clamped to |c| < 1024 (never reached by a trained model)
+  logits    units of 1/256 nat; frequencies round(2^30 * exp(logit - max logit))
+
+Layer normalisation is exact: LN(x) = (x - mean) / sqrt(var + eps) is scale-invariant, so it is applied
+to the integer product T itself, (n T - sum T) / sqrt(n sum T^2 - (sum T)^2 + n^2 eps'); the sums are exact.
+
+COPY (eq. 2-3) needs no computation: above layer 1, a layer's rows are computed only for the lanes where it
+UPDATEs or FLUSHes, its top-down term only where it FLUSHes (z_{t-1}^l = 1), its bottom-up term only where
+the layer below fired (z_t^{l-1} = 1). `dense=True` computes every row and masks instead, to measure the
+saving; both give identical integers (tested).
+"""
+from __future__ import annotations
+
+import decimal
+import functools
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from hmgen.model import CharLM
+
+SCHEME = 1
+LEVELS = 127            # weights and h: integers in [-127, 127]
+PRE = 256               # pre-activations: units of 1/256
+GATE = 1 << 15          # sigmoid / tanh outputs: units of 2^-15
+C_BITS = 12             # cell state: units of 2^-12
+C_MAX = (1 << 22) - 1   # |c| < 1024
+R = 12 * PRE            # sigmoid/tanh tables cover pre-activations in [-12, 12]; saturated beyond
+EXP_ONE = 1 << 30       # frequency of the most likely symbol
+EXP_RANGE = 30 * PRE    # exp table covers logit gaps up to 30 nats; beyond, frequency 0
+LN_EPS = 1e-5           # torch.nn.LayerNorm's default eps
+F64 = torch.float64
+
+
+@functools.cache
+def tables() -> dict[str, torch.Tensor]:
+    """sigmoid and tanh on the Q8 grid [-R, R] (index k + R), and exp(-d/256) for d in [0, EXP_RANGE];
+    correctly rounded by `decimal`, so identical on every machine (libm is not)."""
+    ctx = decimal.Context(prec=40)
+    D = decimal.Decimal
+
+    def rnd(x: decimal.Decimal) -> int:
+        return int(x.to_integral_value(rounding=decimal.ROUND_HALF_EVEN, context=ctx))
+
+    sig, tanh = [], []
+    for k in range(-R, R + 1):
+        e = ctx.exp(D(-k) / PRE)                                   # exp(-x)
+        sig.append(rnd(ctx.divide(GATE, 1 + e)))                   # 1 / (1 + e^-x)
+        e2 = e * e                                                 # exp(-2x), exact at this precision
+        tanh.append(rnd(ctx.divide(GATE * (1 - e2), 1 + e2)))
+    exp = [rnd(EXP_ONE * ctx.exp(D(-d) / PRE)) for d in range(EXP_RANGE + 1)]
+    return {"sigmoid": torch.tensor(sig, dtype=F64), "tanh": torch.tensor(tanh, dtype=F64),
+            "exp": torch.tensor(exp, dtype=F64)}
+
+
+def quantise(weight: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Per-matrix symmetric quantisation: (integers in [-127, 127] as float64, scale s = max |w|)."""
+    w = weight.detach().double().cpu()
+    s = float(w.abs().max()) or 1.0
+    return torch.round(w * (LEVELS / s)), s
+
+
+def exact_dtype(bound: float) -> torch.dtype:
+    """float32 when every partial sum of a product bounded by `bound` is an exact float32 integer."""
+    if bound >= 2.0 ** 53:
+        raise ValueError("layer too large for exact integer inference")
+    return torch.float32 if bound < 2 ** 24 else F64
+
+
+def round_shift(x: torch.Tensor, k: int) -> torch.Tensor:
+    """round(x / 2^k), halves up, for integer-valued float64 x (exact: a power-of-two scaling and a floor)."""
+    return torch.floor((x + (1 << (k - 1))) * (2.0 ** -k))
+
+
+class QLinear:
+    """An integer weight matrix and what turns its products with h_q into Q8 pre-activation terms."""
+
+    def __init__(self, weight: torch.Tensor, in_unit: float, in_max: int, norm: torch.nn.Module | None, device):
+        w, s = quantise(weight)                                    # (out, in)
+        n = w.shape[0]
+        self.bound = in_max * float(w.abs().sum(1).max())          # |T| <= bound for any input
+        self.w_t = w.T.contiguous().to(exact_dtype(self.bound)).to(device)   # (in, out)
+        self.unit = s / LEVELS * in_unit                           # real value of one unit of T
+        # layer norm sums: n * T^2 summed over n rows must stay below 2^53 -> shift T right if needed
+        self.shift = 0
+        while n * (self.bound / 2 ** self.shift) ** 2 >= 2.0 ** 53:
+            self.shift += 1
+        t_unit = self.unit * 2 ** self.shift
+        self.eps = float(max(1, round(n * n * LN_EPS / (t_unit * t_unit))))
+        self.gain = None if norm is None else (norm.weight.detach().double() * PRE).to(device)   # (out,)
+        self.scale = self.unit * PRE
+
+    def product(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (rows, in) integer-valued -> T (rows, out), exact, as float64."""
+        return (x.to(self.w_t.dtype) @ self.w_t).to(F64)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (rows, in) -> (rows, out) float64 integers: the term in Q8 (layer-normed when the model is)."""
+        t = self.product(x)
+        if self.gain is None:
+            return torch.round(t * self.scale)
+        return layer_norm(t, self.gain, self.eps, self.shift)
+
+
+def layer_norm(t: torch.Tensor, gain: torch.Tensor, eps: float, shift: int = 0) -> torch.Tensor:
+    """Exact-integer LN over the last axis of integer-valued float64 t, times gain*256 -> Q8 integers."""
+    if shift:
+        t = torch.floor(t * 2.0 ** -shift)
+    n = t.shape[-1]
+    s = t.sum(-1, keepdim=True)                                    # exact (bounded)
+    q = (t * t).sum(-1, keepdim=True)                              # exact (bounded, see QLinear)
+    d = n * q.to(torch.int64) - s.to(torch.int64) ** 2             # n^2 var, exact in int64
+    y = (t * n - s) / torch.sqrt(d.to(F64) + eps)                  # exact numerator; / and sqrt rounded
+    return torch.round(y * gain)
+
+
+def weights_hash(lm: CharLM) -> bytes:
+    """sha256 over the float weights (names, shapes, little-endian float32 bytes): the model's identity."""
+    h = hashlib.sha256()
+    for name, t in sorted(lm.state_dict().items()):
+        t = t.detach().cpu().contiguous().float()
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().astype("<f4").tobytes())
+    return h.digest()
+
+
+@dataclass
+class QState:
+    h: list[torch.Tensor]    # (batch, H_l) float32 integers in [-127, 127]
+    c: list[torch.Tensor]    # (batch, H_l) float64 integers, units 2^-12
+    z: list[torch.Tensor]    # (batch,) bool; the top layer's is always False
+    e: list[torch.Tensor]    # (batch, out_embed) float64 integers: W_l^e h^l, kept while layer l COPYs
+
+
+@dataclass
+class QLayer:
+    rec: QLinear
+    td: QLinear | None
+    bu: QLinear | None               # None for layer 1 (its input term is a table)
+    bias: torch.Tensor               # (4H[+1],) Q8 plus the table offsets, see QuantLM.__init__
+    lo: torch.Tensor                 # (4H,) clamp bounds = table index range of each gate column
+    hi: torch.Tensor
+    ln_c: torch.Tensor | None        # (H,) gain*256 of LN(c)
+    c_eps: float
+    embed: torch.Tensor              # (H, E) integer block W_l^e of the output embedding, transposed
+    hidden: int
+    has_boundary: bool
+
+
+class QuantLM:
+    """The integer twin of a byte-level CharLM: step(symbols) -> integer frequencies of the next symbol."""
+
+    def __init__(self, lm: CharLM, device: str | torch.device = "cpu"):
+        cfg = lm.cfg
+        self.device = dev = torch.device(device)
+        self.hierarchical = cfg.arch == "hmlstm"
+        self.hidden = list(cfg.hidden)
+        t = tables()
+        # one table for all gates: [sigmoid | tanh], index = Q8 pre-activation + offset, clamped per column
+        self.gates = torch.cat([t["sigmoid"], t["tanh"]]).to(dev)
+        self.exp = t["exp"].to(dev)
+        h_unit, ln = 1 / LEVELS, cfg.layer_norm
+        out = lm.out
+        w_e, s_e = quantise(out.embed.weight)                               # (E, sum H)
+        e_blocks = torch.split(w_e, self.hidden, dim=1)
+        self.layers = []
+        for l, layer in enumerate(lm.rnn.layers):
+            H = layer.hidden
+            rows = 4 * H + int(layer.has_boundary)
+            # columns f, i, o use the sigmoid half of the table, g the tanh half, z~ none (any range)
+            offset = torch.full((rows,), float(R), dtype=F64)
+            offset[3 * H:4 * H] += 2 * R + 1
+            if layer.has_boundary:
+                offset[4 * H] = 0.0
+            lo, hi = offset[:4 * H] - R, offset[:4 * H] + R
+            c_unit = 2.0 ** -C_BITS
+            self.layers.append(QLayer(
+                rec=QLinear(layer.rec.weight, h_unit, LEVELS, layer.ln_rec.ln, dev),
+                td=QLinear(layer.td.weight, h_unit, LEVELS, layer.ln_td.ln, dev) if layer.td is not None else None,
+                bu=QLinear(layer.bu.weight, h_unit, LEVELS, layer.ln_bu.ln, dev) if l > 0 else None,
+                bias=(torch.round(layer.bias.detach().double() * PRE) + offset).to(dev),
+                lo=lo.to(dev), hi=hi.to(dev),
+                ln_c=(layer.ln_c.ln.weight.detach().double() * PRE).to(dev) if ln else None,
+                c_eps=float(max(1, round(H * H * LN_EPS / (c_unit * c_unit)))),
+                embed=e_blocks[l].T.contiguous().to(exact_dtype(LEVELS * float(e_blocks[l].abs().sum(1).max()))).to(dev),
+                hidden=H, has_boundary=layer.has_boundary,
+            ))
+        # Layer 1's input term LN(W_0^1 x) for every symbol at once: a table (vocab, 4H+1) in Q8.
+        emb, s_emb = quantise(lm.embed.weight)                              # (vocab, embed)
+        first = lm.rnn.layers[0]
+        self.x_table = QLinear(first.bu.weight, s_emb / LEVELS, LEVELS, first.ln_bu.ln, "cpu")(emb).to(dev)
+        # Output module (eq. 11-12).
+        self.gate = QLinear(out.gate.weight, h_unit, LEVELS, None, dev)      # (L, sum H) -> one gate per layer
+        e_unit = s_e / LEVELS * h_unit / GATE                                # real value of sum_l g_q W_q h_q
+        w_v, s_v = quantise(out.head.weight)                                 # (vocab, E)
+        self.head = w_v.T.contiguous().to(exact_dtype(LEVELS * float(w_v.abs().sum(1).max()))).to(dev)
+        self.head_unit = s_v / LEVELS * e_unit / LEVELS                      # times the row max m, below
+        self.head_bias = out.head.bias.detach().double().to(dev)
+        self.hash = weights_hash(lm)
+
+    def initial_state(self, batch: int) -> QState:
+        dev, E = self.device, self.head.shape[0]
+        return QState(
+            h=[torch.zeros(batch, H, device=dev) for H in self.hidden],
+            c=[torch.zeros(batch, H, dtype=F64, device=dev) for H in self.hidden],
+            z=[torch.zeros(batch, dtype=torch.bool, device=dev) for _ in self.hidden],
+            e=[torch.zeros(batch, E, dtype=F64, device=dev) for _ in self.hidden],
+        )
+
+    def cell(self, q: QLayer, s: torch.Tensor, c_prev: torch.Tensor, flush: torch.Tensor | None):
+        """eq. 2-4 and 8-9 from pre-activations s (rows, 4H[+1]) (Q8 + table offsets, bias included)."""
+        H = q.hidden
+        act = self.gates[torch.clamp(s[:, :4 * H], q.lo, q.hi).long()]       # (rows, 4H)
+        f, i, o, g = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]   # units 2^-15
+        if flush is not None:                                                # FLUSH: c = i*g
+            c_prev = c_prev * (~flush)[:, None]
+        c = round_shift(f * c_prev, 15) + round_shift(i * g, 30 - C_BITS)    # units 2^-12, exact
+        c = c.clamp(-C_MAX, C_MAX)
+        u = layer_norm(c, q.ln_c, q.c_eps) if q.ln_c is not None else round_shift(c, C_BITS - 8)
+        th = self.gates[u.clamp(-R, R).long() + (3 * R + 1)]                 # tanh half of the table
+        h = round_shift(o * th * LEVELS, 30)                                 # o*tanh(.) in 1/127, exact
+        z = s[:, 4 * H] > 0 if q.has_boundary else None                      # eq. 8-9: z = 1[z~ > 0]
+        return h.float(), c, z
+
+    @torch.no_grad()
+    def step(self, symbols: torch.Tensor, st: QState, dense: bool = False) -> tuple[torch.Tensor, QState]:
+        """symbols: (batch,) the symbols just read -> (batch, vocab) float64 integer frequencies of the next
+        symbol, and the new state."""
+        h, c, z, e = list(st.h), list(st.c), list(st.z), list(st.e)
+        z_below = None                                                       # z_t^0 = 1: layer 1 never COPYs
+        for l, q in enumerate(self.layers):
+            z_prev = st.z[l]
+            flush = z_prev if self.hierarchical else None
+            if l == 0 or not self.hierarchical or dense:
+                rows, active = None, (None if l == 0 or not self.hierarchical else (z_prev | z_below))
+            else:
+                active = z_prev | z_below                                    # not COPY
+                rows = active.nonzero().squeeze(1)
+                if rows.numel() == 0:                                        # every lane COPYs this layer
+                    z_below = z[l]
+                    continue
+            pick = (lambda x: x) if rows is None else (lambda x: x[rows])
+            s = q.rec(pick(st.h[l])) + q.bias                                # (rows, 4H+1); never gated
+            if q.td is not None:                                             # top-down, gated by z_{t-1}^l
+                s = s + gated(q.td, st.h[l + 1], z_prev, rows, dense)
+            if l == 0:
+                s = s + self.x_table[symbols]
+            elif self.hierarchical:                                          # bottom-up, gated by z_t^{l-1}
+                s = s + gated(q.bu, h[l - 1], z_below, rows, dense)
+            else:
+                s = s + q.bu(h[l - 1])
+            h_new, c_new, z_new = self.cell(q, s, pick(st.c[l]), None if flush is None else pick(flush))
+            e_new = (h_new.to(q.embed.dtype) @ q.embed).to(F64)              # W_l^e h^l, exact
+            if rows is not None:                                             # sparse: write the computed rows
+                h[l], c[l], e[l] = st.h[l].index_put((rows,), h_new), st.c[l].index_put((rows,), c_new), \
+                    st.e[l].index_put((rows,), e_new)
+                if z_new is not None:
+                    z[l] = z_prev.index_put((rows,), z_new)
+            elif active is not None:                                         # dense: mask the COPY rows
+                keep = active[:, None]
+                h[l], c[l], e[l] = torch.where(keep, h_new, st.h[l]), torch.where(keep, c_new, st.c[l]), \
+                    torch.where(keep, e_new, st.e[l])
+                if z_new is not None:
+                    z[l] = z_new & active
+            else:                                                            # layer 1, or the LSTM baseline
+                h[l], c[l], e[l] = h_new, c_new, e_new
+                if z_new is not None:
+                    z[l] = z_new
+            z_below = z[l]
+        st = QState(h, c, z, e)
+        return self.frequencies(st), st
+
+    def frequencies(self, st: QState) -> torch.Tensor:
+        """Output module (eq. 11-12) in integers -> (batch, vocab) float64 integer frequencies."""
+        hs = torch.cat(st.h, dim=1)                                          # (batch, sum H)
+        gq = torch.round(self.gate.product(hs) * self.gate.scale)           # Q8 gate pre-activations
+        g = self.gates[gq.clamp(-R, R).long() + R]                           # (batch, L), units 2^-15
+        emb = g[:, 0:1] * st.e[0]                                            # (batch, E), exact
+        for l in range(1, len(self.hidden)):
+            emb = emb + g[:, l:l + 1] * st.e[l]
+        emb = emb.clamp(min=0)                                               # ReLU
+        m = emb.amax(dim=1, keepdim=True).clamp(min=1)                       # per-row scale, exact
+        emb_q = torch.floor((emb * (2 * LEVELS) + m) / (2 * m))              # round(emb * 127 / m): one rounded /
+        t = (emb_q.to(self.head.dtype) @ self.head).to(F64)                  # exact
+        logits = t * (m * self.head_unit) + self.head_bias                   # nats: three rounded ops
+        lq = torch.round(logits * PRE)
+        gap = (lq.amax(dim=1, keepdim=True) - lq).clamp(max=EXP_RANGE)
+        return self.exp[gap.long()]
+
+
+def gated(lin: QLinear, x: torch.Tensor, gate: torch.Tensor, rows: torch.Tensor | None, dense: bool) -> torch.Tensor:
+    """gate * lin(x) over the chosen rows (all when rows is None), computing lin only where gate is set
+    (dense: everywhere, then masked)."""
+    if dense:
+        return lin(x) * gate[:, None]
+    if rows is not None:
+        x, gate = x[rows], gate[rows]
+    on = gate.nonzero().squeeze(1)
+    out = torch.zeros(x.shape[0], lin.w_t.shape[1], dtype=F64, device=x.device)
+    if on.numel():
+        out[on] = lin(x[on])
+    return out

@@ -1,0 +1,289 @@
+"""Compression: byte-exact round trips, portable integer inference, the archive format, the CLI."""
+import io
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from hmgen import compress as C
+from hmgen import quant
+from hmgen.modelio import load_model
+from tests.conftest import HMGEN, make_model
+from hmgen.data import Vocab
+
+DATA = Path(__file__).parent / "data"
+SHORT = b"A short line for the command-line tests.\n"
+TEXT = (b"The hierarchical multiscale LSTM learns where words end without being told. "
+        b"It copies its upper layers while a word goes on, and updates them when it ends.\n") * 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small batches gain nothing from threads, and lose a lot when test runs share the machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """The bundled english-small as an integer engine."""
+    return quant.QuantLM(load_model("english-small").model)
+
+
+@pytest.fixture(scope="module")
+def tiny(byte_model):
+    return quant.QuantLM(load_model(str(byte_model)).model)
+
+
+def roundtrip(q, data: bytes, **kw) -> bytes:
+    out = io.BytesIO()
+    C.compress(io.BytesIO(data), out, q, "m", **kw)
+    back = io.BytesIO()
+    C.decompress(io.BytesIO(out.getvalue()), back, q, "m")
+    assert back.getvalue() == data
+    return out.getvalue()
+
+
+def frequencies(q, rows: np.ndarray, dense=False) -> torch.Tensor:
+    """All frequency tables for a (lanes, T) byte array: (T, lanes, vocab)."""
+    x = torch.from_numpy(rows.astype(np.int64))
+    state, out = q.initial_state(x.shape[0]), []
+    prev = torch.full((x.shape[0],), C.START)
+    for t in range(x.shape[1]):
+        f, state = q.step(prev, state, dense=dense)
+        out.append(f)
+        prev = x[:, t]
+    return torch.stack(out)
+
+
+def english_rows(lanes=8, length=60) -> np.ndarray:
+    data = np.frombuffer(TEXT * 6, dtype=np.uint8)
+    return np.stack([data[k * 37:k * 37 + length] for k in range(lanes)])
+
+
+# ---- round trips ---------------------------------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300), lanes=st.integers(1, 6), min_lane=st.integers(1, 64))
+def test_any_bytes_round_trip_for_any_lane_layout(tiny, data, lanes, min_lane):
+    roundtrip(tiny, data, max_lanes=lanes, min_lane=min_lane)
+
+
+@pytest.mark.parametrize("data", [b"", b"x", b"\x00" * 500, bytes(range(256)), b"\xff\xfe invalid \xc3("],
+                         ids=["empty", "one-byte", "run", "all-bytes", "invalid-utf8"])
+def test_edge_cases_round_trip_with_the_bundled_model(small, data):
+    roundtrip(small, data, min_lane=64)
+
+
+def test_inputs_longer_than_a_block_round_trip_block_by_block(tiny):
+    data = bytes(random.Random(0).randrange(256) for _ in range(2500))
+    out = io.BytesIO()
+    stats = C.compress(io.BytesIO(data), out, tiny, "m", block=1000, min_lane=100)
+    assert stats.blocks == 3
+    back = io.BytesIO()
+    C.decompress(io.BytesIO(out.getvalue()), back, tiny, "m")
+    assert back.getvalue() == data
+
+
+def test_english_compresses_below_three_bits_per_byte(small):
+    archive = roundtrip(small, TEXT, min_lane=10_000)
+    payload = len(archive) - len(roundtrip(small, b"")) - (1 + C.BLOCK_HEAD.size)   # less the fixed headers
+    assert 8 * payload / len(TEXT) < 3.0
+
+
+# ---- portability: the integer engine ---------------------------------------------------------------------
+
+def test_skipping_copied_rows_gives_the_same_frequencies_as_dense_computation(small):
+    rows = english_rows()
+    assert torch.equal(frequencies(small, rows), frequencies(small, rows, dense=True))
+
+
+def test_a_lanes_frequencies_do_not_depend_on_the_other_lanes_in_the_batch(small):
+    rows = english_rows()
+    together = frequencies(small, rows)
+    alone = frequencies(small, rows[3:4])
+    assert torch.equal(together[:, 3:4], alone)
+
+
+def test_frequencies_do_not_depend_on_the_thread_count(small):
+    rows = english_rows(lanes=48, length=12)
+    one = frequencies(small, rows)
+    torch.set_num_threads(max(2, os.cpu_count() or 2))                   # reset by the one_thread fixture
+    assert torch.get_num_threads() > 1
+    assert torch.equal(one, frequencies(small, rows))
+
+
+def test_float32_and_float64_matrix_products_agree_exactly(monkeypatch):
+    lm = load_model("english-small").model
+    q32 = quant.QuantLM(lm)
+    assert q32.layers[0].rec.w_t.dtype == torch.float32               # the design claims fp32 is exact here
+    monkeypatch.setattr(quant, "exact_dtype", lambda bound: torch.float64)
+    q64 = quant.QuantLM(lm)
+    assert q64.layers[0].rec.w_t.dtype == torch.float64
+    rows = english_rows(lanes=4, length=40)
+    assert torch.equal(frequencies(q32, rows), frequencies(q64, rows))
+
+
+@pytest.mark.parametrize("isa", ["DEFAULT", "AVX2"])
+def test_archives_are_identical_under_other_cpu_instruction_sets(isa):
+    """ATEN_CPU_CAPABILITY makes torch use its scalar / AVX2 kernels instead of the best available."""
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=isa)
+    run = lambda e: subprocess.run(HMGEN + ["compress", "-c", str(DATA / "golden.txt")], capture_output=True, env=e).stdout
+    assert run(env) == (DATA / "golden.hmz").read_bytes()
+
+
+def test_an_archive_made_on_2026_11_22_still_decodes_and_is_reproduced_exactly(small):
+    archive = (DATA / "golden.hmz").read_bytes()
+    back = io.BytesIO()
+    C.decompress(io.BytesIO(archive), back, small, "english-small")
+    assert back.getvalue() == (DATA / "golden.txt").read_bytes()
+    again = io.BytesIO()
+    C.compress(io.BytesIO(back.getvalue()), again, small, "english-small")
+    assert again.getvalue() == archive
+
+
+def test_integer_inference_costs_under_two_hundredths_of_a_bit(small):
+    lm = load_model("english-small").model
+    rows = english_rows(lanes=4, length=120)
+    x = torch.from_numpy(rows.astype(np.int64))
+    with torch.no_grad():
+        prev = torch.cat([torch.full((4, 1), C.START), x[:, :-1]], 1)
+        logits, _, _ = lm(prev, lm.initial_state(4))
+        float_bits = -torch.log_softmax(logits.double(), -1).gather(2, x[..., None]).mean() / np.log(2)
+    f = frequencies(small, rows).permute(1, 0, 2).double()              # (lanes, T, vocab)
+    p = f.gather(2, x[..., None]).squeeze(-1) / f.sum(-1)
+    int_bits = -torch.log2(p).mean()
+    assert abs(int_bits - float_bits) < 0.02
+
+
+def test_tables_are_the_correctly_rounded_functions():
+    t = quant.tables()
+    R = quant.R
+    assert t["sigmoid"][R] == quant.GATE // 2 and t["tanh"][R] == 0
+    assert t["sigmoid"][R + 256] == round(quant.GATE / (1 + np.exp(-1)))
+    assert t["exp"][0] == quant.EXP_ONE and t["exp"][256] == round(quant.EXP_ONE * np.exp(-1))
+
+
+# ---- the format ------------------------------------------------------------------------------------------
+
+def test_decoding_with_another_model_is_refused_naming_the_model_needed(tmp_path, small):
+    other = quant.QuantLM(load_model(str(make_model(tmp_path / "other", Vocab("bytes"), seed=1))).model)
+    archive = io.BytesIO()
+    C.compress(io.BytesIO(b"abc"), archive, small, "english-small")
+    with pytest.raises(C.FormatError, match="english-small"):
+        C.decompress(io.BytesIO(archive.getvalue()), io.BytesIO(), other, "other")
+
+
+def test_the_listing_reads_sizes_from_headers(tiny):
+    archive = io.BytesIO()
+    C.compress(io.BytesIO(b"x" * 1000), archive, tiny, "m", min_lane=100, max_lanes=4)
+    info = C.list_archive(io.BytesIO(archive.getvalue()))
+    assert (info.original, info.compressed, info.blocks, info.lanes) == (1000, len(archive.getvalue()), 1, [4])
+
+
+def mutations(archive: bytes, count: int, seed: int = 0):
+    rng = random.Random(seed)
+    for k in range(count):
+        kind = k % 4
+        b = bytearray(archive)
+        pos = rng.randrange(len(b))
+        if kind == 0:
+            b[pos] ^= 1 << rng.randrange(8)                                # flip a bit
+        elif kind == 1:
+            b = b[:pos]                                                    # truncate
+        elif kind == 2:
+            b.insert(pos, rng.randrange(256))                              # insert a byte
+        else:
+            del b[pos]                                                     # delete a byte
+        yield bytes(b)
+
+
+def test_every_corruption_of_a_real_archive_is_detected(small):
+    archive = (DATA / "golden.hmz").read_bytes()
+    original = (DATA / "golden.txt").read_bytes()
+    for bad in mutations(archive, 400):
+        out = io.BytesIO()
+        with pytest.raises(C.FormatError):
+            C.decompress(io.BytesIO(bad), out, small, "english-small")
+        assert out.getvalue() == b"" or original.startswith(out.getvalue())
+
+
+# ---- the command line ------------------------------------------------------------------------------------
+
+def hmgen(*args, stdin=None):
+    """The CLI on one thread: these inputs are tiny, and test runs share the machine."""
+    return subprocess.run(HMGEN + list(args) + ["--threads", "1"], input=stdin, capture_output=True)
+
+
+def test_compress_then_decompress_restores_the_file_and_removes_each_input(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_bytes(SHORT)
+    assert hmgen("compress", "-q", str(f)).returncode == 0
+    assert not f.exists() and (tmp_path / "a.txt.hmz").exists()
+    assert hmgen("decompress", "-q", str(tmp_path / "a.txt.hmz")).returncode == 0
+    assert f.read_bytes() == SHORT and not (tmp_path / "a.txt.hmz").exists()
+
+
+def test_a_pipeline_round_trips(tmp_path):
+    packed = hmgen("compress", stdin=SHORT)
+    assert packed.returncode == 0 and packed.stdout[:4] == C.MAGIC
+    assert hmgen("decompress", stdin=packed.stdout).stdout == SHORT
+
+
+def test_keep_stdout_and_compress_d(tmp_path):
+    f = tmp_path / "b.txt"
+    f.write_bytes(b"keep me")
+    r = hmgen("compress", "-c", str(f))
+    assert f.exists() and not (tmp_path / "b.txt.hmz").exists()
+    (tmp_path / "b.hmz").write_bytes(r.stdout)
+    assert hmgen("compress", "-d", "-c", str(tmp_path / "b.hmz")).stdout == b"keep me"
+    assert hmgen("compress", "-k", "-q", str(f)).returncode == 0 and f.exists()
+
+
+def test_an_existing_output_is_not_overwritten_without_force(tmp_path):
+    f, out = tmp_path / "c.txt", tmp_path / "c.txt.hmz"
+    f.write_bytes(b"new")
+    out.write_bytes(b"precious")
+    r = hmgen("compress", str(f))
+    assert r.returncode == 1 and b"already exists" in r.stderr and out.read_bytes() == b"precious" and f.exists()
+    assert hmgen("compress", "-f", "-q", str(f)).returncode == 0 and out.read_bytes()[:4] == C.MAGIC
+
+
+def test_a_corrupt_archive_fails_with_one_line_and_leaves_nothing_behind(tmp_path):
+    bad = bytearray((DATA / "golden.hmz").read_bytes())
+    bad[120] ^= 0x10
+    f = tmp_path / "g.txt.hmz"
+    f.write_bytes(bytes(bad))
+    r = hmgen("decompress", str(f))
+    assert r.returncode == 1 and r.stderr.count(b"\n") == 1 and b"damaged" in r.stderr
+    assert f.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["g.txt.hmz"]
+    assert hmgen("decompress", "-t", str(f)).returncode == 1
+
+
+def test_bad_inputs_give_exit_codes_like_gzip(tmp_path):
+    (tmp_path / "x.txt").write_bytes(b"x")
+    (tmp_path / "y.hmz").write_bytes(b"not an archive")
+    missing = hmgen("compress", "-k", "-q", str(tmp_path / "nope"), str(tmp_path / "x.txt"))
+    assert missing.returncode == 1 and (tmp_path / "x.txt.hmz").exists()    # the others are still processed
+    assert hmgen("decompress", str(tmp_path / "x.txt")).returncode == 2     # unknown suffix: a warning
+    r = hmgen("decompress", str(tmp_path / "y.hmz"))
+    assert r.returncode == 1 and b"not an hmgen archive" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_test_and_list_report_on_an_archive():
+    assert hmgen("decompress", "-t", "-v", str(DATA / "golden.hmz")).returncode == 0
+    r = hmgen("compress", "-l", str(DATA / "golden.hmz"))
+    assert r.returncode == 0 and b"english-small" in r.stdout and b"185" in r.stdout
+
+
+def test_a_character_level_model_is_refused_for_compression(char_model):
+    r = hmgen("compress", "--model", str(char_model), stdin=b"abc")
+    assert r.returncode == 1 and b"byte-level" in r.stderr
