@@ -233,14 +233,14 @@ class QuantLM:
     def cell(self, q: QLayer, s: torch.Tensor, c_prev: torch.Tensor, flush: torch.Tensor | None):
         """eq. 2-4 and 8-9 from pre-activations s (rows, 4H[+1]) (Q8 + table offsets, bias included)."""
         H = q.hidden
-        act = self.gates[torch.clamp(s[:, :4 * H], q.lo, q.hi).long()]       # (rows, 4H)
+        act = torch.take(self.gates, torch.clamp(s[:, :4 * H], q.lo, q.hi).long())   # (rows, 4H)
         f, i, o, g = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]   # units 2^-15
         if flush is not None:                                                # FLUSH: c = i*g
             c_prev = c_prev * (~flush)[:, None]
         c = round_shift(f * c_prev, 15) + round_shift(i * g, 30 - C_BITS)    # units 2^-12, exact
         c = c.clamp(-C_MAX, C_MAX)
         u = layer_norm(c, q.ln_c, q.c_eps) if q.ln_c is not None else round_shift(c, C_BITS - 8)
-        th = self.gates[u.clamp(-R, R).long() + (3 * R + 1)]                 # tanh half of the table
+        th = torch.take(self.gates, u.clamp(-R, R).long() + (3 * R + 1))     # tanh half of the table
         h = round_shift(o * th * LEVELS, 30)                                 # o*tanh(.) in 1/127, exact
         z = s[:, 4 * H] > 0 if q.has_boundary else None                      # eq. 8-9: z = 1[z~ > 0]
         return h.float(), c, z
@@ -267,7 +267,7 @@ class QuantLM:
             if q.td is not None:                                             # top-down, gated by z_{t-1}^l
                 s = s + gated(q.td, st.h[l + 1], z_prev, rows, dense)
             if l == 0:
-                s = s + self.x_table[symbols]
+                s = s + self.x_table.index_select(0, symbols)
             elif self.hierarchical:                                          # bottom-up, gated by z_t^{l-1}
                 s = s + gated(q.bu, h[l - 1], z_below, rows, dense)
             else:
@@ -297,7 +297,7 @@ class QuantLM:
         """Output module (eq. 11-12) in integers -> (batch, vocab) float64 integer frequencies."""
         hs = torch.cat(st.h, dim=1)                                          # (batch, sum H)
         gq = torch.round(self.gate.product(hs) * self.gate.scale)           # Q8 gate pre-activations
-        g = self.gates[gq.clamp(-R, R).long() + R]                           # (batch, L), units 2^-15
+        g = torch.take(self.gates, gq.clamp(-R, R).long() + R)               # (batch, L), units 2^-15
         emb = g[:, 0:1] * st.e[0]                                            # (batch, E), exact
         for l in range(1, len(self.hidden)):
             emb = emb + g[:, l:l + 1] * st.e[l]
@@ -308,7 +308,7 @@ class QuantLM:
         logits = t * (m * self.head_unit) + self.head_bias                   # nats: three rounded ops
         lq = torch.round(logits * PRE)
         gap = (lq.amax(dim=1, keepdim=True) - lq).clamp(max=EXP_RANGE)
-        return self.exp[gap.long()]
+        return torch.take(self.exp, gap.long())
 
 
 def gated(lin: QLinear, x: torch.Tensor, gate: torch.Tensor, rows: torch.Tensor | None, dense: bool) -> torch.Tensor:
