@@ -131,10 +131,10 @@ def layer_norm(t: torch.Tensor, gain: torch.Tensor, eps: float, shift: int = 0) 
         t = torch.floor(t * 2.0 ** -shift)
     n = t.shape[-1]
     s = t.sum(-1, keepdim=True)                                    # exact (bounded)
-    q = (t * t).sum(-1, keepdim=True)                              # exact (bounded, see QLinear)
+    q = torch.linalg.vecdot(t, t).unsqueeze(-1)                    # sum t^2, exact (bounded, see QLinear)
     d = n * q.to(torch.int64) - s.to(torch.int64) ** 2             # n^2 var, exact in int64
-    y = (t * n - s) / torch.sqrt(d.to(F64) + eps)                  # exact numerator; / and sqrt rounded
-    return torch.round(y * gain)
+    y = (t * n).sub_(s)                                            # exact
+    return y.div_(torch.sqrt(d.to(F64) + eps)).mul_(gain).round_() # each op correctly rounded
 
 
 def weights_hash(lm: CharLM) -> bytes:
@@ -211,7 +211,8 @@ class QuantLM:
         # Layer 1's input term LN(W_0^1 x) for every symbol at once: a table (vocab, 4H+1) in Q8.
         emb, s_emb = quantise(lm.embed.weight)                              # (vocab, embed)
         first = lm.rnn.layers[0]
-        self.x_table = QLinear(first.bu.weight, s_emb / LEVELS, LEVELS, first.ln_bu.ln, "cpu")(emb).to(dev)
+        x_term = QLinear(first.bu.weight, s_emb / LEVELS, LEVELS, first.ln_bu.ln, "cpu")(emb)
+        self.x_table = x_term.to(dev) + self.layers[0].bias                  # (vocab, 4H+1), layer 1's bias folded in
         # Output module (eq. 11-12).
         self.gate = QLinear(out.gate.weight, h_unit, LEVELS, None, dev)      # (L, sum H) -> one gate per layer
         e_unit = s_e / LEVELS * h_unit / GATE                                # real value of sum_l g_q W_q h_q
@@ -263,15 +264,17 @@ class QuantLM:
                     z_below = z[l]
                     continue
             pick = (lambda x: x) if rows is None else (lambda x: x[rows])
-            s = q.rec(pick(st.h[l])) + q.bias                                # (rows, 4H+1); never gated
+            s = q.rec(pick(st.h[l]))                                         # (rows, 4H+1); never gated
             if q.td is not None:                                             # top-down, gated by z_{t-1}^l
-                s = s + gated(q.td, st.h[l + 1], z_prev, rows, dense)
-            if l == 0:
-                s = s + self.x_table.index_select(0, symbols)
-            elif self.hierarchical:                                          # bottom-up, gated by z_t^{l-1}
-                s = s + gated(q.bu, h[l - 1], z_below, rows, dense)
+                add_gated(s, q.td, st.h[l + 1], z_prev, rows, dense)
+            if l == 0:                                                       # input term and bias: a table row
+                s += self.x_table.index_select(0, symbols)
             else:
-                s = s + q.bu(h[l - 1])
+                s += q.bias
+                if self.hierarchical:                                        # bottom-up, gated by z_t^{l-1}
+                    add_gated(s, q.bu, h[l - 1], z_below, rows, dense)
+                else:
+                    s += q.bu(h[l - 1])
             h_new, c_new, z_new = self.cell(q, s, pick(st.c[l]), None if flush is None else pick(flush))
             e_new = (h_new.to(q.embed.dtype) @ q.embed).to(F64)              # W_l^e h^l, exact
             if rows is not None:                                             # sparse: write the computed rows
@@ -311,15 +314,15 @@ class QuantLM:
         return torch.take(self.exp, gap.long())
 
 
-def gated(lin: QLinear, x: torch.Tensor, gate: torch.Tensor, rows: torch.Tensor | None, dense: bool) -> torch.Tensor:
-    """gate * lin(x) over the chosen rows (all when rows is None), computing lin only where gate is set
-    (dense: everywhere, then masked)."""
+def add_gated(s: torch.Tensor, lin: QLinear, x: torch.Tensor, gate: torch.Tensor, rows: torch.Tensor | None,
+              dense: bool) -> None:
+    """s += gate * lin(x) over the chosen rows (all when rows is None), computing lin only where the gate is
+    set (dense: everywhere, then masked). Exact integers, so the order of additions cannot matter."""
     if dense:
-        return lin(x) * gate[:, None]
+        s += lin(x) * gate[:, None]
+        return
     if rows is not None:
         x, gate = x[rows], gate[rows]
     on = gate.nonzero().squeeze(1)
-    out = torch.zeros(x.shape[0], lin.w_t.shape[1], dtype=F64, device=x.device)
     if on.numel():
-        out[on] = lin(x[on])
-    return out
+        s.index_add_(0, on, lin(x[on]))
