@@ -287,3 +287,21 @@ def test_test_and_list_report_on_an_archive():
 def test_a_character_level_model_is_refused_for_compression(char_model):
     r = hmgen("compress", "--model", str(char_model), stdin=b"abc")
     assert r.returncode == 1 and b"byte-level" in r.stderr
+
+
+def test_compressed_data_is_not_written_to_a_terminal():
+    import pty
+    controller, terminal = pty.openpty()
+    try:
+        r = subprocess.run(HMGEN + ["compress", "--threads", "1"], input=b"abc", stdout=terminal, stderr=subprocess.PIPE)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert r.returncode == 1 and b"not written to a terminal" in r.stderr
+
+
+def test_asking_for_a_missing_gpu_is_a_one_line_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    r = hmgen("compress", "--device", "cuda", stdin=b"abc")
+    assert r.returncode == 1 and r.stderr.count(b"\n") == 1 and b"CUDA" in r.stderr
