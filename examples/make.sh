@@ -8,3 +8,5 @@ for t in 0.5 0.8 1.0; do
 done
 $hmgen sample -m english-small --prime "In 1905, " -n 600 --top-p 0.9 --seed 2 -q > sample-english-small-top-p0.9.txt
 $hmgen models > models.txt
+# where each layer's boundary detector fires (terminal view captured without colours, and the SVG)
+$hmgen boundaries "the quick brown fox jumps over the lazy dog" -m english-small --width 80 -o boundaries.svg > boundaries.txt

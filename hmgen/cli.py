@@ -241,6 +241,65 @@ def evaluate_cmd(
 
 
 @app.command()
+def boundaries(
+    text: Optional[str] = typer.Argument(None, help="The text to read; - reads standard input."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the text from this UTF-8 file instead."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A bundled model's name or a model path (default: english-small)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Also draw the hierarchy as SVG into this file (- = to stdout)."),
+    width: Optional[int] = typer.Option(None, "--width", "-w", min=20, help="Columns per row (default: the terminal's; SVG: 100 characters)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw z matrix, operations and counts as JSON."),
+    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No terminal picture (with -o) and no progress bar."),
+):
+    """Show where each layer's boundary detector fires on a text: one row per layer under the text.
+
+    hmgen boundaries "the quick brown fox jumps over the lazy dog" -o fox.svg
+    """
+    if text is None and file is None:
+        fail("no text: give it as an argument, - for standard input, or --file PATH", 2)
+    if text is not None and file is not None:
+        fail("give the text or --file PATH, not both", 2)
+    if output == "-" and as_json:
+        fail("--json and -o - both write to stdout; choose one", 2)
+    try:
+        raw = file.read_bytes() if file else sys.stdin.buffer.read() if text == "-" else None
+        if raw is not None:
+            text = raw.decode("utf-8")
+    except OSError as e:
+        fail(f"{file}: cannot read ({e.strerror or e})")
+    except UnicodeDecodeError as e:
+        fail(f"{file or 'standard input'}: not UTF-8 text ({e.reason} at byte {e.start})")
+    if not text:
+        fail("the text is empty: nothing to show")
+    from hmgen.boundaries import analyse, render_svg, render_terminal
+    from hmgen.data import VocabError
+    from hmgen.modelio import atomic_write
+
+    lm = open_model(model, device)
+    try:
+        with progress_bar(quiet or len(text) < 2000, "boundaries") as advance:
+            b = analyse(lm, text, progress=advance)
+    except VocabError as e:
+        fail(f"cannot read this text with model {lm.name!r}: {e}")
+    if output:
+        svg = render_svg(b, width or 100)
+        if output == "-":
+            typer.echo(svg)
+        else:
+            try:
+                atomic_write(Path(output), lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
+            except OSError as e:
+                fail(f"{output}: cannot write ({e.strerror or e})")
+    if as_json:
+        typer.echo(json.dumps(b.to_dict()))
+    elif not quiet and output != "-":
+        from rich.console import Console
+        console = Console(width=width, highlight=False)
+        for line in render_terminal(b, console.width):
+            console.print(line, no_wrap=True, overflow="ignore", crop=False)
+
+
+@app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
     """List the bundled models with their size and figures."""
     from hmgen.modelio import list_models
