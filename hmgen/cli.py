@@ -71,7 +71,7 @@ def read_config_file(path: Path) -> dict:
 
 @app.command()
 def train(
-    data: Optional[str] = typer.Argument(None, help="Corpus: a file or folder (.xz ok), ptb:DIR, text8[:DIR] or enwik8[:DIR]."),
+    data: Optional[str] = typer.Argument(None, help="Corpus: a file or folder (.xz ok), ptb:DIR, text8[:DIR] or enwik8[:DIR]; iam:DIR for handwriting (IAM-OnDB)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run folder (checkpoints, best model, metrics.jsonl)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or JSON file of these options; flags override it."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
@@ -104,6 +104,13 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto (CUDA when present), cpu, cuda, cuda:1 ..."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     name: Optional[str] = typer.Option(None, help="Name recorded in the exported model."),
+    mixtures: Optional[int] = typer.Option(None, help="Handwriting (iam:DIR): mixture components (Graves: 20)."),
+    window: Optional[int] = typer.Option(None, help="Handwriting: Gaussians in the attention window (Graves: 10)."),
+    conditional: Optional[bool] = typer.Option(None, "--conditional/--unconditional",
+                                               help="Handwriting: text-conditioned synthesis (default) or the paper's unconditional model."),
+    stride: Optional[int] = typer.Option(None, help="Handwriting: keep every N-th pen point (default 2)."),
+    max_points: Optional[int] = typer.Option(None, help="Handwriting: skip training lines longer than this (after --stride)."),
+    fast: Optional[bool] = typer.Option(None, "--fast/--no-fast", help="Text models: the fused forward of hmgen.fast (same function, fewer kernels; for GPUs)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as JSON."),
 ):
@@ -119,7 +126,8 @@ def train(
                  lr_divide=lr_divide, patience=patience, max_lr_decays=max_lr_decays, slope_start=slope_start,
                  slope_rate=slope_rate, slope_max=slope_max, steps=steps, epochs=epochs, time_limit=time_limit,
                  eval_every=eval_every, eval_symbols=eval_symbols, ckpt_every=ckpt_every, log_every=log_every,
-                 seed=seed, device=device, threads=threads, name=name)
+                 seed=seed, device=device, threads=threads, name=name, mixtures=mixtures, window=window,
+                 conditional=conditional, stride=stride, max_points=max_points, fast=fast)
     opts.update({k: v for k, v in given.items() if v is not None})
     if resume and "data" not in opts:
         opts["data"] = ""          # taken from the checkpoint
@@ -141,6 +149,10 @@ def train(
         return
     if as_json:
         typer.echo(json.dumps(summary))
+    elif not quiet and "best_valid_nll" in summary:
+        best = summary["best_valid_nll"]
+        typer.echo(f"stopped at step {summary['step']} ({summary['stop']}); best validation NLL "
+                   f"{'-' if best is None else f'{best:.1f} nats/line'}; model: {summary['out']}/best", err=True)
     elif not quiet:
         best = summary["best_valid_bpc"]
         typer.echo(f"stopped at step {summary['step']} ({summary['stop']}); best validation BPC "
@@ -322,6 +334,97 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
         table.add_row(m["name"], m["arch"], "x".join(map(str, m["hidden"])), f"{m['parameters'] / 1e6:.2f}M",
                       f"{(m['file_bytes'] or 0) / 2**20:.1f} MiB", f"{f['valid_bpc']:.3f}" if "valid_bpc" in f else "-")
     Console().print(table)
+
+
+@app.command()
+def handwrite(
+    text: Optional[str] = typer.Argument(None, help='Text to write; "-" reads it from stdin. Newlines start new lines.'),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help='SVG file to write; "-" writes the SVG to stdout.'),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Handwriting model: a bundled name or a path (default: handwriting-small)."),
+    bias: float = typer.Option(0.75, "--bias", "-b", min=0.0, help="0 = unbiased, wild; higher = sharper, neater, less varied (Graves 2013 §5.4)."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same SVG."),
+    style: Optional[int] = typer.Option(None, "--style", min=0, help="Write in the hand of line N of the model's style bank (--list-styles)."),
+    list_styles: bool = typer.Option(False, "--list-styles", help="Print the model's style bank and exit."),
+    width: int = typer.Option(40, "--width", "-w", min=1, help="Wrap lines longer than this many characters."),
+    line_height: float = typer.Option(60.0, "--line-height", min=1.0, help="Pixels per line of handwriting."),
+    margin: float = typer.Option(20.0, "--margin", min=0.0, help="Margin around the text, pixels."),
+    color: str = typer.Option("black", "--color", help="Ink colour (SVG colour: a name, #rrggbb, rgb(...))."),
+    stroke_width: float = typer.Option(2.0, "--stroke-width", min=0.01, help="Pen width, pixels."),
+    background: str = typer.Option("white", "--background", help='Background colour, or "none" for transparent.'),
+    smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="Smooth the strokes (Savitzky-Golay) when drawing."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also write a PNG rendering (black ink on white) to this file."),
+    max_steps_per_char: int = typer.Option(25, "--max-steps-per-char", min=1, help="Hard cap on pen points per character."),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop characters the model cannot write instead of failing."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Report each line's steps and why it stopped, on stderr."),
+):
+    """Write TEXT in synthetic handwriting as an SVG (HM-LSTM + attention window + mixture density output).
+
+    hmgen handwrite "hello world" -o out.svg --seed 1
+
+    hmgen sample -n 60 | hmgen handwrite - -o out.svg --style 2
+    """
+    import re
+    import time
+
+    import torch
+
+    from hmgen.handwriting.model import HandwritingModelError, load_hw_model
+    from hmgen.handwriting.render import to_png, to_svg
+    from hmgen.handwriting.sample import SynthesisError, wrap, write_lines
+
+    torch.set_num_threads(1)   # one line at a time, small matrices: extra threads only add overhead
+    try:
+        hm = load_hw_model(model)
+    except HandwritingModelError as e:
+        fail(str(e))
+    if list_styles:
+        for i, s in enumerate(hm.styles):
+            typer.echo(f"{i}\t{s['text']}")
+        return
+    if text is None:
+        fail("no text: give TEXT, or - to read it from stdin", 2)
+    if output is None:
+        fail("no output: give -o FILE.svg, or -o - for stdout", 2)
+    for name, value in (("--color", color), ("--background", background)):
+        if not re.fullmatch(r"#[0-9a-fA-F]{3,8}|[a-zA-Z]+|rgba?\([0-9., %]+\)", value):
+            fail(f"{name}: not an SVG colour: {value!r}", 2)
+    if text == "-":
+        text = sys.stdin.read()
+    if skip_unknown:
+        known = set(hm.cfg.alphabet) | {"\n"}
+        dropped = sorted({c for c in text if c not in known and not c.isspace()})
+        text = "".join(c if c in known else (" " if c.isspace() else "") for c in text)
+        if dropped and verbose:
+            typer.echo("skipped characters the model never saw: " + " ".join(repr(c) for c in dropped), err=True)
+    lines = wrap(text, width)
+    if not lines:
+        fail("nothing to write: the text is empty")
+    t0 = time.time()
+    try:
+        written = write_lines(hm, lines, bias=bias, seed=seed, style=style, max_steps_per_char=max_steps_per_char)
+    except SynthesisError as e:
+        fail(str(e))
+    if verbose:
+        for i, ln in enumerate(written, 1):
+            typer.echo(f"line {i}: {ln.steps} points for {len(ln.text)} characters, window peaked on "
+                       f"{ln.coverage:.0%} of them; stopped: {ln.stop} "
+                       f"({'window passed the last character' if ln.stop == 'end of text' else f'hard cap of {max_steps_per_char} points per character'})",
+                       err=True)
+        typer.echo(f"{len(written)} line(s) in {time.time() - t0:.2f} s (model {hm.name}, bias {bias}, "
+                   f"style {style if style is not None else '-'}, seed {seed if seed is not None else '-'})", err=True)
+    offsets = [ln.offsets for ln in written]
+    svg = to_svg(offsets, hm.cfg.line_height, line_height, margin, color, stroke_width, background,
+                 title=" / ".join(lines)[:200], smooth=smooth)
+    try:
+        if output == "-":
+            sys.stdout.write(svg + "\n")
+            sys.stdout.flush()
+        else:
+            Path(output).write_text(svg + "\n")
+        if png is not None:
+            png.write_bytes(to_png(offsets, hm.cfg.line_height, line_height, margin, stroke_width, smooth))
+    except OSError as e:
+        fail(f"cannot write: {e}")
 
 
 def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:

@@ -67,6 +67,14 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     name: str | None = None                     # name recorded in the exported model
+    # handwriting only (corpus iam:DIR, see hmgen.handwriting): mixture components, attention window
+    # Gaussians, text-conditioned or not, keep every stride-th pen point, longest training line (points)
+    mixtures: int = 20
+    window: int = 10
+    conditional: bool = True
+    stride: int = 2
+    max_points: int = 600
+    fast: bool = False                          # hmgen.fast.fast_forward: the same function, fewer kernels (GPU)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size, self.arch, self.embed_dim, list(self.hidden), self.out_embed, self.layer_norm)
@@ -133,7 +141,7 @@ def load_checkpoint(out: Path, model, opt, sched, device) -> tuple[dict, list]:
             opt_state.setdefault(int(i), {})[name] = v
     opt.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
     sched.load_state_dict(meta["scheduler"])
-    layers = 1 + max(int(k.split(".")[1]) for k in tensors if k.startswith("carry."))
+    layers = 1 + max((int(k.split(".")[1]) for k in tensors if k.startswith("carry.")), default=-1)
     state = [tuple(tensors[f"carry.{l}.{n}"].to(device) for n in "hcz") for l in range(layers)]
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
@@ -223,10 +231,18 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     if resume and not (out / "checkpoint.json").exists():
         raise FileNotFoundError(f"{out}: no checkpoint to resume from")
     if resume:   # the run's own configuration wins; only the length and the machine may be given again
-        given = {k: getattr(cfg, k) for k in ("steps", "epochs", "device", "threads") if getattr(cfg, k) is not None}
+        given = {k: getattr(cfg, k) for k in ("steps", "epochs", "device", "threads", "fast") if getattr(cfg, k) is not None}
         cfg = TrainConfig.from_dict({**json.loads((out / "checkpoint.json").read_text())["config"],
                                      **given, "time_limit": cfg.time_limit})   # the time limit is per invocation
 
+    from hmgen.handwriting.train import is_handwriting
+    if is_handwriting(cfg.data):   # handwriting synthesis (iam:DIR): its own batches and model, same machinery
+        from hmgen.handwriting.data import HandwritingDataError
+        from hmgen.handwriting.train import train_handwriting
+        try:
+            return train_handwriting(cfg, resume=resume, quiet=quiet, command=command)
+        except HandwritingDataError as e:
+            raise DataError(str(e)) from None
     corpus = corpus or load_corpus(cfg.data, cfg.valid, cfg.download)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)   # only once the data is known to load
@@ -247,7 +263,11 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
         elapsed_before = meta["train_seconds"]
         state = [tuple(t.to(device) for t in layer) for layer in state]
     state = scatter_state(state, rank, world)
-    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    fwd = model
+    if cfg.fast:            # opt-in until benchmarks/gpu/check_fast.py has passed on a GPU (tests/test_fast.py: CPU)
+        from hmgen.fast import FastForward
+        fwd = FastForward(model)
+    net = torch.nn.parallel.DistributedDataParallel(fwd) if distributed else fwd
 
     total = cfg.steps
     if cfg.epochs is not None:

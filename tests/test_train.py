@@ -408,3 +408,21 @@ def test_warmup_ramps_the_learning_rate_linearly(tmp_path):
     train(cfg, quiet=True)
     lrs = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert lrs == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
+
+
+def test_training_with_the_fast_forward_follows_the_same_trajectory(tmp_path, monkeypatch):
+    """--fast computes the same function (tests/test_fast.py); through the trainer the losses agree too."""
+    import hmgen.fast
+    calls = []
+    real = hmgen.fast.fast_forward
+    monkeypatch.setattr(hmgen.fast, "fast_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = tmp_path / "text.txt"
+    data.write_text(english(4000))
+    train(tiny(data, tmp_path / "ref"), quiet=True)
+    assert not calls
+    train(tiny(data, tmp_path / "fast", fast=True), quiet=True)
+    assert len(calls) >= 6                                   # the fast run really went through it
+    ref, fast = train_records(tmp_path / "ref"), train_records(tmp_path / "fast")
+    assert len(ref) == len(fast) == 6
+    for r, f in zip(ref, fast):
+        assert math.isclose(r["loss"], f["loss"], rel_tol=1e-4)

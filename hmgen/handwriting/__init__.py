@@ -1,0 +1,10 @@
+"""Handwriting synthesis with an HM-LSTM (or LSTM) stack, Graves' soft attention window and a mixture
+density output (Graves 2013, arXiv 1308.0850; Chung, Ahn & Bengio 2017 §4.2).
+
+  data.py    IAM-OnDB loader (original lineStrokes XML + ascii layout, folders or tar; or the aligned npz),
+             official splits, preprocessing (pen offsets, outlier handling, normalisation, alignment)
+  model.py   the synthesis network, the mixture loss, model files (safetensors + JSON, no pickle)
+  sample.py  synthesis: bias, priming (styles), termination
+  render.py  SVG (svgwrite) and a small PNG rasteriser
+  train.py   the training loop behind `hmgen train iam:DIR`
+"""

@@ -1,0 +1,99 @@
+"""Pen offsets -> SVG (svgwrite, one <g> per line with one <path>) and a small PNG rasteriser (numpy + zlib).
+
+Layout: every line is scaled by the same factor (line_height pixels per model line height, so one style keeps
+one size), vertically centred in its band (the median height of its points), left-aligned at the margin.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+from hmgen.handwriting.data import smooth_stroke, to_strokes
+
+
+def layout(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = 60.0,
+           margin: float = 20.0, smooth: bool = True):
+    """-> (width, height, [[stroke (k, 2) in SVG pixels, y down] per line])."""
+    scale = 0.75 * line_height / max(units_per_line, 1e-6)
+    placed, width = [], 0.0
+    for i, off in enumerate(lines_offsets):
+        strokes = to_strokes(off) if len(off) else []
+        if smooth:
+            strokes = [smooth_stroke(s) for s in strokes]
+        if not strokes:
+            placed.append([])
+            continue
+        allp = np.concatenate(strokes)
+        x0, ymid = allp[:, 0].min(), np.median(allp[:, 1])
+        band = margin + (i + 0.5) * line_height
+        line = [np.stack([margin + (s[:, 0] - x0) * scale, band - (s[:, 1] - ymid) * scale], 1) for s in strokes]
+        width = max(width, max(float(s[:, 0].max()) for s in line) - margin)
+        placed.append(line)
+    W = 2 * margin + max(width, line_height)
+    H = 2 * margin + line_height * max(len(lines_offsets), 1)
+    return W, H, placed
+
+
+def path_d(strokes: list[np.ndarray]) -> str:
+    parts = []
+    for s in strokes:
+        pts = s if len(s) > 1 else np.concatenate([s, s + [0.01, 0]])   # a dot: a tiny segment
+        parts.append("M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in pts))
+    return " ".join(parts)
+
+
+def to_svg(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = 60.0,
+           margin: float = 20.0, color: str = "black", stroke_width: float = 2.0, background: str | None = "white",
+           title: str | None = None, smooth: bool = True) -> str:
+    import svgwrite
+    W, H, placed = layout(lines_offsets, units_per_line, line_height, margin, smooth)
+    dwg = svgwrite.Drawing(size=(f"{W:.0f}", f"{H:.0f}"), viewBox=f"0 0 {W:.0f} {H:.0f}", debug=False)
+    if title:
+        dwg.set_desc(title=title)
+    if background and background != "none":
+        dwg.add(dwg.rect(insert=(0, 0), size=("100%", "100%"), fill=background))
+    for i, strokes in enumerate(placed, 1):
+        g = dwg.g(id=f"line-{i}", class_="line")
+        if strokes:
+            g.add(dwg.path(d=path_d(strokes), fill="none", stroke=color, stroke_width=stroke_width,
+                           stroke_linecap="round", stroke_linejoin="round"))
+        dwg.add(g)
+    return dwg.tostring()
+
+
+# ----------------------------------------------------------------------------- PNG (no extra dependency)
+
+def _png(gray: np.ndarray) -> bytes:
+    h, w = gray.shape
+    raw = b"".join(b"\x00" + gray[r].tobytes() for r in range(h))
+    chunk = lambda tag, data: struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def to_png(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = 60.0,
+           margin: float = 20.0, stroke_width: float = 2.0, smooth: bool = True, supersample: int = 2) -> bytes:
+    """Grey-scale PNG of the same layout as to_svg (black ink on white), antialiased by supersampling."""
+    W, H, placed = layout(lines_offsets, units_per_line, line_height, margin, smooth)
+    k = supersample
+    w, h = int(np.ceil(W)) * k, int(np.ceil(H)) * k
+    ink = np.zeros((h, w), bool)
+    r = max(stroke_width * k / 2, 0.5)
+    dy, dx = np.mgrid[-int(np.ceil(r)):int(np.ceil(r)) + 1, -int(np.ceil(r)):int(np.ceil(r)) + 1]
+    disc = np.stack([dy[dx ** 2 + dy ** 2 <= r * r], dx[dx ** 2 + dy ** 2 <= r * r]], 1)
+    for line in placed:
+        for s in line:
+            p = s * k
+            seg = [p[:1]]
+            for a_, b_ in zip(p[:-1], p[1:]):
+                n = max(int(np.ceil(np.hypot(*(b_ - a_)) / max(r / 2, 0.5))), 1)
+                seg.append(a_ + (b_ - a_) * (np.arange(1, n + 1)[:, None] / n))
+            pts = np.round(np.concatenate(seg)).astype(int)             # (n, 2) x, y
+            yy = (pts[:, None, 1] + disc[None, :, 0]).ravel()
+            xx = (pts[:, None, 0] + disc[None, :, 1]).ravel()
+            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            ink[yy[ok], xx[ok]] = True
+    cov = ink.reshape(h // k, k, w // k, k).mean((1, 3))
+    return _png((255 * (1 - cov)).round().astype(np.uint8))
