@@ -12,6 +12,16 @@ from hmgen.modelio import save_model
 HMGEN = [sys.executable, "-m", "hmgen"]
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny per-step tensors gain nothing from intra-op threads, and lose a lot (up to ~70x) when test runs
+    share a busy machine. Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_model(path: Path, vocab: Vocab, arch: str = "hmlstm", seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = CharLM(ModelConfig(vocab.size, arch, embed_dim=8, hidden=[8, 8], out_embed=8))

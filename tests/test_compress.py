@@ -23,13 +23,7 @@ TEXT = (b"The hierarchical multiscale LSTM learns where words end without being 
         b"It copies its upper layers while a word goes on, and updates them when it ends.\n") * 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small batches gain nothing from threads, and lose a lot when test runs share the machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from .conftest import HMGEN
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny per-step models: several OpenMP threads on a busy 2-core machine are ~70x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- a small IAM-OnDB in its original layout
