@@ -19,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="""HM-LSTM language models: train, evaluate, sample.
+    help="""HM-LSTM models: train, evaluate, sample, compress, show boundaries, write by hand.
 
 Examples:
 
@@ -32,6 +32,12 @@ Examples:
   hmgen eval ptb:data/ptb --split test --model runs/ptb/best --json
 
   hmgen models                                bundled models with their figures
+
+  hmgen compress notes.txt                    notes.txt.hmz (gzip-style: -d -c -k -f -t -l)
+
+  hmgen boundaries "the quick brown fox" -o b.svg     where each layer's segments end
+
+  hmgen handwrite "hello world" -o out.svg    synthetic handwriting as SVG
 """,
 )
 
