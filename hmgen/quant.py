@@ -90,6 +90,16 @@ def exact_dtype(bound: float) -> torch.dtype:
     return torch.float32 if bound < 2 ** 24 else F64
 
 
+def exact_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x @ w for integer-valued x and w whose dtype makes the product exact -> float64.
+    float32 products are exact only at full float32 precision: TF32 (CUDA) or bf16 passes (CPU, when someone
+    set torch.set_float32_matmul_precision below "highest") would round. Then float64 is used instead —
+    the same integers, so the same bits, whichever runs."""
+    if w.dtype == torch.float32 and (w.is_cuda or torch.get_float32_matmul_precision() != "highest"):
+        w = w.double()
+    return (x.to(w.dtype) @ w).to(F64)
+
+
 def round_shift(x: torch.Tensor, k: int) -> torch.Tensor:
     """round(x / 2^k), halves up, for integer-valued float64 x (exact: a power-of-two scaling and a floor)."""
     return torch.floor((x + (1 << (k - 1))) * (2.0 ** -k))
@@ -115,7 +125,7 @@ class QLinear:
 
     def product(self, x: torch.Tensor) -> torch.Tensor:
         """x: (rows, in) integer-valued -> T (rows, out), exact, as float64."""
-        return (x.to(self.w_t.dtype) @ self.w_t).to(F64)
+        return exact_mm(x, self.w_t)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: (rows, in) -> (rows, out) float64 integers: the term in Q8 (layer-normed when the model is)."""
@@ -276,7 +286,7 @@ class QuantLM:
                 else:
                     s += q.bu(h[l - 1])
             h_new, c_new, z_new = self.cell(q, s, pick(st.c[l]), None if flush is None else pick(flush))
-            e_new = (h_new.to(q.embed.dtype) @ q.embed).to(F64)              # W_l^e h^l, exact
+            e_new = exact_mm(h_new, q.embed)                                 # W_l^e h^l, exact
             if rows is not None:                                             # sparse: write the computed rows
                 h[l], c[l], e[l] = st.h[l].index_put((rows,), h_new), st.c[l].index_put((rows,), c_new), \
                     st.e[l].index_put((rows,), e_new)
@@ -307,7 +317,7 @@ class QuantLM:
         emb = emb.clamp(min=0)                                               # ReLU
         m = emb.amax(dim=1, keepdim=True).clamp(min=1)                       # per-row scale, exact
         emb_q = torch.floor((emb * (2 * LEVELS) + m) / (2 * m))              # round(emb * 127 / m): one rounded /
-        t = (emb_q.to(self.head.dtype) @ self.head).to(F64)                  # exact
+        t = exact_mm(emb_q, self.head)                                       # exact
         logits = t * (m * self.head_unit) + self.head_bias                   # nats: three rounded ops
         lq = torch.round(logits * PRE)
         gap = (lq.amax(dim=1, keepdim=True) - lq).clamp(max=EXP_RANGE)

@@ -126,6 +126,18 @@ def test_float32_and_float64_matrix_products_agree_exactly(monkeypatch):
     assert torch.equal(frequencies(q32, rows), frequencies(q64, rows))
 
 
+def test_reduced_float32_matmul_precision_does_not_change_the_archive(small):
+    """TF32 / bf16 matmul settings round float32 products; the engine then multiplies in float64."""
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        out = io.BytesIO()
+        C.compress(io.BytesIO((DATA / "golden.txt").read_bytes()), out, small, "english-small")
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert out.getvalue() == (DATA / "golden.hmz").read_bytes()
+
+
 @pytest.mark.parametrize("isa", ["DEFAULT", "AVX2"])
 def test_archives_are_identical_under_other_cpu_instruction_sets(isa):
     """ATEN_CPU_CAPABILITY makes torch use its scalar / AVX2 kernels instead of the best available."""
