@@ -1,7 +1,7 @@
 """Integer inference for compression: the same HM-LSTM, computed so that every machine gets the same bits.
 
 An arithmetic decoder must see exactly the probabilities the encoder saw; one ulp of difference in one
-probability destroys the rest of the stream (../shared/reference/compression.md §2). Float inference
+probability destroys the rest of the stream (the reference notes on compression, §2). Float inference
 does not give that across machines: BLAS sums in a thread- and CPU-dependent order, vectorised exp/tanh
 differ between instruction sets, compilers fuse a*b+c differently. `QuantLM` computes the model's
 next-byte frequencies on integers, with two kinds of operations only:

@@ -9,7 +9,7 @@ Original layout (what a registered IAM-OnDB user has):
   DIR/lineStrokes/<a01>/<a01-000>/<a01-000u-01>.xml   or  DIR/lineStrokes-all.tar.gz / .tar.xz / .tar
   DIR/ascii/<a01>/<a01-000>/<a01-000u>.txt            or  DIR/ascii-all.tar.gz / .tar.xz / .tar
   DIR/trainset.txt, testset_v.txt, testset_t.txt, testset_f.txt  (or in DIR/splits/): the official task split
-The aligned npz (DIR/iamondb_lines.npz, see ../shared/data/handwriting/SOURCES.md) is a faster path to the
+The aligned npz (DIR/iamondb_lines.npz, see the data's SOURCES.md) is a faster path to the
 same lines.
 
 Splits (the IAM-OnDB task files): our "train" = trainset + testset_t (val-2), "valid" = testset_v (val-1,
