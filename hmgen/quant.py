@@ -114,10 +114,7 @@ class QLinear:
         self.bound = in_max * float(w.abs().sum(1).max())          # |T| <= bound for any input
         self.w_t = w.T.contiguous().to(exact_dtype(self.bound)).to(device)   # (in, out)
         self.unit = s / LEVELS * in_unit                           # real value of one unit of T
-        # layer norm sums: n * T^2 summed over n rows must stay below 2^53 -> shift T right if needed
-        self.shift = 0
-        while n * (self.bound / 2 ** self.shift) ** 2 >= 2.0 ** 53:
-            self.shift += 1
+        self.shift = ln_shift(n, self.bound)
         t_unit = self.unit * 2 ** self.shift
         self.eps = float(max(1, round(n * n * LN_EPS / (t_unit * t_unit))))
         self.gain = None if norm is None else (norm.weight.detach().double() * PRE).to(device)   # (out,)
@@ -133,6 +130,15 @@ class QLinear:
         if self.gain is None:
             return torch.round(t * self.scale)
         return layer_norm(t, self.gain, self.eps, self.shift)
+
+
+def ln_shift(n: int, bound: float) -> int:
+    """Right shift of LN inputs (|t| <= bound, n of them) that keeps sum t^2 exact in float64 (< 2^53) and
+    n * sum t^2 and (sum t)^2 inside int64 (< 2^62)."""
+    shift = 0
+    while n * (bound / 2 ** shift) ** 2 >= 2.0 ** 53 or (n * bound / 2 ** shift) ** 2 >= 2.0 ** 62:
+        shift += 1
+    return shift
 
 
 def layer_norm(t: torch.Tensor, gain: torch.Tensor, eps: float, shift: int = 0) -> torch.Tensor:
@@ -175,6 +181,7 @@ class QLayer:
     hi: torch.Tensor
     ln_c: torch.Tensor | None        # (H,) gain*256 of LN(c)
     c_eps: float
+    c_shift: int
     embed: torch.Tensor              # (H, E) integer block W_l^e of the output embedding, transposed
     hidden: int
     has_boundary: bool
@@ -214,7 +221,8 @@ class QuantLM:
                 bias=(torch.round(layer.bias.detach().double() * PRE) + offset).to(dev),
                 lo=lo.to(dev), hi=hi.to(dev),
                 ln_c=(layer.ln_c.ln.weight.detach().double() * PRE).to(dev) if ln else None,
-                c_eps=float(max(1, round(H * H * LN_EPS / (c_unit * c_unit)))),
+                c_eps=float(max(1, round(H * H * LN_EPS / (c_unit * 2 ** ln_shift(H, C_MAX)) ** 2))),
+                c_shift=ln_shift(H, C_MAX),
                 embed=e_blocks[l].T.contiguous().to(exact_dtype(LEVELS * float(e_blocks[l].abs().sum(1).max()))).to(dev),
                 hidden=H, has_boundary=layer.has_boundary,
             ))
@@ -250,7 +258,7 @@ class QuantLM:
             c_prev = c_prev * (~flush)[:, None]
         c = round_shift(f * c_prev, 15) + round_shift(i * g, 30 - C_BITS)    # units 2^-12, exact
         c = c.clamp(-C_MAX, C_MAX)
-        u = layer_norm(c, q.ln_c, q.c_eps) if q.ln_c is not None else round_shift(c, C_BITS - 8)
+        u = layer_norm(c, q.ln_c, q.c_eps, q.c_shift) if q.ln_c is not None else round_shift(c, C_BITS - 8)
         th = torch.take(self.gates, u.clamp(-R, R).long() + (3 * R + 1))     # tanh half of the table
         h = round_shift(o * th * LEVELS, 30)                                 # o*tanh(.) in 1/127, exact
         z = s[:, 4 * H] > 0 if q.has_boundary else None                      # eq. 8-9: z = 1[z~ > 0]

@@ -311,3 +311,19 @@ def test_asking_for_a_missing_gpu_is_a_one_line_error():
         pytest.skip("a GPU is present")
     r = hmgen("compress", "--device", "cuda", stdin=b"abc")
     assert r.returncode == 1 and r.stderr.count(b"\n") == 1 and b"CUDA" in r.stderr
+
+
+@pytest.mark.parametrize("n,bound", [(769, 687_451), (4097, 2 ** 20), (1024, quant.C_MAX)])
+def test_layer_norm_sums_stay_exact_at_the_bounds(n, bound):
+    """Inputs at ±bound: the engine's LN equals the same formula evaluated with Python's unbounded integers."""
+    import math
+    rng = random.Random(n)
+    t = [rng.choice((-1, 1)) * (bound - rng.randrange(3)) for _ in range(n)]
+    shift = quant.ln_shift(n, bound)
+    gain = torch.full((n,), 1.5 * quant.PRE, dtype=torch.float64)
+    got = quant.layer_norm(torch.tensor([t], dtype=torch.float64), gain, 7.0, shift)[0]
+    ts = [v >> shift for v in t]                                       # floor, as the engine shifts
+    s, q = sum(ts), sum(v * v for v in ts)
+    root = math.sqrt(float(n * q - s * s) + 7.0)
+    want = [round((float(n * v - s) / root) * (1.5 * quant.PRE)) for v in ts]
+    assert got.tolist() == want
