@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,13 +86,6 @@ class Result:
     output: str          # where the result went: a path, "stdout" or "(test)"
 
 
-def copy_meta(src: Path, tmp: str) -> None:
-    try:
-        shutil.copystat(src, tmp)            # permissions and times, as gzip keeps them
-    except OSError:
-        pass
-
-
 def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool, force: bool, to_stdout: bool,
                   lanes: int = DEFAULT_LANES, progress: Callable[[int], None] | None = None) -> Result:
     """Compress one file (or "-" for stdin) to FILE.hmz or stdout."""
@@ -125,11 +117,10 @@ def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool,
             stats["st"] = compress(f, out, q, name, lanes, progress)
             out.flush()
             os.fsync(out.fileno())
-        copy_meta(src, tmp)
         if not keep:                          # the input goes away: first prove the archive restores it
             verify(Path(tmp), src, q, name)
 
-    atomic_write(dst, write)
+    atomic_write(dst, write, like=src)
     if not keep:
         src.unlink()
     return Result(stats["st"], str(dst))
@@ -181,9 +172,8 @@ def decompress_path(path: str, engines: Engines, model: str | None, *, keep: boo
                 stats["st"] = decompress(f, out, q, name, head, progress)
                 out.flush()
                 os.fsync(out.fileno())
-            copy_meta(p, tmp)
 
-        atomic_write(dst, write)
+        atomic_write(dst, write, like=p)
     if not keep:
         p.unlink()
     return Result(stats["st"], str(dst))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +47,24 @@ def bundled_dirs() -> list[Path]:
     return [d for d in (here / "models", here.parent / "models") if d.is_dir()]
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, renamed into place only on success."""
+def atomic_write(path: Path, write, like: Path | None = None) -> None:
+    """Write through a temporary file in the same folder, renamed into place only on success.
+    The file gets the permissions and times of `like` (as gzip gives its output the input's), or else those
+    a plain open() would give — not mkstemp's 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        try:
+            if like is not None:
+                shutil.copystat(like, tmp)
+        except OSError:             # a file system without the metadata: the defaults below
+            like = None
+        if like is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

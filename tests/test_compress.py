@@ -327,3 +327,13 @@ def test_layer_norm_sums_stay_exact_at_the_bounds(n, bound):
     root = math.sqrt(float(n * q - s * s) + 7.0)
     want = [round((float(n * v - s) / root) * (1.5 * quant.PRE)) for v in ts]
     assert got.tolist() == want
+
+
+def test_archives_and_restored_files_keep_the_inputs_permissions(tmp_path):
+    f = tmp_path / "private.txt"
+    f.write_bytes(SHORT)
+    f.chmod(0o600)
+    assert hmgen("compress", "-q", str(f)).returncode == 0
+    assert (tmp_path / "private.txt.hmz").stat().st_mode & 0o777 == 0o600
+    assert hmgen("decompress", "-q", str(tmp_path / "private.txt.hmz")).returncode == 0
+    assert f.stat().st_mode & 0o777 == 0o600 and f.read_bytes() == SHORT

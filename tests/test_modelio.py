@@ -84,3 +84,17 @@ def test_a_built_wheel_carries_the_bundled_models_and_finds_them_by_name(tmp_pat
     found = json.loads(subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
                                       check=True, timeout=120).stdout)
     assert found and all(str(target) in path for _, path in found)
+
+
+def test_saved_model_files_get_the_permissions_of_a_plain_open(tmp_path):
+    """Written through a temporary file (0600 by default), they still end up readable as umask allows."""
+    import os
+    from hmgen.data import Vocab
+    from tests.conftest import make_model
+    old = os.umask(0o022)
+    try:
+        desc = make_model(tmp_path / "m", Vocab("bytes"))
+    finally:
+        os.umask(old)
+    assert desc.stat().st_mode & 0o777 == 0o644
+    assert desc.with_suffix(".safetensors").stat().st_mode & 0o777 == 0o644

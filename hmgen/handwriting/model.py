@@ -230,8 +230,6 @@ def save_hw_model(stem, net: SynthesisNet, styles: list[dict] | None = None, **m
             "parameters": count_parameters(net), "styles": bank, "weights_sha256": file_sha256(weights), **meta}
     desc = stem.with_suffix(".json")
     atomic_write(desc, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
-    for f in (weights, desc):     # temporary files are created 0600; a model file is for everyone to read
-        f.chmod(0o644)
     return desc
 
 
