@@ -16,6 +16,7 @@ from typing import BinaryIO, Callable
 
 import torch
 
+from hmgen import train
 from hmgen.compress import (DEFAULT_LANES, FormatError, Header, Listing, Stats, compress, decompress,
                             list_archive, read_header)
 from hmgen.modelio import ModelError, atomic_write, load_model
@@ -57,11 +58,11 @@ class Engines:
 
 
 def pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    """As the trainer picks ("auto": CUDA when present), refusing a CUDA device that is not there."""
+    device = train.pick_device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelError("no CUDA device available (use --device cpu)")
-    return name
+    return str(device)
 
 
 class CompareSink(io.RawIOBase):

@@ -99,6 +99,14 @@ def finite(x: float, digits: int = 4) -> float | None:
     return round(x, digits) if math.isfinite(x) else None
 
 
+def plateau_step(opt, sched, value: float, schedule: bool) -> int:
+    """Step the plateau schedule on a validation figure (unless schedule=False); 1 if it lowered the LR."""
+    lr_before = opt.param_groups[0]["lr"]
+    if schedule:
+        sched.step(value)
+    return int(opt.param_groups[0]["lr"] < lr_before)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -319,11 +327,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
         improved = r["bpc"] < best
         if improved:
             best = r["bpc"]
-        lr_before = opt.param_groups[0]["lr"]
-        if schedule:
-            sched.step(r["bpc"])
-        if opt.param_groups[0]["lr"] < lr_before:
-            decays += 1
+        decays += plateau_step(opt, sched, r["bpc"], schedule)
         if rank == 0:
             reporter.write({"step": step, "valid_bpc": finite(r["bpc"]), "valid_layers": r["layers"],
                             "best_valid_bpc": finite(best), "lr": opt.param_groups[0]["lr"]})

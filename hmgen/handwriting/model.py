@@ -234,16 +234,12 @@ def save_hw_model(stem, net: SynthesisNet, styles: list[dict] | None = None, **m
 
 
 def resolve_hw(name_or_path: str | None) -> Path:
-    from hmgen.modelio import bundled_dirs
+    from hmgen.modelio import ModelError, resolve
     name_or_path = name_or_path or DEFAULT_MODEL
-    p = Path(name_or_path)
-    for cand in (p, p.with_suffix(".json"), Path(str(p) + ".json")):
-        if cand.suffix == ".json" and cand.is_file():
-            return cand
-    for d in bundled_dirs():
-        if (d / f"{name_or_path}.json").is_file():
-            return d / f"{name_or_path}.json"
-    raise HandwritingModelError(f"no handwriting model {name_or_path!r}: not a file, and not a bundled model")
+    try:
+        return resolve(name_or_path)
+    except ModelError:
+        raise HandwritingModelError(f"no handwriting model {name_or_path!r}: not a file, and not a bundled model") from None
 
 
 def load_hw_model(name_or_path: str | None = None, device="cpu") -> HandwritingModel:

@@ -143,7 +143,8 @@ def evaluate_lines(net: SynthesisNet, lines, max_points: int | None = None, batc
 
 def train_handwriting(cfg, resume: bool = False, quiet: bool = False, command: str | None = None,
                       data: HWData | None = None) -> dict:
-    from hmgen.train import Reporter, finite, hardware, load_checkpoint, pick_device, save_checkpoint, slope
+    from hmgen.train import (Reporter, finite, hardware, load_checkpoint, pick_device, plateau_step,
+                             save_checkpoint, slope)
 
     device = pick_device(cfg.device)
     if cfg.threads:
@@ -190,11 +191,7 @@ def train_handwriting(cfg, resume: bool = False, quiet: bool = False, command: s
         improved = r["nll_line"] < best
         if improved:
             best = r["nll_line"]
-        lr_before = opt.param_groups[0]["lr"]
-        if schedule:
-            sched.step(r["nll_line"])
-        if opt.param_groups[0]["lr"] < lr_before:
-            decays += 1
+        decays += plateau_step(opt, sched, r["nll_line"], schedule)
         reporter.write({"step": step, "valid_nll_line": finite(r["nll_line"], 2), "valid_nll_point": finite(r["nll_point"]),
                         "valid_lines": r["lines"], "valid_z_rates": r["z_rates"], "best_valid_nll": finite(best, 2),
                         "lr": opt.param_groups[0]["lr"]})
