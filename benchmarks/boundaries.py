@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hmgen.boundaries import prf, space_flags, stream_boundaries, word_boundaries
-from hmgen.data import load_eval_ids
-from hmgen.model import COPY, FLUSH, OPS
+from hmgen.text.boundaries import prf, space_flags, stream_boundaries, word_boundaries
+from hmgen.text.data import load_eval_ids
+from hmgen.cell.reference import COPY, FLUSH, OPS
 from hmgen.modelio import load_model
 
 # Paper Fig. 3 / §4.1 (PTB sample of 270 characters): layer updates 270 / 56 / 9, i.e. 335 of the 810 a plain

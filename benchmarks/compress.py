@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hmgen import compress as C                      # noqa: E402
+from hmgen.archive import format as C                      # noqa: E402
 from hmgen.modelio import load_model                  # noqa: E402
-from hmgen.quant import QuantLM                       # noqa: E402
+from hmgen.cell.integer import QuantLM                       # noqa: E402
 
 TOOLS = {"gzip -9": (["gzip", "-9", "-c"], ["gzip", "-d", "-c"]),
          "bzip2 -9": (["bzip2", "-9", "-c"], ["bzip2", "-d", "-c"]),

@@ -10,7 +10,7 @@ characters/s = batch * T * steps / seconds. Configurations:
   bundled  the bundled English models: vocab 256, embed 128, 3 x 192, output embedding 192, batch 64 x 100
 Variants:
   reference        CharLM.forward (HMLSTM.step, one layer at a time)
-  fast             hmgen.fast.fast_forward, eager
+  fast             hmgen.cell.fast.fast_forward, eager
   fast+compile     ... with the per-step cell through torch.compile (CUDA, or --cpu-compile)
   fast+graphs      ... with the segment's forward and backward captured as CUDA graphs (CUDA)
   fast+compile+graphs
@@ -37,8 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hmgen.fast import GraphedSegment, fast_forward, t1_weight  # noqa: E402
-from hmgen.model import CharLM, ModelConfig, OutputModule, count_parameters  # noqa: E402
+from hmgen.cell.fast import GraphedSegment, fast_forward, t1_weight  # noqa: E402
+from hmgen.cell.reference import CharLM, ModelConfig, OutputModule, count_parameters  # noqa: E402
 
 CONFIGS = {
     "ptb": dict(vocab=50, embed=128, hidden=[512, 512, 512], out=512),

@@ -3,7 +3,7 @@
     python benchmarks/ptb.py --data ../shared/data/text/ptb --hidden 128,128,128 --out-embed 128 \
         --time-limit 900 --out runs/ptb-bench
 
-Trains both architectures with `hmgen.train` (the paper's optimiser settings unless overridden), then
+Trains both architectures with `hmgen.training.loop` (the paper's optimiser settings unless overridden), then
 evaluates each best-by-validation model on the full valid and test splits, and prints a markdown table
 (parameters, steps, time, hardware, valid/test BPC, per-layer UPDATE/COPY/FLUSH rates on test) next to
 the paper's Table 1 figures. Pass --steps instead of --time-limit for a fixed number of updates.
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from hmgen.data import load_ptb
-from hmgen.evaluate import evaluate
+from hmgen.text.data import load_ptb
+from hmgen.text.evaluate import evaluate
 from hmgen.modelio import load_model
-from hmgen.train import TrainConfig, hardware, train
+from hmgen.training.loop import TrainConfig, hardware, train
 
 PAPER = {"hmlstm": 1.24, "lstm": 1.29}   # Table 1: LN HM-LSTM (step fn + slope annealing), LN LSTM
 

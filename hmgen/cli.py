@@ -116,14 +116,14 @@ def train(
                                                help="Handwriting: text-conditioned synthesis (default) or the paper's unconditional model."),
     stride: Optional[int] = typer.Option(None, help="Handwriting: keep every N-th pen point (default 2)."),
     max_points: Optional[int] = typer.Option(None, help="Handwriting: skip training lines longer than this (after --stride)."),
-    fast: Optional[bool] = typer.Option(None, "--fast/--no-fast", help="Text models: the fused forward of hmgen.fast (same function, fewer kernels; for GPUs)."),
+    fast: Optional[bool] = typer.Option(None, "--fast/--no-fast", help="Text models: the fused forward of hmgen.cell.fast (same function, fewer kernels; for GPUs)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as JSON."),
 ):
     """Train an HM-LSTM (or LSTM) language model. Multi-process: torchrun --nproc_per_node N -m hmgen train ..."""
-    from hmgen.data import DataError
-    from hmgen.train import TrainConfig
-    from hmgen.train import train as run_training
+    from hmgen.text.data import DataError
+    from hmgen.training.loop import TrainConfig
+    from hmgen.training.loop import train as run_training
 
     opts = read_config_file(config) if config else {}
     given = dict(data=data, out=out, valid=valid, download=download, arch=arch,
@@ -190,8 +190,8 @@ def sample(
 
     hmgen sample --prime "the" -n 300 --temperature 0.8 --seed 1
     """
-    from hmgen.data import VocabError
-    from hmgen.sample import generate
+    from hmgen.text.data import VocabError
+    from hmgen.text.sample import generate
 
     lm = open_model(model, device)
     out = sys.stdout.buffer
@@ -234,8 +234,8 @@ def evaluate_cmd(
     """
     import torch
 
-    from hmgen.data import DataError, load_eval_ids
-    from hmgen.evaluate import evaluate
+    from hmgen.text.data import DataError, load_eval_ids
+    from hmgen.text.evaluate import evaluate
 
     if threads:
         torch.set_num_threads(threads)
@@ -289,8 +289,8 @@ def boundaries(
         fail(f"{file or 'standard input'}: not UTF-8 text ({e.reason} at byte {e.start})")
     if not text:
         fail("the text is empty: nothing to show")
-    from hmgen.boundaries import analyse, render_svg, render_terminal
-    from hmgen.data import VocabError
+    from hmgen.text.boundaries import analyse, render_svg, render_terminal
+    from hmgen.text.data import VocabError
     from hmgen.modelio import atomic_write
 
     lm = open_model(model, device)
@@ -449,8 +449,8 @@ def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:
 def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool, force: bool, test: bool,
                     list_: bool, verbose: bool, quiet: bool, model: Optional[str], device: str, lanes: int,
                     threads: Optional[int], as_json: bool):
-    from hmgen import archive
-    from hmgen.compress import FormatError, MAX_LANES
+    from hmgen.archive import files as archive
+    from hmgen.archive.format import FormatError, MAX_LANES
     from hmgen.modelio import ModelError
 
     if threads:

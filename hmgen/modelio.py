@@ -19,14 +19,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from hmgen.data import Vocab
-from hmgen.model import CharLM, ModelConfig, count_parameters
+from hmgen.text.data import Vocab
+from hmgen.cell.reference import CharLM, ModelConfig, count_parameters
+from hmgen.errors import HmgenError
 
 FORMAT = "hmgen-model"
 DEFAULT_MODEL = "english-small"
 
 
-class ModelError(Exception):
+class ModelError(HmgenError):
     """A model that cannot be found or loaded: reported as one line."""
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from hmgen.data import load_eval_ids
-from hmgen.evaluate import evaluate
+from hmgen.text.data import load_eval_ids
+from hmgen.text.evaluate import evaluate
 from hmgen.modelio import file_sha256, load_model, read_meta
 
 

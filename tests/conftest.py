@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hmgen.data import Vocab
-from hmgen.model import CharLM, ModelConfig
+from hmgen.text.data import Vocab
+from hmgen.cell.reference import CharLM, ModelConfig
 from hmgen.modelio import save_model
 
 HMGEN = [sys.executable, "-m", "hmgen"]

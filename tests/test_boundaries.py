@@ -1,4 +1,4 @@
-"""`hmgen boundaries` and hmgen.boundaries: where each layer's detector fires, as text, SVG and JSON."""
+"""`hmgen boundaries` and hmgen.text.boundaries: where each layer's detector fires, as text, SVG and JSON."""
 import json
 import subprocess
 import xml.etree.ElementTree as ET
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from hmgen.boundaries import (Boundaries, analyse, prf, render_svg, render_terminal, rows, space_flags,
+from hmgen.text.boundaries import (Boundaries, analyse, prf, render_svg, render_terminal, rows, space_flags,
                               stream_boundaries, word_boundaries)
-from hmgen.data import Vocab
-from hmgen.evaluate import op_counts
-from hmgen.model import operations
+from hmgen.text.data import Vocab
+from hmgen.text.evaluate import op_counts
+from hmgen.cell.reference import operations
 from hmgen.modelio import load_model
 from tests.conftest import HMGEN
 from tests.test_cli import assert_one_line_error

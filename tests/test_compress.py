@@ -11,11 +11,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hmgen import compress as C
-from hmgen import quant
+from hmgen.archive import format as C
+from hmgen.cell import integer as quant
 from hmgen.modelio import load_model
 from tests.conftest import HMGEN, make_model
-from hmgen.data import Vocab
+from hmgen.text.data import Vocab
 
 DATA = Path(__file__).parent / "data"
 SHORT = b"A short line for the command-line tests.\n"

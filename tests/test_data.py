@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hmgen.data import DataError, StreamBatches, Vocab, VocabError, load_corpus, load_eval_ids, ptb_text
+from hmgen.text.data import DataError, StreamBatches, Vocab, VocabError, load_corpus, load_eval_ids, ptb_text
 
 PTB = Path(__file__).resolve().parents[2] / "shared" / "data" / "text" / "ptb"
 

@@ -1,4 +1,4 @@
-"""hmgen.datasets.fetch against a stand-in archive served on 127.0.0.1 (never the real 100 MB corpora)."""
+"""hmgen.text.datasets.fetch against a stand-in archive served on 127.0.0.1 (never the real 100 MB corpora)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,9 +11,9 @@ import zipfile
 
 import pytest
 
-from hmgen import datasets
-from hmgen.data import DataError, load_corpus
-from hmgen.datasets import fetch
+from hmgen.text import datasets
+from hmgen.text.data import DataError, load_corpus
+from hmgen.text.datasets import fetch
 
 TEXT8 = "".join(random.Random(0).choice("abcdefghijklmnopqrstuvwxyz    ") for _ in range(20_000)).encode()
 ENWIK8 = bytes(random.Random(1).randrange(256) for _ in range(20_000))

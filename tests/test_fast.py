@@ -1,4 +1,4 @@
-"""The fast path (hmgen.fast) computes the same function as the reference `CharLM.forward`.
+"""The fast path (hmgen.cell.fast) computes the same function as the reference `CharLM.forward`.
 
 Each test runs both on the same model, inputs and carried state and compares logits, final state, z,
 the loss and the gradient of every parameter (and of the incoming state). The loss also takes the final
@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hmgen.fast import FastForward, _Segment, fast_forward, t1_terms, t1_weight
-from hmgen.model import COPY, FLUSH, UPDATE, CharLM, ModelConfig, detach_state, operations
+from hmgen.cell.fast import FastForward, _Segment, fast_forward, t1_terms, t1_weight
+from hmgen.cell.reference import COPY, FLUSH, UPDATE, CharLM, ModelConfig, detach_state, operations
 
 B, T, VOCAB, EMBED, OUT_EMBED = 3, 7, 11, 5, 6
 UNEQUAL = (4, 7, 3)          # unequal sizes: a mis-sliced or mis-placed block cannot line up

@@ -1,4 +1,4 @@
-"""Specification tests for hmgen.model against the HM-LSTM paper (Chung, Ahn & Bengio, ICLR 2017,
+"""Specification tests for hmgen.cell.reference against the HM-LSTM paper (Chung, Ahn & Bengio, ICLR 2017,
 arXiv 1609.01704v7; equations as summarised in shared/reference/hmlstm.md §1 and §6).
 
 Expected values are computed here with plain torch ops written out from the paper's equations,
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from hmgen.model import (
+from hmgen.cell.reference import (
     COPY,
     FLUSH,
     UPDATE,

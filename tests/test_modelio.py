@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hmgen.data import Vocab
+from hmgen.text.data import Vocab
 from hmgen.modelio import ModelError, list_models, load_model, resolve, save_model
 from tests.conftest import HMGEN, make_model
 
@@ -89,7 +89,7 @@ def test_a_built_wheel_carries_the_bundled_models_and_finds_them_by_name(tmp_pat
 def test_saved_model_files_get_the_permissions_of_a_plain_open(tmp_path):
     """Written through a temporary file (0600 by default), they still end up readable as umask allows."""
     import os
-    from hmgen.data import Vocab
+    from hmgen.text.data import Vocab
     from tests.conftest import make_model
     old = os.umask(0o022)
     try:

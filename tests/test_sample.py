@@ -6,9 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hmgen.data import VocabError
+from hmgen.text.data import VocabError
 from hmgen.modelio import load_model
-from hmgen.sample import START, filter_logits, generate, utf8_allowed, utf8_next
+from hmgen.text.sample import START, filter_logits, generate, utf8_allowed, utf8_next
 from tests.conftest import HMGEN
 
 

@@ -1,4 +1,4 @@
-"""Specification of the trainer (hmgen.train), its run folder and `hmgen train`.
+"""Specification of the trainer (hmgen.training.loop), its run folder and `hmgen train`.
 
 Every run here is tiny (two layers of 16 units, batch 4, 10 steps of BPTT, a handful of updates) so the
 whole file runs in seconds on a busy CPU. Data is generated in the test: English-like sentences as a
@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from hmgen.cli import app
 from hmgen.modelio import load_model
-from hmgen.train import TrainConfig, slope, train
+from hmgen.training.loop import TrainConfig, slope, train
 
 BIN = Path(sys.executable).parent          # the virtualenv's bin/: python, torchrun, hmgen
 TIMING = {"symbols_per_s", "seconds", "train_seconds"}
@@ -412,10 +412,10 @@ def test_warmup_ramps_the_learning_rate_linearly(tmp_path):
 
 def test_training_with_the_fast_forward_follows_the_same_trajectory(tmp_path, monkeypatch):
     """--fast computes the same function (tests/test_fast.py); through the trainer the losses agree too."""
-    import hmgen.fast
+    import hmgen.cell.fast
     calls = []
-    real = hmgen.fast.fast_forward
-    monkeypatch.setattr(hmgen.fast, "fast_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = hmgen.cell.fast.fast_forward
+    monkeypatch.setattr(hmgen.cell.fast, "fast_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
     data = tmp_path / "text.txt"
     data.write_text(english(4000))
     train(tiny(data, tmp_path / "ref"), quiet=True)

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from hmgen.fast import GraphedSegment, fast_forward  # noqa: E402
-from hmgen.model import CharLM, ModelConfig  # noqa: E402
+from hmgen.cell.fast import GraphedSegment, fast_forward  # noqa: E402
+from hmgen.cell.reference import CharLM, ModelConfig  # noqa: E402
 
 MODELS = {
     "ptb-3x512": ModelConfig(50, "hmlstm", 128, [512, 512, 512], 512),

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from hmgen.errors import HmgenError
 
 
-class HandwritingDataError(Exception):
+class HandwritingDataError(HmgenError):
     """Data that cannot be found or read: reported as one line."""
 
 

@@ -30,14 +30,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from hmgen.model import HMLSTM, count_parameters
+from hmgen.cell.reference import HMLSTM, count_parameters
+from hmgen.errors import HmgenError
 
 FORMAT = "hmgen-handwriting-model"
 DEFAULT_MODEL = "handwriting-small"
 LOG_2PI = math.log(2 * math.pi)
 
 
-class HandwritingModelError(Exception):
+class HandwritingModelError(HmgenError):
     """A handwriting model that cannot be found or loaded: reported as one line."""
 
 

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from hmgen.handwriting.model import HandwritingModel, denormalise, encode_text, split_params, text_batch
+from hmgen.errors import HmgenError
 
 
-class SynthesisError(Exception):
+class SynthesisError(HmgenError):
     """Text the model cannot write (unknown characters, empty text): one line for the user."""
 
 

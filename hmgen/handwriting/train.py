@@ -1,4 +1,4 @@
-"""Training the synthesis network: `hmgen train iam:DIR ...` (hmgen.train.train dispatches here).
+"""Training the synthesis network: `hmgen train iam:DIR ...` (hmgen.training.loop.train dispatches here).
 
 Same machinery as the text trainer: TrainConfig, the Reporter (progress on stderr, metrics.jsonl),
 safetensors + JSON checkpoints, exact --resume, time limits, best-by-validation export.
@@ -26,7 +26,7 @@ from hmgen.handwriting.data import (HandwritingDataError, load_iam, line_height_
                                     select)
 from hmgen.handwriting.model import (HWConfig, SynthesisNet, encode_text, mixture_nll, normalise, save_hw_model,
                                      text_batch)
-from hmgen.model import count_parameters
+from hmgen.cell.reference import count_parameters
 
 
 def is_handwriting(spec: str | None) -> bool:
@@ -143,9 +143,10 @@ def evaluate_lines(net: SynthesisNet, lines, max_points: int | None = None, batc
 
 def train_handwriting(cfg, resume: bool = False, quiet: bool = False, command: str | None = None,
                       data: HWData | None = None) -> dict:
-    from hmgen.train import (Reporter, finite, hardware, load_checkpoint, pick_device, plateau_step,
+    from hmgen.training.loop import (Reporter, finite, hardware, load_checkpoint, plateau_step,
                              save_checkpoint, slope)
 
+    from hmgen.device import pick_device
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

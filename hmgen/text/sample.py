@@ -80,7 +80,7 @@ def generate(lm: LoadedModel, prime: str = "", length: int = 500, temperature: f
              device: str | torch.device = "cpu") -> Iterator[bytes]:
     """Yield the continuation of `prime`, `length` characters in all, as UTF-8 chunks of whole characters.
     The same seed gives the same bytes (on the same machine and torch version).
-    Raises hmgen.data.VocabError if the prime uses symbols the model cannot encode."""
+    Raises hmgen.text.data.VocabError if the prime uses symbols the model cannot encode."""
     model, vocab = lm.model, lm.vocab
     model.to(device).eval()
     ids = vocab.encode(prime)

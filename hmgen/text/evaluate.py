@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hmgen.model import OPS, CharLM, operations
+from hmgen.cell.reference import OPS, CharLM, operations
 
 
 def op_counts(model: CharLM, z: torch.Tensor, z_init: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Format, version 1 (all integers little-endian; every record carries a CRC32 of its own header fields):
 
-  header   magic b"\\x89HMZ" | version u8 = 1 | scheme u8 (hmgen.quant.SCHEME) | name length u8 | model name
+  header   magic b"\\x89HMZ" | version u8 = 1 | scheme u8 (hmgen.cell.integer.SCHEME) | name length u8 | model name
            (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
   block    b"B" | n u32 (bytes of input, 1..BLOCK) | lane length m u32 | words u32 | CRC32 of the block's
            input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload: words x u32
@@ -13,7 +13,7 @@ into L = ceil(n / m) contiguous lanes of m bytes (the last may be shorter), code
 at step t the coder receives the t-th byte of every lane still running, in lane order, each lane having
 started from the model's initial state as if it followed a newline. Every lane of a block shares one
 range coder stream. The decoder replays the same steps, so it reproduces the encoder's frequencies
-exactly (hmgen.quant), and checks the block's CRC32 before writing any of it.
+exactly (hmgen.cell.integer), and checks the block's CRC32 before writing any of it.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ import constriction
 import numpy as np
 import torch
 
-from hmgen.quant import SCHEME, QuantLM
+from hmgen.cell.integer import SCHEME, QuantLM
+from hmgen.errors import HmgenError
 
 MAGIC = b"\x89HMZ"
 VERSION = 1
@@ -41,7 +42,7 @@ END_HEAD = struct.Struct("<QIII")          # total, blocks, data crc, header crc
 FAMILY = constriction.stream.model.Categorical(perfect=False)   # always perfect=False; see compression.md
 
 
-class FormatError(Exception):
+class FormatError(HmgenError):
     """Not an archive, a damaged one, or one made with another model: reported as one line."""
 
 

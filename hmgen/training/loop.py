@@ -24,15 +24,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from hmgen.data import Corpus, DataError, StreamBatches, load_corpus
-from hmgen.evaluate import evaluate, op_counts, rates_dict
-from hmgen.model import CharLM, ModelConfig, count_parameters, detach_state
+from hmgen.text.data import Corpus, DataError, StreamBatches, load_corpus
+from hmgen.text.evaluate import evaluate, op_counts, rates_dict
+from hmgen.device import pick_device
+from hmgen.cell.reference import CharLM, ModelConfig, count_parameters, detach_state
 from hmgen.modelio import atomic_write, save_model
 
 
 @dataclass
 class TrainConfig:
-    data: str                                   # corpus spec, see hmgen.data
+    data: str                                   # corpus spec, see hmgen.text.data
     out: str = "runs/hmlstm"                    # run folder
     valid: str | None = None                    # validation file for a PATH corpus
     download: bool = False                      # allow fetching text8 / enwik8
@@ -74,7 +75,7 @@ class TrainConfig:
     conditional: bool = True
     stride: int = 2
     max_points: int = 600
-    fast: bool = False                          # hmgen.fast.fast_forward: the same function, fewer kernels (GPU)
+    fast: bool = False                          # hmgen.cell.fast.fast_forward: the same function, fewer kernels (GPU)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size, self.arch, self.embed_dim, list(self.hidden), self.out_embed, self.layer_norm)
@@ -105,12 +106,6 @@ def plateau_step(opt, sched, value: float, schedule: bool) -> int:
     if schedule:
         sched.step(value)
     return int(opt.param_groups[0]["lr"] < lr_before)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def hardware(device: torch.device) -> str:
@@ -273,7 +268,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     state = scatter_state(state, rank, world)
     fwd = model
     if cfg.fast:            # opt-in until benchmarks/gpu/check_fast.py has passed on a GPU (tests/test_fast.py: CPU)
-        from hmgen.fast import FastForward
+        from hmgen.cell.fast import FastForward
         fwd = FastForward(model)
     net = torch.nn.parallel.DistributedDataParallel(fwd) if distributed else fwd
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hmgen.model import COPY, FLUSH, OPS, UPDATE, CharLM, operations
+from hmgen.cell.reference import COPY, FLUSH, OPS, UPDATE, CharLM, operations
 
 GLYPH = {UPDATE: "─", COPY: "·", FLUSH: "╶"}       # terminal row, one cell per character
 MARK = "┃"                                          # the layer's boundary falls after this character

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hmgen.model import CharLM
+from hmgen.cell.reference import CharLM
 
 # ----------------------------------------------------------------------------- (a) the t-1 product
 
@@ -89,7 +89,7 @@ def _norm(v, gain, eps: float):
 
 class _Boundary(torch.autograd.Function):
     """Boundary z = 1[s > 0] (eq. 8-9) with the straight-through gradient of hard_sigm(a*s): a/2 inside
-    |s| < 1/a, 0 outside — the rule of `hmgen.model.BoundaryFn`, with `a` a tensor, so that annealing the
+    |s| < 1/a, 0 outside — the rule of `hmgen.cell.reference.BoundaryFn`, with `a` a tensor, so that annealing the
     slope neither recompiles the compiled cell nor changes a captured CUDA graph."""
 
     @staticmethod

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from hmgen.errors import HmgenError
 
 
-class DataError(Exception):
+class DataError(HmgenError):
     """Bad data or data spec: reported to the user as one line."""
 
 
@@ -182,7 +183,7 @@ def load_corpus(spec: str, valid: str | None = None, download: bool = False) -> 
     if name == "ptb" and rest:
         return load_ptb(rest)
     if name in ("text8", "enwik8") and (rest or not Path(spec).exists()):
-        from hmgen.datasets import fetch
+        from hmgen.text.datasets import fetch
         raw = read_bytes(fetch(name, rest or None, download=download))
         if name == "text8":
             text = raw.decode("ascii")

@@ -16,11 +16,11 @@ from typing import BinaryIO, Callable
 
 import torch
 
-from hmgen import train
-from hmgen.compress import (DEFAULT_LANES, FormatError, Header, Listing, Stats, compress, decompress,
+from hmgen.device import pick_device as torch_device
+from hmgen.archive.format import (DEFAULT_LANES, FormatError, Header, Listing, Stats, compress, decompress,
                             list_archive, read_header)
 from hmgen.modelio import ModelError, atomic_write, load_model
-from hmgen.quant import QuantLM
+from hmgen.cell.integer import QuantLM
 
 SUFFIX = ".hmz"
 
@@ -58,11 +58,7 @@ class Engines:
 
 
 def pick_device(name: str) -> str:
-    """As the trainer picks ("auto": CUDA when present), refusing a CUDA device that is not there."""
-    device = train.pick_device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("no CUDA device available (use --device cpu)")
-    return str(device)
+    return str(torch_device(name))
 
 
 class CompareSink(io.RawIOBase):

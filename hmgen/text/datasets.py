@@ -7,7 +7,7 @@ The checksums are the SHA-256 of the unzipped 100,000,000-byte files, as recorde
 
     path = fetch("text8", download=True)       # ~/.cache/hmgen/text8 (or $HMGEN_DATA/text8)
 
-The 90M/5M/5M split is done by hmgen.data.split_90_5_5.
+The 90M/5M/5M split is done by hmgen.text.data.split_90_5_5.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from hmgen.data import DataError
+from hmgen.text.data import DataError
 
 URLS = {
     "text8": "http://mattmahoney.net/dc/text8.zip",

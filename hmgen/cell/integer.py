@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hmgen.model import CharLM
+from hmgen.cell.reference import CharLM
 
 SCHEME = 1
 LEVELS = 127            # weights and h: integers in [-127, 127]

@@ -1,0 +1,1 @@
+"""The .hmz format and the files and streams of compress/decompress."""

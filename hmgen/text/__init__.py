@@ -1,0 +1,1 @@
+"""Text: corpora, evaluation in BPC, sampling, boundary views."""
