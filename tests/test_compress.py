@@ -306,11 +306,11 @@ def test_compressed_data_is_not_written_to_a_terminal():
     assert r.returncode == 1 and b"not written to a terminal" in r.stderr
 
 
-def test_asking_for_a_missing_gpu_is_a_one_line_error():
+def test_asking_for_a_missing_gpu_is_a_one_line_usage_error():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     r = hmgen("compress", "--device", "cuda", stdin=b"abc")
-    assert r.returncode == 1 and r.stderr.count(b"\n") == 1 and b"CUDA" in r.stderr
+    assert r.returncode == 2 and r.stderr.count(b"\n") == 1 and b"CUDA" in r.stderr
 
 
 @pytest.mark.parametrize("n,bound", [(769, 687_451), (4097, 2 ** 20), (1024, quant.C_MAX)])

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from hmgen.cell.reference import COPY, FLUSH, OPS, UPDATE, CharLM, operations
+from hmgen.text.data import VocabError
 
 GLYPH = {UPDATE: "─", COPY: "·", FLUSH: "╶"}       # terminal row, one cell per character
 MARK = "┃"                                          # the layer's boundary falls after this character
@@ -77,7 +78,10 @@ def analyse(lm, text: str, seq_len: int = 256, progress=None) -> Boundaries:
     """Run a LoadedModel over `text` from the zero state and record every layer's boundaries.
     Raises VocabError for text the model cannot encode."""
     model: CharLM = lm.model
-    ids = torch.from_numpy(lm.vocab.encode(text).astype(np.int64))
+    try:
+        ids = torch.from_numpy(lm.vocab.encode(text).astype(np.int64))
+    except VocabError as e:
+        raise VocabError(f"cannot read this text with model {lm.name!r}: {e}") from None
     chars = list(text)
     widths = [len(c.encode("utf-8")) for c in chars] if lm.vocab.kind == "bytes" else [1] * len(chars)
     step_char = np.repeat(np.arange(len(chars)), widths)

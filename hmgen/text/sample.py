@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hmgen.modelio import LoadedModel
+from hmgen.text.data import VocabError
 
 # --- UTF-8 as a small automaton: state = (continuation bytes still due, allowed range of the next byte)
 START = (0, 0x00, 0xFF)
@@ -83,7 +84,10 @@ def generate(lm: LoadedModel, prime: str = "", length: int = 500, temperature: f
     Raises hmgen.text.data.VocabError if the prime uses symbols the model cannot encode."""
     model, vocab = lm.model, lm.vocab
     model.to(device).eval()
-    ids = vocab.encode(prime)
+    try:
+        ids = vocab.encode(prime)
+    except VocabError as e:
+        raise VocabError(f"cannot use this prime with model {lm.name!r}: {e}") from None
     if len(ids) == 0:   # no prime: start as if after a line break
         start = "\n" if (vocab.kind == "bytes" or "\n" in vocab.symbols) else vocab.symbols[0]
         ids = vocab.encode(start)

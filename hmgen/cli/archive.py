@@ -1,0 +1,154 @@
+"""`hmgen compress` and `hmgen decompress`: gzip-style files and streams of the .hmz format."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from hmgen.cli.common import progress_bar, torch_threads
+from hmgen.errors import HmgenError, UsageError
+
+
+def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:
+    st = res.stats
+    original, packed = (st.bytes_out, st.bytes_in) if decompressing else (st.bytes_in, st.bytes_out)
+    speed = original / st.seconds / 1000 if st.seconds > 0 else 0.0
+    bpc = 8 * packed / original if original else 0.0
+    sizes = f"{packed:,} -> {original:,}" if decompressing else f"{original:,} -> {packed:,}"
+    line = (f"{path}: {sizes} bytes ({100 * packed / max(1, original):.1f}%, {bpc:.3f} bpc), "
+            f"{speed:.1f} kB/s")
+    if verbose:
+        line += f", model {st.model}, {st.blocks} block(s), lanes {st.lanes}"
+    return line + ("" if res.output in ("stdout", "(test)") else f" -> {res.output}") + (" OK" if res.output == "(test)" else "")
+
+
+def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool, force: bool, test: bool,
+                    list_: bool, verbose: bool, quiet: bool, model: Optional[str], device: str, lanes: int,
+                    threads: Optional[int], as_json: bool):
+    from hmgen.archive import files as archive
+    from hmgen.archive.format import FormatError, MAX_LANES
+
+    if threads:
+        torch_threads(threads)
+    if not 1 <= lanes <= MAX_LANES:
+        raise UsageError(f"--lanes must be between 1 and {MAX_LANES}")
+    files = files or ["-"]
+    if list_:
+        rows, status = [], 0
+        for path in files:
+            try:
+                info = archive.list_path(path)
+            except (FormatError, OSError) as e:
+                typer.echo(f"hmgen: {path}: {e}" if isinstance(e, FormatError) else f"hmgen: {e}", err=True)
+                status = 1
+                continue
+            rows.append({"file": path, "compressed": info.compressed, "original": info.original,
+                         "ratio": round(info.compressed / max(1, info.original), 4),
+                         "bpc": round(8 * info.compressed / info.original, 4) if info.original else None,
+                         "model": info.name, "weights_sha256": info.weights_hash, "blocks": info.blocks,
+                         "lanes": info.lanes})
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+        else:
+            typer.echo(f"{'compressed':>12} {'original':>12} {'ratio':>7} {'bpc':>6}  {'model':<16} file")
+            for r in rows:
+                bpc = f"{r['bpc']:6.3f}" if r["bpc"] is not None else "     -"
+                typer.echo(f"{r['compressed']:>12,} {r['original']:>12,} {100 * r['ratio']:6.1f}% {bpc}  "
+                           f"{r['model']:<16} {r['file']}")
+        raise typer.Exit(status)
+    decompress = decompress or test
+    to_stdout = stdout or files == ["-"]
+    if not decompress and to_stdout and sys.stdout.isatty() and not force:
+        raise HmgenError("compressed data not written to a terminal (use -f to force, or redirect stdout)")
+    if decompress and "-" in files and sys.stdin.isatty() and not force:
+        raise HmgenError("compressed data not read from a terminal (redirect stdin)")
+    engines = archive.Engines(archive.pick_device(device))
+    status = 0
+    for path in files:
+        size = os.path.getsize(path) if path != "-" and os.path.isfile(path) else None
+        try:
+            with progress_bar(quiet or (size or 0) < (1 << 16) and path != "-", path if path != "-" else "stdin") as bar:
+                done = [0]
+
+                def advance(k: int):
+                    done[0] += k
+                    if bar is not None:
+                        bar(done[0], size if not decompress else None)
+
+                if decompress:
+                    res = archive.decompress_path(path, engines, model, keep=keep or stdout, force=force,
+                                                  to_stdout=stdout, test=test, progress=advance)
+                else:
+                    res = archive.compress_path(path, engines, model, keep=keep or stdout, force=force,
+                                                to_stdout=stdout, lanes=lanes, progress=advance)
+        except archive.Skipped as e:
+            typer.echo(f"hmgen: {e}", err=True)
+            status = max(status, 2)
+            continue
+        except (HmgenError, OSError, ValueError) as e:      # reported per file; the next file is tried
+            shown = f"{path}: {e}" if isinstance(e, FormatError) and not str(e).startswith(path) else str(e)
+            typer.echo(f"hmgen: {shown}", err=True)
+            status = 1
+            continue
+        if not quiet and (verbose or test or not to_stdout or sys.stderr.isatty()):
+            typer.echo(archive_summary(path, res, decompress, verbose), err=True)
+    raise typer.Exit(status)
+
+
+ARCHIVE_HELP = """
+
+Examples:
+
+  hmgen compress notes.txt              writes notes.txt.hmz, removes notes.txt once the archive is verified
+
+  hmgen compress -k -v *.txt            keep the inputs, print sizes, bpc and speed
+
+  cat f | hmgen compress | hmgen decompress | cmp - f
+
+  hmgen decompress notes.txt.hmz        (also: hmgen compress -d), -t tests, -l lists
+
+Exit status: 0 success, 1 error, 2 warning (a file skipped)."""
+
+
+def archive_options(files, stdout, keep, force, test, list_, verbose, quiet, model, device, lanes, threads, as_json):
+    return dict(files=files, stdout=stdout, keep=keep, force=force, test=test, list_=list_, verbose=verbose,
+                quiet=quiet, model=model, device=device, lanes=lanes, threads=threads, as_json=as_json)
+
+
+FILES = typer.Argument(None, help="Files; none or - means stdin to stdout.")
+STDOUT = typer.Option(False, "--stdout", "-c", help="Write to stdout; keep the input files.")
+KEEP = typer.Option(False, "--keep", "-k", help="Keep (do not delete) the input files.")
+FORCE = typer.Option(False, "--force", "-f", help="Overwrite existing output; write compressed data to a terminal.")
+TEST = typer.Option(False, "--test", "-t", help="Decompress and verify, write nothing.")
+LIST = typer.Option(False, "--list", "-l", help="List archive contents: sizes, ratio, bpc, model.")
+VERBOSE = typer.Option(False, "--verbose", "-v", help="More detail in the summary line.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No summary line, no progress bar.")
+MODEL = typer.Option(None, "--model", "-m", help="Byte-level model (name or path). Decompression uses the archive's own by default.")
+DEVICE = typer.Option("cpu", "--device", help="cpu, cuda or auto. Archives decode on any device.")
+LANES = typer.Option(256, "--lanes", help="At most this many lanes coded in parallel (more: faster, slightly larger).")
+THREADS = typer.Option(None, "--threads", help="torch CPU threads (default: all cores).")
+JSON = typer.Option(False, "--json", help="With -l: print JSON.")
+
+
+COMPRESS_HELP = "Compress files with the model's next-byte probabilities and a range coder (.hmz)." + ARCHIVE_HELP
+DECOMPRESS_HELP = "Restore files compressed by `hmgen compress`, byte for byte (checked by CRC32)." + ARCHIVE_HELP
+
+
+def compress(files: Optional[list[str]] = FILES,
+             decompress: bool = typer.Option(False, "--decompress", "-d", help="Decompress instead."),
+             stdout: bool = STDOUT, keep: bool = KEEP, force: bool = FORCE, test: bool = TEST, list_: bool = LIST,
+             verbose: bool = VERBOSE, quiet: bool = QUIET, model: Optional[str] = MODEL, device: str = DEVICE,
+             lanes: int = LANES, threads: Optional[int] = THREADS, as_json: bool = JSON):
+    archive_command(decompress=decompress, **archive_options(files, stdout, keep, force, test, list_, verbose, quiet,
+                                                             model, device, lanes, threads, as_json))
+
+
+def decompress(files: Optional[list[str]] = FILES, stdout: bool = STDOUT, keep: bool = KEEP, force: bool = FORCE,
+               test: bool = TEST, list_: bool = LIST, verbose: bool = VERBOSE, quiet: bool = QUIET,
+               model: Optional[str] = MODEL, device: str = DEVICE, lanes: int = LANES,
+               threads: Optional[int] = THREADS, as_json: bool = JSON):
+    archive_command(decompress=True, **archive_options(files, stdout, keep, force, test, list_, verbose, quiet,
+                                                       model, device, lanes, threads, as_json))

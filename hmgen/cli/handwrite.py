@@ -1,0 +1,94 @@
+"""`hmgen handwrite`: text -> pen strokes (the handwriting model) -> SVG (and PNG)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from hmgen.cli.common import writing
+from hmgen.errors import HmgenError, UsageError
+
+
+def handwrite(
+    text: Optional[str] = typer.Argument(None, help='Text to write; "-" reads it from stdin. Newlines start new lines.'),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help='SVG file to write; "-" writes the SVG to stdout.'),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Handwriting model: a bundled name or a path (default: handwriting-small)."),
+    bias: float = typer.Option(0.75, "--bias", "-b", min=0.0, help="0 = unbiased, wild; higher = sharper, neater, less varied (Graves 2013 §5.4)."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same SVG."),
+    style: Optional[int] = typer.Option(None, "--style", min=0, help="Write in the hand of line N of the model's style bank (--list-styles)."),
+    list_styles: bool = typer.Option(False, "--list-styles", help="Print the model's style bank and exit."),
+    width: int = typer.Option(40, "--width", "-w", min=1, help="Wrap lines longer than this many characters."),
+    line_height: float = typer.Option(60.0, "--line-height", min=1.0, help="Pixels per line of handwriting."),
+    margin: float = typer.Option(20.0, "--margin", min=0.0, help="Margin around the text, pixels."),
+    color: str = typer.Option("black", "--color", help="Ink colour (SVG colour: a name, #rrggbb, rgb(...))."),
+    stroke_width: float = typer.Option(2.0, "--stroke-width", min=0.01, help="Pen width, pixels."),
+    background: str = typer.Option("white", "--background", help='Background colour, or "none" for transparent.'),
+    smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="Smooth the strokes (Savitzky-Golay) when drawing."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also write a PNG rendering (black ink on white) to this file."),
+    max_steps_per_char: int = typer.Option(25, "--max-steps-per-char", min=1, help="Hard cap on pen points per character."),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop characters the model cannot write instead of failing."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Report each line's steps and why it stopped, on stderr."),
+):
+    """Write TEXT in synthetic handwriting as an SVG (HM-LSTM + attention window + mixture density output).
+
+    hmgen handwrite "hello world" -o out.svg --seed 1
+
+    hmgen sample -n 60 | hmgen handwrite - -o out.svg --style 2
+    """
+    import re
+    import time
+
+    import torch
+
+    from hmgen.handwriting.model import load_hw_model
+    from hmgen.handwriting.render import to_png, to_svg
+    from hmgen.handwriting.sample import wrap, write_lines
+
+    torch.set_num_threads(1)   # one line at a time, small matrices: extra threads only add overhead
+    hm = load_hw_model(model)
+    if list_styles:
+        for i, s in enumerate(hm.styles):
+            typer.echo(f"{i}\t{s['text']}")
+        return
+    if text is None:
+        raise UsageError("no text: give TEXT, or - to read it from stdin")
+    if output is None:
+        raise UsageError("no output: give -o FILE.svg, or -o - for stdout")
+    for name, value in (("--color", color), ("--background", background)):
+        if not re.fullmatch(r"#[0-9a-fA-F]{3,8}|[a-zA-Z]+|rgba?\([0-9., %]+\)", value):
+            raise UsageError(f"{name}: not an SVG colour: {value!r}")
+    if text == "-":
+        text = sys.stdin.read()
+    if skip_unknown:
+        known = set(hm.cfg.alphabet) | {"\n"}
+        dropped = sorted({c for c in text if c not in known and not c.isspace()})
+        text = "".join(c if c in known else (" " if c.isspace() else "") for c in text)
+        if dropped and verbose:
+            typer.echo("skipped characters the model never saw: " + " ".join(repr(c) for c in dropped), err=True)
+    lines = wrap(text, width)
+    if not lines:
+        raise HmgenError("nothing to write: the text is empty")
+    t0 = time.time()
+    written = write_lines(hm, lines, bias=bias, seed=seed, style=style, max_steps_per_char=max_steps_per_char)
+    if verbose:
+        for i, ln in enumerate(written, 1):
+            typer.echo(f"line {i}: {ln.steps} points for {len(ln.text)} characters, window peaked on "
+                       f"{ln.coverage:.0%} of them; stopped: {ln.stop} "
+                       f"({'window passed the last character' if ln.stop == 'end of text' else f'hard cap of {max_steps_per_char} points per character'})",
+                       err=True)
+        typer.echo(f"{len(written)} line(s) in {time.time() - t0:.2f} s (model {hm.name}, bias {bias}, "
+                   f"style {style if style is not None else '-'}, seed {seed if seed is not None else '-'})", err=True)
+    offsets = [ln.offsets for ln in written]
+    svg = to_svg(offsets, hm.cfg.line_height, line_height, margin, color, stroke_width, background,
+                 title=" / ".join(lines)[:200], smooth=smooth)
+    if output == "-":
+        sys.stdout.write(svg + "\n")
+        sys.stdout.flush()
+    else:
+        with writing(output):
+            Path(output).write_text(svg + "\n")
+    if png is not None:
+        with writing(png):
+            png.write_bytes(to_png(offsets, hm.cfg.line_height, line_height, margin, stroke_width, smooth))

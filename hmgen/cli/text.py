@@ -1,0 +1,167 @@
+"""The text-model commands: `sample`, `eval`, `boundaries`, `models`."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from hmgen.cli.common import progress_bar, writing
+from hmgen.errors import HmgenError, UsageError
+
+
+def open_model(model: Optional[str], device: str = "cpu"):
+    from hmgen.modelio import load_model
+    return load_model(model, device=device)
+
+
+def sample(
+    prime: str = typer.Option("", "--prime", "-p", help="Text to continue (printed first unless --no-echo)."),
+    length: int = typer.Option(500, "--length", "-n", min=0, help="Characters to generate after the prime."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", min=0.0, help="0 = greedy; <1 safer, >1 wilder."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Sample among the k likeliest symbols."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling: the smallest set with this much probability."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same bytes."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A bundled model's name or a model path (default: english-small)."),
+    echo: bool = typer.Option(True, "--echo/--no-echo", help="Print the prime before the continuation."),
+    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (shown only when stdout is not a terminal)."),
+):
+    """Generate text, streaming to stdout as it is produced.
+
+    hmgen sample --prime "the" -n 300 --temperature 0.8 --seed 1
+    """
+    from hmgen.text.sample import generate
+
+    lm = open_model(model, device)
+    out = sys.stdout.buffer
+    chunks = generate(lm, prime, length, temperature, top_k, top_p, seed, device)
+    first = next(chunks, b"")       # the prime is checked before anything is printed
+    if echo and prime:
+        out.write(prime.encode("utf-8"))
+    out.write(first)
+    out.flush()
+    # the text is the progress on a terminal; into a pipe or a file, show a bar on stderr instead
+    with progress_bar(quiet or sys.stdout.isatty(), "sample") as advance:
+        for done, chunk in enumerate(chunks, 2):
+            out.write(chunk)
+            out.flush()
+            if advance and done % 50 == 0:
+                advance(done, length)
+    if sys.stdout.isatty():
+        out.write(b"\n")
+    out.flush()
+
+
+def evaluate_cmd(
+    data: str = typer.Argument(..., help="A file or folder, or a corpus (ptb:DIR, text8[:DIR], enwik8[:DIR], a folder with splits)."),
+    split: Optional[str] = typer.Option(None, help="Split of a corpus: train, valid or test (default: test; a plain file is used whole)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A bundled model's name or a model path."),
+    max_symbols: Optional[int] = typer.Option(None, help="Evaluate on the first N symbols only."),
+    streams: int = typer.Option(16, min=1, help="Pieces of the data evaluated side by side (each starts from a zero state)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Bits per character of a model on a file or a named split, with per-layer UPDATE/COPY/FLUSH rates.
+
+    hmgen eval ptb:data/ptb --split test --model runs/ptb/best --json
+    """
+    import torch
+
+    from hmgen.text.data import load_eval_ids
+    from hmgen.text.evaluate import evaluate
+
+    if threads:
+        torch.set_num_threads(threads)
+    lm = open_model(model, device)
+    ids = load_eval_ids(data, split, lm.vocab)
+    if len(ids) < 2:
+        raise HmgenError(f"{data}: need at least 2 symbols to evaluate")
+    with progress_bar(quiet, "eval") as advance:
+        r = evaluate(lm.model, ids, streams=streams, max_symbols=max_symbols, device=device, progress=advance)
+    r = {"model": lm.name, "data": data, "split": split, **r}
+    if as_json:
+        typer.echo(json.dumps(r))
+        return
+    typer.echo(f"{lm.name} on {data}{' (' + split + ')' if split else ''}: {r['bpc']:.4f} bpc over {r['symbols']:,} symbols "
+               f"({r['symbols_per_s']:,} symbols/s)")
+    for l, layer in enumerate(r["layers"], 1):
+        typer.echo(f"  layer {l}: update {layer['update']:.3f}  copy {layer['copy']:.3f}  flush {layer['flush']:.3f}")
+
+
+def boundaries(
+    text: Optional[str] = typer.Argument(None, help="The text to read; - reads standard input."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the text from this UTF-8 file instead."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A bundled model's name or a model path (default: english-small)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Also draw the hierarchy as SVG into this file (- = to stdout)."),
+    width: Optional[int] = typer.Option(None, "--width", "-w", min=20, help="Columns per row (default: the terminal's; SVG: 100 characters)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw z matrix, operations and counts as JSON."),
+    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No terminal picture (with -o) and no progress bar."),
+):
+    """Show where each layer's boundary detector fires on a text: one row per layer under the text.
+
+    hmgen boundaries "the quick brown fox jumps over the lazy dog" -o fox.svg
+    """
+    if text is None and file is None:
+        raise UsageError("no text: give it as an argument, - for standard input, or --file PATH")
+    if text is not None and file is not None:
+        raise UsageError("give the text or --file PATH, not both")
+    if output == "-" and as_json:
+        raise UsageError("--json and -o - both write to stdout; choose one")
+    try:
+        raw = file.read_bytes() if file else sys.stdin.buffer.read() if text == "-" else None
+        if raw is not None:
+            text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HmgenError(f"{file or 'standard input'}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not text:
+        raise HmgenError("the text is empty: nothing to show")
+    from hmgen.text.boundaries import analyse, render_svg, render_terminal
+    from hmgen.modelio import atomic_write
+
+    lm = open_model(model, device)
+    with progress_bar(quiet or len(text) < 2000, "boundaries") as advance:
+        b = analyse(lm, text, progress=advance)
+    if output:
+        svg = render_svg(b, width or 100)
+        if output == "-":
+            typer.echo(svg)
+        else:
+            with writing(output):
+                atomic_write(Path(output), lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
+    if as_json:
+        typer.echo(json.dumps(b.to_dict()))
+    elif not quiet and output != "-":
+        from rich.console import Console
+        console = Console(width=width, highlight=False)
+        for line in render_terminal(b, console.width):
+            console.print(line, no_wrap=True, overflow="ignore", crop=False)
+
+
+def models(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
+    """List the bundled models with their size and figures."""
+    from hmgen.modelio import list_models
+
+    found = list_models()
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        typer.echo("no bundled models found")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None)
+    for col in ("name", "arch", "layers", "parameters", "file", "valid bpc"):   # descriptions: --json
+        table.add_column(col, no_wrap=True)
+    for m in found:
+        f = m["figures"]
+        table.add_row(m["name"], m["arch"], "x".join(map(str, m["hidden"])), f"{m['parameters'] / 1e6:.2f}M",
+                      f"{(m['file_bytes'] or 0) / 2**20:.1f} MiB", f"{f['valid_bpc']:.3f}" if "valid_bpc" in f else "-")
+    Console().print(table)
