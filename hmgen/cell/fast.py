@@ -1,16 +1,17 @@
 """A faster forward for `CharLM`: the same function as `CharLM.forward` (same parameters, same state
 format, same outputs, same gradients), with far fewer kernel launches per time step.
 
-`HMLSTM.step` remains the one reference implementation of the cell; this module re-arranges its
-arithmetic and tests/test_fast.py checks that the two agree (values and gradients). What changes:
+The cell itself is not re-implemented: both paths call `hmgen.cell.reference.layer_step`, one layer
+for one step from its pre-activation products. This module only computes those products differently,
+and tests/test_fast.py checks that the two forwards agree (values and gradients). What changes:
 
   (a) every term that depends on t-1 — U_l^l h_{t-1}^l (recurrent) and U_{l+1}^l h_{t-1}^{l+1}
       (top-down) for ALL layers (eq. 5-7) — comes out of ONE matrix product per step, over a block
       weight built once per call. Layer norm is per term, so the product is sliced back into terms
       before each LN.
   (b) layer 1's bottom-up term W_0^1 x_t for all steps at once (z_t^0 = 1 never gates it).
-  (c) the rest of a layer's step (the LNs, gates, eq. 2-3 masks, boundary eq. 8-9) is one function,
-      `cell`, that `torch.compile` fuses on CUDA. Only the cell is compiled, never the unrolled loop
+  (c) the rest of a layer's step (the LNs, gates, eq. 2-3 masks, boundary eq. 8-9) is `layer_step`,
+      which `torch.compile` fuses on CUDA. Only the cell is compiled, never the unrolled loop
       (compile time grows with the loop length: shared/reference/hmlstm.md §5).
   (d) on CUDA, `GraphedSegment` captures the forward and backward of a whole truncated-BPTT segment as
       CUDA graphs (one replay per segment instead of thousands of launches).
@@ -25,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hmgen.cell.reference import CharLM
+from hmgen.cell.reference import CharLM, layer_step
 
 # ----------------------------------------------------------------------------- (a) the t-1 product
 
@@ -83,80 +84,20 @@ def t1_terms(packed, hs: list) -> list:
 # ----------------------------------------------------------------------------- (c) the per-step cell
 
 
-def _norm(v, gain, eps: float):
-    return v if gain is None else F.layer_norm(v, v.shape[-1:], gain, None, eps)
-
-
-class _Boundary(torch.autograd.Function):
-    """Boundary z = 1[s > 0] (eq. 8-9) with the straight-through gradient of hard_sigm(a*s): a/2 inside
-    |s| < 1/a, 0 outside — the rule of `hmgen.cell.reference.BoundaryFn`, with `a` a tensor, so that annealing the
-    slope neither recompiles the compiled cell nor changes a captured CUDA graph."""
-
-    @staticmethod
-    def forward(ctx, s, a):
-        ctx.save_for_backward(s, a)
-        return (s > 0).to(s.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        s, a = ctx.saved_tensors
-        return grad * (a / 2) * (s.abs() < 1 / a).to(grad.dtype), None
-
-
-def cell(p_rec, p_td, bu, bias, h_prev, c_prev, z_prev, z_below, z_forced, a,
-         g_rec, g_td, g_bu, g_c, hierarchical: bool, has_boundary: bool, eps: float):
-    """One layer, one step — the arithmetic of `HMLSTM.step`, in the same order.
-
-    p_rec:   (batch, 4H+1) U_l^l h_{t-1}^l           p_td: same rows, U_{l+1}^l h_{t-1}^{l+1}, or None
-    bu:      (batch, 4H+1) W_{l-1}^l h_t^{l-1}       (layer 1: already normalised, g_bu None)
-    z_below: (batch, 1) z_t^{l-1}, None for layer 1 and the LSTM     z_forced: (batch, 1) or None
-    g_*:     layer-norm gains (None: no LN on that term)             a: 0-dim tensor, the slope
-    Returns h, c, z of this layer at t.
-    """
-    H = h_prev.shape[-1]
-    s = _norm(p_rec, g_rec, eps)                                      # (batch, 4H+1)
-    if p_td is not None:
-        s = s + z_prev * _norm(p_td, g_td, eps)                       # top-down, gated by z_{t-1}^l (eq. 5)
-    bu = _norm(bu, g_bu, eps)
-    s = s + (bu if z_below is None else z_below * bu) + bias          # bottom-up, gated by z_t^{l-1}
-    f = torch.sigmoid(s[:, :H])                                       # eq. 4
-    i = torch.sigmoid(s[:, H:2 * H])
-    o = torch.sigmoid(s[:, 2 * H:3 * H])
-    g = torch.tanh(s[:, 3 * H:4 * H])
-    if not hierarchical:                                              # LSTM baseline: always UPDATE
-        c = f * c_prev + i * g
-        return o * torch.tanh(_norm(c, g_c, eps)), c, z_prev
-    zb = torch.ones_like(z_prev) if z_below is None else z_below
-    copy = (1 - z_prev) * (1 - zb)                                    # (batch, 1)
-    update = (1 - z_prev) * zb
-    c = (1 - copy) * (i * g) + update * (f * c_prev) + copy * c_prev  # eq. 2: FLUSH / UPDATE / COPY
-    h = (1 - copy) * (o * torch.tanh(_norm(c, g_c, eps))) + copy * h_prev   # eq. 3
-    if has_boundary:
-        z_hat = z_forced if z_forced is not None else _Boundary.apply(s[:, 4 * H:], a)   # eq. 8-9
-        z = (1 - copy) * z_hat
-    else:
-        z = torch.zeros_like(z_prev)                                  # top layer: no detector
-    return h, c, z
-
-
 _compiled_cell = None
 
 
 def get_cell(compiled: bool):
-    """The eager cell, or (CUDA) the same function through torch.compile — compiled once per process;
-    each layer shape is one specialisation."""
+    """layer_step itself, or (CUDA) the same function through torch.compile — compiled once per process;
+    each layer shape and CellSpec is one specialisation."""
     global _compiled_cell
     if not compiled:
-        return cell
+        return layer_step
     if _compiled_cell is None:
         import torch._dynamo.config as dynamo
         dynamo.recompile_limit = max(dynamo.recompile_limit, 64)   # L layer kinds x dtypes x models
-        _compiled_cell = torch.compile(cell, fullgraph=True, dynamic=False)
+        _compiled_cell = torch.compile(layer_step, fullgraph=True, dynamic=False)
     return _compiled_cell
-
-
-def _gain(norm):
-    return None if norm is None or norm.ln is None else norm.ln.weight
 
 
 # ----------------------------------------------------------------------------- the forward
@@ -171,13 +112,10 @@ def fast_forward(model: CharLM, x: torch.Tensor, state, a=1.0, force_z: torch.Te
               by default built here, so that gradients reach the layers' own weights."""
     rnn = model.rnn
     layers = rnn.layers
-    L = len(layers)
     step = get_cell(x.is_cuda if compiled is None else compiled)
-    eps = next((m.ln.eps for m in rnn.modules() if getattr(m, "ln", None) is not None), 1e-5)
     dtype = model.embed.weight.dtype
     a = a if torch.is_tensor(a) else torch.tensor(float(a), dtype=dtype, device=x.device)
-    gains = [(_gain(l.ln_rec), _gain(l.ln_td), None if i == 0 else _gain(l.ln_bu), _gain(l.ln_c))
-             for i, l in enumerate(layers)]
+    params = [layer.cell_params() for layer in layers]
 
     x_proj = rnn.project_input(model.embed(x))                       # (b) (batch, T, 4H1+1)
     packed = packed or t1_weight(rnn)                                # (a)
@@ -191,10 +129,9 @@ def fast_forward(model: CharLM, x: torch.Tensor, state, a=1.0, force_z: torch.Te
         for l, layer in enumerate(layers):
             bu = x_proj[:, t] if l == 0 else F.linear(h_below, layer.bu.weight)   # (batch, 4H+1)
             fz = None if (force_z is None or not layer.has_boundary) else force_z[:, t, l:l + 1].to(dtype)
-            hs[l], cs[l], zs[l] = step(*terms[l], bu, layer.bias, hs[l], cs[l], zs[l], z_below, fz, a,
-                                       *gains[l], rnn.hierarchical, layer.has_boundary, eps)
+            hs[l], cs[l], zs[l] = step(*terms[l], bu, hs[l], cs[l], zs[l], z_below, fz, a, params[l], layer.spec)
             h_below = hs[l]
-            z_below = zs[l] if (rnn.hierarchical and l + 1 < L) else None
+            z_below = zs[l] if layer.has_boundary else None
         out_h.append(torch.cat(hs, dim=-1))                          # (batch, sum H)
         out_z.append(torch.cat(zs, dim=-1))                          # (batch, L)
     logits = model.out(torch.stack(out_h, dim=1))                    # (batch, T, vocab)

@@ -1,14 +1,18 @@
 """The Hierarchical Multiscale LSTM (Chung, Ahn & Bengio, ICLR 2017) and the character LM on top of it.
 
-Equation numbers refer to arXiv 1609.01704v7. There is exactly one implementation of the cell:
-`HMLSTM.step` advances every layer by one time step. Training, evaluation, sampling (and later
-compression and the boundary view) all go through it. `arch="lstm"` is the same cell with the
-boundary detectors switched off (every layer UPDATEs at every step, no top-down input), which is the
-paper's LN-LSTM baseline with identical input and output modules.
+Equation numbers refer to arXiv 1609.01704v7. There is exactly one float implementation of the cell:
+`layer_step` advances ONE layer by one time step from its pre-activation products (eq. 2-9).
+`HMLSTM.step` calls it layer by layer (training, evaluation, sampling, the boundary view, handwriting);
+`hmgen.cell.fast` calls the same function (compiled on CUDA) and only computes the products differently.
+The one other implementation is the integer engine for compression (`hmgen.cell.integer`), tested against
+this cell step by step (tests/test_integer.py). `arch="lstm"` is the same cell with the boundary
+detectors switched off (every layer UPDATEs at every step, no top-down input), which is the paper's
+LN-LSTM baseline with identical input and output modules.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -41,22 +45,27 @@ class ModelConfig:
 class BoundaryFn(torch.autograd.Function):
     """Boundary detector, eq. 8-9: forward z = 1[hard_sigm(a*s) > 0.5] = 1[s > 0] (a step function);
     backward: the straight-through estimator uses the hard sigmoid's derivative,
-    d hard_sigm(a*s)/ds = a/2 for |s| < 1/a and 0 outside."""
+    d hard_sigm(a*s)/ds = a/2 for |s| < 1/a and 0 outside.
+    The slope a is a float or a 0-dim tensor; a tensor lets the compiled cell and a captured CUDA graph
+    read an annealed slope from memory instead of specialising on its value."""
 
     @staticmethod
     def forward(ctx, s, a):
-        ctx.save_for_backward(s)
-        ctx.a = float(a)
+        if torch.is_tensor(a):
+            ctx.save_for_backward(s, a)
+        else:
+            ctx.save_for_backward(s)
+            ctx.a = float(a)
         return (s > 0).to(s.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        (s,) = ctx.saved_tensors
-        a = ctx.a
+        s, *a = ctx.saved_tensors
+        a = a[0] if a else ctx.a
         return grad * (a / 2) * (s.abs() < 1 / a).to(grad.dtype), None
 
 
-def boundary(s: torch.Tensor, a: float) -> torch.Tensor:
+def boundary(s: torch.Tensor, a) -> torch.Tensor:
     return BoundaryFn.apply(s, a)
 
 
@@ -69,6 +78,76 @@ class Norm(nn.Module):
 
     def forward(self, x):
         return self.ln(x) if self.ln is not None else x
+
+    @property
+    def gain(self) -> torch.Tensor | None:
+        return None if self.ln is None else self.ln.weight
+
+
+class CellSpec(NamedTuple):
+    """What one layer's cell computes, fixed per layer (the compiled cell specialises on it)."""
+    hierarchical: bool      # False: the LSTM baseline (always UPDATE, z ignored)
+    has_boundary: bool      # a boundary row z~ (every HM-LSTM layer but the top)
+    eps: float              # layer-norm epsilon
+
+
+class CellParams(NamedTuple):
+    """One layer's parameters as the cell reads them; a gain is None where that term has no LN."""
+    bias: torch.Tensor                  # (4H[+1],) b
+    g_rec: torch.Tensor | None          # LN gain of U_l^l h_{t-1}^l
+    g_td: torch.Tensor | None           # LN gain of U_{l+1}^l h_{t-1}^{l+1}
+    g_bu: torch.Tensor | None           # LN gain of W_{l-1}^l h_t^{l-1} (None on layer 1: project_input normalised it)
+    g_c: torch.Tensor | None            # LN gain of c before tanh
+
+
+def _norm(v: torch.Tensor, gain: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """LN over the last axis with a gain and no bias (what Norm computes), or v itself without a gain."""
+    return v if gain is None else F.layer_norm(v, v.shape[-1:], gain, None, eps)
+
+
+def layer_step(p_rec, p_td, p_bu, h_prev, c_prev, z_prev, z_below, z_forced, a,
+               params: CellParams, spec: CellSpec):
+    """One layer, one time step (eq. 2-9): the only float implementation of the cell.
+
+    p_rec:    (batch, 4H+1) U_l^l h_{t-1}^l               p_td: same rows, U_{l+1}^l h_{t-1}^{l+1}, or None
+    p_bu:     (batch, 4H+1) W_{l-1}^l h_t^{l-1}           (layer 1: LN(W_0^1 x_t), params.g_bu None)
+    h_prev, c_prev: (batch, H); z_prev: (batch, 1) z_{t-1}^l
+    z_below:  (batch, 1) z_t^{l-1}; None for layer 1 (z_t^0 = 1) and for the LSTM
+    z_forced: (batch, 1) boundaries to use instead of the detector's (tests, gradcheck), or None
+    a:        slope of the hard sigmoid, float or 0-dim tensor (only shapes the straight-through gradient)
+    Returns h_t^l, c_t^l, z_t^l.
+    """
+    H = h_prev.shape[-1]
+    eps = spec.eps
+    # eq. 5-7 pre-activations: recurrent term never gated; top-down gated by this layer's own
+    # z_{t-1}^l; bottom-up gated by the layer below's z_t^{l-1}. Each term normalised before gating.
+    s = _norm(p_rec, params.g_rec, eps)                               # (batch, 4H+1)
+    if p_td is not None:
+        s = s + z_prev * _norm(p_td, params.g_td, eps)
+    bu = _norm(p_bu, params.g_bu, eps)
+    s = s + (bu if z_below is None else z_below * bu) + params.bias
+    f = torch.sigmoid(s[:, :H])                                       # eq. 4
+    i = torch.sigmoid(s[:, H:2 * H])
+    o = torch.sigmoid(s[:, 2 * H:3 * H])
+    g = torch.tanh(s[:, 3 * H:4 * H])
+    if not spec.hierarchical:                                         # plain LSTM stack: UPDATE everywhere
+        c = f * c_prev + i * g
+        return o * torch.tanh(_norm(c, params.g_c, eps)), c, z_prev
+    # eq. 2-3 in multiplicative form, with z in {0, 1}:
+    #   FLUSH  (z_{t-1}^l = 1):                       c = i*g
+    #   UPDATE (z_{t-1}^l = 0, z_t^{l-1} = 1):        c = f*c_{t-1} + i*g
+    #   COPY   (z_{t-1}^l = 0, z_t^{l-1} = 0):        c, h, z = c_{t-1}, h_{t-1}, z_{t-1}
+    # The masks also pass the straight-through gradient to z through the choice of operation.
+    zb = torch.ones_like(z_prev) if z_below is None else z_below
+    copy = (1 - z_prev) * (1 - zb)                                    # (batch, 1)
+    update = (1 - z_prev) * zb
+    c = (1 - copy) * (i * g) + update * (f * c_prev) + copy * c_prev
+    h = (1 - copy) * (o * torch.tanh(_norm(c, params.g_c, eps))) + copy * h_prev
+    if not spec.has_boundary:
+        return h, c, torch.zeros_like(z_prev)                         # top layer: never FLUSHes
+    z_hat = z_forced if z_forced is not None else BoundaryFn.apply(s[:, 4 * H:], a)   # eq. 8-9
+    # COPY copies z too: z_{t-1} = 0 there, and no gate is computed in COPY (§3.1).
+    return h, c, (1 - copy) * z_hat
 
 
 class HMLSTMLayer(nn.Module):
@@ -83,10 +162,12 @@ class HMLSTMLayer(nn.Module):
     as in PyTorch's LayerNormLSTMCell.
     """
 
-    def __init__(self, input_size: int, hidden: int, above: int, has_boundary: bool, layer_norm: bool):
+    def __init__(self, input_size: int, hidden: int, above: int, hierarchical: bool, has_boundary: bool,
+                 layer_norm: bool, first: bool):
         super().__init__()
         self.hidden = hidden
         self.has_boundary = has_boundary
+        self.first = first
         rows = 4 * hidden + int(has_boundary)
         self.bu = nn.Linear(input_size, rows, bias=False)                  # W_{l-1}^l
         self.rec = nn.Linear(hidden, rows, bias=False)                     # U_l^l
@@ -97,6 +178,12 @@ class HMLSTMLayer(nn.Module):
         self.ln_bu, self.ln_rec = Norm(rows, layer_norm), Norm(rows, layer_norm)
         self.ln_td = Norm(rows, layer_norm) if above else None
         self.ln_c = Norm(hidden, layer_norm)
+        self.spec = CellSpec(hierarchical, has_boundary, self.ln_c.ln.eps if layer_norm else 1e-5)
+
+    def cell_params(self) -> CellParams:
+        """The parameters as layer_step reads them (the same tensors, so gradients reach them)."""
+        return CellParams(self.bias, self.ln_rec.gain, None if self.ln_td is None else self.ln_td.gain,
+                          None if self.first else self.ln_bu.gain, self.ln_c.gain)
 
 
 State = list  # [(h, c, z) for each layer]; h, c: (batch, hidden_l), z: (batch, 1)
@@ -115,8 +202,10 @@ class HMLSTM(nn.Module):
                 input_size=sizes[l],
                 hidden=hidden[l],
                 above=hidden[l + 1] if (hierarchical and l + 1 < n) else 0,   # no top-down on the top layer
+                hierarchical=hierarchical,
                 has_boundary=hierarchical and l + 1 < n,                        # no detector on the top layer
                 layer_norm=layer_norm,
+                first=l == 0,
             )
             for l in range(n)
         )
@@ -148,51 +237,17 @@ class HMLSTM(nn.Module):
         Returns  [(h_t^l, c_t^l, z_t^l)]; the top layer's z is always 0.
         """
         new_state = []
-        z_below = None                       # z_t^0 = 1: layer 1 never COPYs
-        h_below = None
-        n = len(self.layers)
+        h_below = z_below = None             # layer 1: h_t^0 = x_t (already projected), z_t^0 = 1
         for l, layer in enumerate(self.layers):
             h_prev, c_prev, z_prev = state[l]
-            H = layer.hidden
-            # eq. 5-7 pre-activations: recurrent term never gated; top-down gated by this layer's own
-            # z_{t-1}^l; bottom-up gated by the layer below's z_t^{l-1}.
-            s = layer.ln_rec(layer.rec(h_prev))                              # (batch, 4H+1)
-            if layer.td is not None:
-                h_above_prev = state[l + 1][0]
-                s = s + z_prev * layer.ln_td(layer.td(h_above_prev))
-            bu = x_proj if l == 0 else layer.ln_bu(layer.bu(h_below))
-            s = s + (bu if z_below is None else z_below * bu) + layer.bias
-            f = torch.sigmoid(s[:, :H])
-            i = torch.sigmoid(s[:, H:2 * H])
-            o = torch.sigmoid(s[:, 2 * H:3 * H])
-            g = torch.tanh(s[:, 3 * H:4 * H])
-            if not self.hierarchical:        # plain LSTM stack: UPDATE everywhere
-                c = f * c_prev + i * g
-                h = o * torch.tanh(layer.ln_c(c))
-                z = z_prev
-            else:
-                # eq. 2-3 in multiplicative form, with z in {0, 1}:
-                #   FLUSH  (z_{t-1}^l = 1):                       c = i*g
-                #   UPDATE (z_{t-1}^l = 0, z_t^{l-1} = 1):        c = f*c_{t-1} + i*g
-                #   COPY   (z_{t-1}^l = 0, z_t^{l-1} = 0):        c, h, z = c_{t-1}, h_{t-1}, z_{t-1}
-                # The masks also pass the straight-through gradient to z through the choice of operation.
-                zb = torch.ones_like(z_prev) if z_below is None else z_below
-                copy = (1 - z_prev) * (1 - zb)                               # (batch, 1)
-                update = (1 - z_prev) * zb
-                c = (1 - copy) * (i * g) + update * (f * c_prev) + copy * c_prev
-                h = (1 - copy) * (o * torch.tanh(layer.ln_c(c))) + copy * h_prev
-                if layer.has_boundary:
-                    if force_z is not None:
-                        z_hat = force_z[:, l:l + 1].to(s.dtype)
-                    else:
-                        z_hat = boundary(s[:, 4 * H:], a)                    # eq. 8-9
-                    # COPY copies z too: z_{t-1} = 0 there, and no gate is computed in COPY (§3.1).
-                    z = (1 - copy) * z_hat
-                else:
-                    z = torch.zeros_like(z_prev)                              # top layer: never FLUSHes
+            p_td = layer.td(state[l + 1][0]) if layer.td is not None else None      # U_{l+1}^l h_{t-1}^{l+1}
+            p_bu = x_proj if l == 0 else layer.bu(h_below)                         # W_{l-1}^l h_t^{l-1}
+            fz = force_z[:, l:l + 1].to(x_proj.dtype) if (force_z is not None and layer.has_boundary) else None
+            h, c, z = layer_step(layer.rec(h_prev), p_td, p_bu, h_prev, c_prev, z_prev, z_below, fz, a,
+                                 layer.cell_params(), layer.spec)
             new_state.append((h, c, z))
             # the LSTM baseline has no boundaries: every layer always takes its input (z = 1 everywhere)
-            h_below, z_below = h, (z if self.hierarchical and l + 1 < n else None)
+            h_below, z_below = h, (z if layer.has_boundary else None)
         return new_state
 
 
