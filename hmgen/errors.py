@@ -9,6 +9,11 @@ class HmgenError(Exception):
     exit_code = 1
 
 
+class DataError(HmgenError):
+    """Bad data or a bad data spec (a corpus, a download, a vocabulary): reported as one line.
+    Here rather than in hmgen.text.data so that the modules that raise it import nothing from each other."""
+
+
 class UsageError(HmgenError):
     """An option or argument that cannot work (a negative count, an unknown device, ...): exit status 2."""
 

@@ -16,11 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from hmgen.errors import HmgenError
-
-
-class DataError(HmgenError):
-    """Bad data or data spec: reported to the user as one line."""
+from hmgen.errors import DataError
 
 
 class VocabError(DataError):

@@ -22,7 +22,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from hmgen.text.data import DataError
+from hmgen.errors import DataError
 
 URLS = {
     "text8": "http://mattmahoney.net/dc/text8.zip",
