@@ -10,7 +10,6 @@ operations (FLUSH > UPDATE > COPY).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 
 from hmgen.cell.reference import COPY, FLUSH, OPS, UPDATE, CharLM, operations
 from hmgen.text.data import VocabError
+from hmgen.text.evaluate import side_by_side
 
 GLYPH = {UPDATE: "─", COPY: "·", FLUSH: "╶"}       # terminal row, one cell per character
 MARK = "┃"                                          # the layer's boundary falls after this character
@@ -102,27 +102,15 @@ def analyse(lm, text: str, seq_len: int = 256, progress=None) -> Boundaries:
 def stream_boundaries(model: CharLM, ids: np.ndarray, streams: int = 16, seq_len: int = 200,
                       progress=None) -> tuple[np.ndarray, np.ndarray]:
     """z and operations (n, L) for a long sequence, computed as `streams` contiguous pieces side by side
-    (each piece starts from the zero state, as in evaluate()). For measurements over held-out text."""
-    model.eval()
-    n, L = len(ids), model.num_layers
-    streams = max(1, min(streams, n))
-    per = math.ceil(n / streams)
-    padded = np.zeros(streams * per, dtype=np.int64)
-    padded[:n] = ids
-    grid = torch.from_numpy(padded.reshape(streams, per))
+    (hmgen.text.evaluate.side_by_side: each piece starts from the zero state). For held-out text."""
     device = next(model.parameters()).device
-    state = model.initial_state(streams, device)
-    z_init = torch.zeros(streams, L, device=device)
     zs, ops = [], []
-    for s in range(0, per, seq_len):
-        _, state, z = model(grid[:, s:s + seq_len].to(device), state)             # z: (streams, t, L)
-        ops.append(operations(z, z_init, model.cfg.arch == "hmlstm").cpu())
-        zs.append(z.cpu())
-        z_init = z[:, -1]
-        if progress:
-            progress(min(s + seq_len, per) * streams, per * streams)
-    z = torch.cat(zs, dim=1).reshape(-1, L)[:n]
-    op = torch.cat(ops, dim=1).reshape(-1, L)[:n]
+    for seg in side_by_side(model, ids, streams, seq_len, device=device, progress=progress):
+        ops.append(operations(seg.z, seg.z_init, model.cfg.arch == "hmlstm").cpu())
+        zs.append(seg.z.cpu())
+    L = model.num_layers
+    z = torch.cat(zs, dim=1).reshape(-1, L)[:len(ids)]                  # pieces in order; padding is last
+    op = torch.cat(ops, dim=1).reshape(-1, L)[:len(ids)]
     return z.to(torch.int8).numpy(), op.numpy()
 
 
