@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from hmgen.handwriting.data import load_iam, prepare_lines, select
-from hmgen.handwriting.model import load_hw_model
+from hmgen.modelio import load_hw_model
 from hmgen.handwriting.sample import synthesize
 from hmgen.handwriting.train import evaluate_lines
 

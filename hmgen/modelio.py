@@ -1,8 +1,14 @@
-"""Model files: safetensors weights beside a JSON description. Loading never unpickles.
+"""Model files, text and handwriting: safetensors weights beside a JSON description. Loading never unpickles.
 
-  NAME.safetensors   the weights (state_dict of CharLM)
-  NAME.json          {"format": "hmgen-model", "model": {...}, "vocab": {...}, "training": {...},
-                      "figures": {...}, "weights_sha256": "..."}
+  NAME.safetensors   the weights
+  NAME.json          {"format": ..., "version": 1, "name": ..., "model": {config}, "parameters": ...,
+                      "weights_sha256": "...", "figures": {...}, "description": ..., ...}
+
+The JSON's "format" says which kind of model the pair holds:
+  "hmgen-model"               a character LM (CharLM state_dict; "model" is a ModelConfig, plus "vocab")
+  "hmgen-handwriting-model"   a synthesis network (SynthesisNet state_dict as net.*, the style bank as
+                              style.N tensors; "model" is an HWConfig, plus "styles": the bank's texts)
+`load` dispatches on it; `load_model` and `load_hw_model` want one kind and name the command for the other.
 
 Bundled models live in the repository's models/ folder; a built wheel carries them as hmgen/models/.
 """
@@ -16,15 +22,21 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from hmgen.text.data import Vocab
 from hmgen.cell.reference import CharLM, ModelConfig, count_parameters
 from hmgen.errors import HmgenError
+from hmgen.handwriting.model import HWConfig, SynthesisNet
+from hmgen.text.data import Vocab
 
-FORMAT = "hmgen-model"
-DEFAULT_MODEL = "english-small"
+TEXT, HANDWRITING = "text", "handwriting"
+FORMATS = {"hmgen-model": TEXT, "hmgen-handwriting-model": HANDWRITING}       # the JSON's "format" -> kind
+FORMAT = {kind: fmt for fmt, kind in FORMATS.items()}                         # kind -> "format"
+DEFAULT = {TEXT: "english-small", HANDWRITING: "handwriting-small"}
+COMMAND = {TEXT: "hmgen sample", HANDWRITING: "hmgen handwrite"}             # what each kind is used with
+DEFAULT_MODEL = DEFAULT[TEXT]
 
 
 class ModelError(HmgenError):
@@ -36,6 +48,19 @@ class LoadedModel:
     model: CharLM
     vocab: Vocab
     meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or (self.path.stem if self.path else "model")
+
+
+@dataclass
+class HandwritingModel:
+    net: SynthesisNet
+    cfg: HWConfig
+    styles: list[dict]              # [{"text": str, "offsets": (M, 3) normalised float32, "line_id": str}]
+    meta: dict
     path: Path | None = None
 
     @property
@@ -80,29 +105,40 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_model(stem: str | os.PathLike, model: CharLM, vocab: Vocab, **meta) -> Path:
-    """Write STEM.safetensors and STEM.json; returns the JSON path."""
+def write_model_files(stem: str | os.PathLike, kind: str, tensors: dict, fields: dict, **meta) -> Path:
+    """STEM.safetensors (tensors), then STEM.json: format, version, name, the kind's fields, the weights'
+    sha256 and meta. Returns the JSON path."""
     stem = Path(stem)
     weights = stem.with_suffix(".safetensors")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(weights, lambda tmp: save_file(tensors, tmp))
-    info = {
-        "format": FORMAT,
-        "version": 1,
-        "name": meta.pop("name", stem.name),
-        "model": model.cfg.to_dict(),
-        "vocab": vocab.to_dict(),
-        "parameters": count_parameters(model),
-        "weights_sha256": file_sha256(weights),
-        **meta,
-    }
+    info = {"format": FORMAT[kind], "version": 1, "name": meta.pop("name", stem.name), **fields,
+            "weights_sha256": file_sha256(weights), **meta}
     desc = stem.with_suffix(".json")
     atomic_write(desc, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
     return desc
 
 
-def resolve(name_or_path: str | None) -> Path:
-    """A model name (bundled) or a path (STEM, STEM.json or STEM.safetensors) -> the JSON path."""
+def save_model(stem: str | os.PathLike, model: CharLM, vocab: Vocab, **meta) -> Path:
+    """Write a character LM as STEM.safetensors and STEM.json; returns the JSON path."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fields = {"model": model.cfg.to_dict(), "vocab": vocab.to_dict(), "parameters": count_parameters(model)}
+    return write_model_files(stem, TEXT, tensors, fields, **meta)
+
+
+def save_hw_model(stem: str | os.PathLike, net: SynthesisNet, styles: list[dict] | None = None, **meta) -> Path:
+    """Write a synthesis network and its style bank: net.* weights and style.N (points, 3) offsets."""
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    bank = []
+    for i, s in enumerate(styles or []):
+        tensors[f"style.{i}"] = torch.as_tensor(np.asarray(s["offsets"], np.float32)).contiguous()
+        bank.append({"text": s["text"], "line_id": s.get("line_id", ""), "points": int(len(s["offsets"]))})
+    fields = {"model": net.cfg.to_dict(), "parameters": count_parameters(net), "styles": bank}
+    return write_model_files(stem, HANDWRITING, tensors, fields, **meta)
+
+
+def resolve(name_or_path: str | None, kind: str | None = None) -> Path:
+    """A model name (bundled) or a path (STEM, STEM.json or STEM.safetensors) -> the JSON path.
+    kind ("text", "handwriting") only words the error."""
     name_or_path = name_or_path or DEFAULT_MODEL
     p = Path(name_or_path)
     for cand in (p, p.with_suffix(".json"), Path(str(p) + ".json")):
@@ -114,38 +150,76 @@ def resolve(name_or_path: str | None) -> Path:
         if (d / f"{name_or_path}.json").is_file():
             return d / f"{name_or_path}.json"
     known = ", ".join(m["name"] for m in list_models()) or "none"
-    raise ModelError(f"no model {name_or_path!r}: not a file, and not a bundled model (bundled: {known})")
+    raise ModelError(f"no {kind + ' ' if kind else ''}model {name_or_path!r}: not a file, and not a bundled model "
+                     f"(bundled: {known})")
 
 
 def read_meta(desc: Path) -> dict:
+    """The JSON description of a text or handwriting model (its "format" checked)."""
     try:
         meta = json.loads(desc.read_text())
     except (OSError, ValueError) as e:
         raise ModelError(f"{desc}: not a model description ({e})") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in FORMATS:
         raise ModelError(f"{desc}: not an hmgen model file")
     return meta
 
 
-def load_model(name_or_path: str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
-    desc = resolve(name_or_path)
-    meta = read_meta(desc)
+def load_weights(desc: Path, build):
+    """build(tensors) over the safetensors file beside desc; any failure is one ModelError line."""
     weights = desc.with_suffix(".safetensors")
     if not weights.is_file():
         raise ModelError(f"{weights}: weights missing")
     try:
-        cfg = ModelConfig(**meta["model"])
-        model = CharLM(cfg)
-        state = load_file(str(weights), device="cpu")
-        model.load_state_dict(state)
+        return build(load_file(str(weights), device="cpu"))
     except Exception as e:   # corrupt or mismatched files: one clear line, not a traceback
         raise ModelError(f"{weights}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    model.to(device).eval()
-    return LoadedModel(model, Vocab.from_dict(meta["vocab"]), meta, desc)
+
+
+def _text_model(desc: Path, meta: dict, device) -> LoadedModel:
+    def build(tensors):
+        model = CharLM(ModelConfig(**meta["model"]))
+        model.load_state_dict(tensors)
+        return model, Vocab.from_dict(meta["vocab"])
+    model, vocab = load_weights(desc, build)
+    return LoadedModel(model.to(device).eval(), vocab, meta, desc)
+
+
+def _handwriting_model(desc: Path, meta: dict, device) -> HandwritingModel:
+    def build(tensors):
+        net = SynthesisNet(HWConfig(**meta["model"]))
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        styles = [{**s, "offsets": tensors[f"style.{i}"].numpy()} for i, s in enumerate(meta.get("styles", []))]
+        return net, styles
+    net, styles = load_weights(desc, build)
+    return HandwritingModel(net.to(device).eval(), net.cfg, styles, meta, desc)
+
+
+def load(name_or_path: str | None = None, device: str | torch.device = "cpu", kind: str | None = None):
+    """A text (LoadedModel) or handwriting (HandwritingModel) model, whichever the file holds;
+    with `kind`, only that kind (default name: that kind's bundled model), else a ModelError saying
+    which command takes the model."""
+    name_or_path = name_or_path or DEFAULT[kind or TEXT]
+    desc = resolve(name_or_path, kind)
+    meta = read_meta(desc)
+    found = FORMATS[meta["format"]]
+    if kind is not None and found != kind:
+        raise ModelError(f"{name_or_path} is a {found} model: use {COMMAND[found]}")
+    return (_text_model if found == TEXT else _handwriting_model)(desc, meta, device)
+
+
+def load_model(name_or_path: str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """A character LM (default english-small)."""
+    return load(name_or_path, device, TEXT)
+
+
+def load_hw_model(name_or_path: str | None = None, device: str | torch.device = "cpu") -> HandwritingModel:
+    """A handwriting synthesis model (default handwriting-small)."""
+    return load(name_or_path, device, HANDWRITING)
 
 
 def list_models() -> list[dict]:
-    """Bundled models with their sizes and recorded figures."""
+    """Bundled models, text and handwriting, with their sizes and recorded figures."""
     out, seen = [], set()
     for d in bundled_dirs():
         for desc in sorted(d.glob("*.json")):
@@ -157,14 +231,17 @@ def list_models() -> list[dict]:
                 continue
             seen.add(meta["name"])
             w = desc.with_suffix(".safetensors")
+            kind = FORMATS[meta["format"]]
             out.append({
                 "name": meta["name"],
+                "kind": kind,
                 "path": str(desc),
                 "arch": meta["model"]["arch"],
                 "hidden": meta["model"]["hidden"],
                 "parameters": meta.get("parameters"),
                 "file_bytes": w.stat().st_size if w.exists() else None,
-                "vocab": meta["vocab"]["kind"],
+                # what the model reads: a text vocabulary's kind, or how many characters a hand can write
+                "vocab": meta["vocab"]["kind"] if kind == TEXT else f"{len(meta['model']['alphabet'])} characters",
                 "figures": meta.get("figures", {}),
                 "description": meta.get("description", ""),
             })

@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from hmgen.text.data import Vocab
-from hmgen.modelio import ModelError, list_models, load_model, resolve, save_model
+from hmgen.handwriting.model import HWConfig, SynthesisNet
+from hmgen.modelio import (HandwritingModel, LoadedModel, ModelError, list_models, load, load_hw_model, load_model,
+                           resolve, save_hw_model, save_model)
 from tests.conftest import HMGEN, make_model
+from tests.test_cli import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +54,54 @@ def test_unknown_model_name_lists_what_is_bundled():
 
 
 def test_bundled_models_are_listed_with_size_and_figures():
+    figure = {"text": "valid_bpc", "handwriting": "test_nll_line"}
     for m in list_models():
-        assert m["parameters"] > 0 and m["file_bytes"] > 0 and "valid_bpc" in m["figures"]
+        assert m["parameters"] > 0 and m["file_bytes"] > 0 and figure[m["kind"]] in m["figures"]
+
+
+@pytest.fixture(scope="module")
+def two_kinds(tmp_path_factory) -> tuple[Path, Path]:
+    """A text model and a handwriting model, untrained, side by side."""
+    d = tmp_path_factory.mktemp("kinds")
+    text = make_model(d / "text", Vocab("bytes"))
+    torch.manual_seed(0)
+    hw = save_hw_model(d / "hand", SynthesisNet(HWConfig(alphabet=" ab", hidden=[4, 4], mixtures=2, window=2)))
+    return text, hw
+
+
+def test_load_gives_the_kind_of_model_the_file_holds(two_kinds):
+    text, hw = two_kinds
+    assert isinstance(load(text), LoadedModel) and isinstance(load(hw), HandwritingModel)
+    assert isinstance(load_model(text), LoadedModel) and isinstance(load_hw_model(hw), HandwritingModel)
+
+
+def test_asking_for_the_other_kind_names_the_command_that_takes_the_model(two_kinds):
+    text, hw = two_kinds
+    with pytest.raises(ModelError, match="is a handwriting model: use hmgen handwrite"):
+        load_model(hw)
+    with pytest.raises(ModelError, match="is a text model: use hmgen sample"):
+        load_hw_model(text)
+
+
+def test_sample_with_a_handwriting_model_says_to_use_handwrite(two_kinds):
+    r = subprocess.run(HMGEN + ["sample", "-m", str(two_kinds[1]), "-n", "5"], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(r)
+    assert f"{two_kinds[1]} is a handwriting model: use hmgen handwrite" in r.stderr
+
+
+def test_handwrite_with_a_text_model_says_to_use_sample(two_kinds):
+    r = subprocess.run(HMGEN + ["handwrite", "ab", "-m", str(two_kinds[0]), "-o", "-"], capture_output=True, text=True,
+                       timeout=120)
+    assert_one_line_error(r)
+    assert f"{two_kinds[0]} is a text model: use hmgen sample" in r.stderr
+
+
+@pytest.mark.skipif({m["kind"] for m in list_models()} != {"text", "handwriting"}, reason="needs both bundled kinds")
+def test_models_command_lists_text_and_handwriting_models():
+    r = subprocess.run(HMGEN + ["models"], capture_output=True, text=True, timeout=120)
+    rows = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[1:]}
+    assert r.returncode == 0 and rows == {m["name"]: m["kind"] for m in list_models()}
+    assert set(rows.values()) == {"text", "handwriting"}
 
 
 @pytest.mark.skipif(not list_models(), reason="no bundled model in models/")
@@ -63,7 +112,7 @@ def test_bundled_model_samples_from_the_cli():
 
 def test_models_command_prints_json_for_scripts():
     r = subprocess.run(HMGEN + ["models", "--json"], capture_output=True, timeout=120)
-    assert r.returncode == 0 and isinstance(json.loads(r.stdout), list)
+    assert r.returncode == 0 and json.loads(r.stdout) == json.loads(json.dumps(list_models()))
 
 
 @pytest.mark.skipif(not list_models(), reason="no bundled model in models/")

@@ -42,7 +42,7 @@ def handwrite(
 
     import torch
 
-    from hmgen.handwriting.model import load_hw_model
+    from hmgen.modelio import load_hw_model
     from hmgen.handwriting.render import to_png, to_svg
     from hmgen.handwriting.sample import wrap, write_lines
 

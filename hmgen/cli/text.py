@@ -144,7 +144,7 @@ def boundaries(
 
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
-    """List the bundled models with their size and figures."""
+    """List the bundled models, text and handwriting, with their size and figures."""
     from hmgen.modelio import list_models
 
     found = list_models()
@@ -157,11 +157,18 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(box=None)
-    for col in ("name", "arch", "layers", "parameters", "file", "valid bpc"):   # descriptions: --json
+    table = Table(box=None, pad_edge=False)
+    for col in ("name", "kind", "model", "parameters", "file", "figure"):   # descriptions: --json
         table.add_column(col, no_wrap=True)
     for m in found:
-        f = m["figures"]
-        table.add_row(m["name"], m["arch"], "x".join(map(str, m["hidden"])), f"{m['parameters'] / 1e6:.2f}M",
-                      f"{(m['file_bytes'] or 0) / 2**20:.1f} MiB", f"{f['valid_bpc']:.3f}" if "valid_bpc" in f else "-")
-    Console().print(table)
+        f, hidden = m["figures"], m["hidden"]
+        layers = f"{len(hidden)}x{hidden[0]}" if len(set(hidden)) == 1 else "+".join(map(str, hidden))
+        if "valid_bpc" in f:
+            figure = f"{f['valid_bpc']:.3f} bpc valid"
+        elif "test_nll_line" in f:
+            figure = f"{f['test_nll_line']:.1f} nats/line test"
+        else:
+            figure = "-"
+        table.add_row(m["name"], m["kind"], f"{m['arch']} {layers}", f"{m['parameters'] / 1e6:.2f}M",
+                      f"{(m['file_bytes'] or 0) / 2**20:.1f} MiB", figure)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)   # a pipe gets whole rows

@@ -1,5 +1,5 @@
 """The synthesis network: an HM-LSTM (or LSTM) stack with Graves' soft attention window and a mixture
-density output; the mixture loss; model files.
+density output; the mixture loss. Its model files: hmgen.modelio.
 
 Wiring (our choice, documented in README/models): the window vector w_{t-1} is part of layer 1's input
 (x_t ; w_{t-1}), the window at step t is computed from h^1_t, and the mixture density output sees all
@@ -19,27 +19,17 @@ M (log sigma_x, log sigma_y), M rho (tanh). Loss in log space (logsumexp; eos by
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from hmgen.cell.reference import HMLSTM, count_parameters
-from hmgen.errors import HmgenError
 
-FORMAT = "hmgen-handwriting-model"
-DEFAULT_MODEL = "handwriting-small"
 LOG_2PI = math.log(2 * math.pi)
-
-
-class HandwritingModelError(HmgenError):
-    """A handwriting model that cannot be found or loaded: reported as one line."""
 
 
 @dataclass
@@ -199,68 +189,3 @@ def denormalise(seq: np.ndarray, cfg: HWConfig) -> np.ndarray:
     out = seq.astype(np.float32).copy()
     out[:, :2] = out[:, :2] * np.asarray(cfg.std, np.float32) + np.asarray(cfg.mean, np.float32)
     return out
-
-
-# ----------------------------------------------------------------------------- model files
-
-@dataclass
-class HandwritingModel:
-    net: SynthesisNet
-    cfg: HWConfig
-    styles: list[dict]              # [{"text": str, "offsets": (M, 3) normalised float32, "line_id": str}]
-    meta: dict
-    path: Path | None = None
-
-    @property
-    def name(self) -> str:
-        return self.meta.get("name") or (self.path.stem if self.path else "model")
-
-
-def save_hw_model(stem, net: SynthesisNet, styles: list[dict] | None = None, **meta) -> Path:
-    """STEM.safetensors (weights + style bank as style.N tensors) and STEM.json. No pickle."""
-    from hmgen.modelio import atomic_write, file_sha256
-    stem = Path(stem)
-    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    bank = []
-    for i, s in enumerate(styles or []):
-        tensors[f"style.{i}"] = torch.as_tensor(np.asarray(s["offsets"], np.float32)).contiguous()
-        bank.append({"text": s["text"], "line_id": s.get("line_id", ""), "points": int(len(s["offsets"]))})
-    weights = stem.with_suffix(".safetensors")
-    atomic_write(weights, lambda tmp: save_file(tensors, tmp))
-    info = {"format": FORMAT, "version": 1, "name": meta.pop("name", stem.name), "model": net.cfg.to_dict(),
-            "parameters": count_parameters(net), "styles": bank, "weights_sha256": file_sha256(weights), **meta}
-    desc = stem.with_suffix(".json")
-    atomic_write(desc, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n"))
-    return desc
-
-
-def resolve_hw(name_or_path: str | None) -> Path:
-    from hmgen.modelio import ModelError, resolve
-    name_or_path = name_or_path or DEFAULT_MODEL
-    try:
-        return resolve(name_or_path)
-    except ModelError:
-        raise HandwritingModelError(f"no handwriting model {name_or_path!r}: not a file, and not a bundled model") from None
-
-
-def load_hw_model(name_or_path: str | None = None, device="cpu") -> HandwritingModel:
-    desc = resolve_hw(name_or_path)
-    try:
-        meta = json.loads(desc.read_text())
-    except (OSError, ValueError) as e:
-        raise HandwritingModelError(f"{desc}: not a model description ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise HandwritingModelError(f"{desc}: not an hmgen handwriting model")
-    weights = desc.with_suffix(".safetensors")
-    if not weights.is_file():
-        raise HandwritingModelError(f"{weights}: weights missing")
-    try:
-        cfg = HWConfig(**meta["model"])
-        net = SynthesisNet(cfg)
-        tensors = load_file(str(weights), device="cpu")
-        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        styles = [{**s, "offsets": tensors[f"style.{i}"].numpy()} for i, s in enumerate(meta.get("styles", []))]
-    except Exception as e:
-        raise HandwritingModelError(f"{weights}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    net.to(device).eval()
-    return HandwritingModel(net, cfg, styles, meta, desc)

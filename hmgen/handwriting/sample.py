@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hmgen.handwriting.model import HandwritingModel, denormalise, encode_text, split_params, text_batch
+from hmgen.handwriting.model import denormalise, encode_text, split_params, text_batch
+from hmgen.modelio import HandwritingModel
 from hmgen.errors import HmgenError
 
 

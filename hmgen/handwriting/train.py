@@ -24,8 +24,8 @@ import torch
 
 from hmgen.handwriting.data import (HandwritingDataError, load_iam, line_height_units, norm_stats, prepare_lines,
                                     select)
-from hmgen.handwriting.model import (HWConfig, SynthesisNet, encode_text, mixture_nll, normalise, save_hw_model,
-                                     text_batch)
+from hmgen.handwriting.model import HWConfig, SynthesisNet, encode_text, mixture_nll, normalise, text_batch
+from hmgen.modelio import save_hw_model
 from hmgen.cell.reference import count_parameters
 
 
