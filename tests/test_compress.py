@@ -135,7 +135,7 @@ def test_reduced_float32_matmul_precision_does_not_change_the_archive(small):
         C.compress(io.BytesIO((DATA / "golden.txt").read_bytes()), out, small, "english-small")
     finally:
         torch.set_float32_matmul_precision(before)
-    assert out.getvalue() == (DATA / "golden.hmz").read_bytes()
+    assert out.getvalue() == (DATA / "golden-v2.hmz").read_bytes()
 
 
 @pytest.mark.parametrize("isa", ["DEFAULT", "AVX2"])
@@ -143,11 +143,18 @@ def test_archives_are_identical_under_other_cpu_instruction_sets(isa):
     """ATEN_CPU_CAPABILITY makes torch use its scalar / AVX2 kernels instead of the best available."""
     env = dict(os.environ, ATEN_CPU_CAPABILITY=isa)
     run = lambda e: subprocess.run(HMGEN + ["compress", "-c", str(DATA / "golden.txt")], capture_output=True, env=e).stdout
-    assert run(env) == (DATA / "golden.hmz").read_bytes()
+    assert run(env) == (DATA / "golden-v2.hmz").read_bytes()
 
 
-def test_an_archive_made_on_2026_11_22_still_decodes_and_is_reproduced_exactly(small):
-    archive = (DATA / "golden.hmz").read_bytes()
+def test_a_version_1_archive_made_on_2026_11_22_still_decodes(small):
+    back = io.BytesIO()
+    C.decompress(io.BytesIO((DATA / "golden.hmz").read_bytes()), back, small, "english-small")
+    assert back.getvalue() == (DATA / "golden.txt").read_bytes()
+
+
+def test_a_version_2_archive_still_decodes_and_is_reproduced_exactly(small):
+    archive = (DATA / "golden-v2.hmz").read_bytes()
+    assert archive[4] == 2
     back = io.BytesIO()
     C.decompress(io.BytesIO(archive), back, small, "english-small")
     assert back.getvalue() == (DATA / "golden.txt").read_bytes()
@@ -183,16 +190,70 @@ def test_tables_are_the_correctly_rounded_functions():
 def test_decoding_with_another_model_is_refused_naming_the_model_needed(tmp_path, small):
     other = quant.QuantLM(load_model(str(make_model(tmp_path / "other", Vocab("bytes"), seed=1))).model)
     archive = io.BytesIO()
-    C.compress(io.BytesIO(b"abc"), archive, small, "english-small")
+    C.compress(io.BytesIO(TEXT), archive, small, "english-small")          # a block coded by the model
     with pytest.raises(C.FormatError, match="english-small"):
         C.decompress(io.BytesIO(archive.getvalue()), io.BytesIO(), other, "other")
 
 
-def test_the_listing_reads_sizes_from_headers(tiny):
+def test_the_listing_reads_sizes_and_methods_from_headers(tiny):
     archive = io.BytesIO()
-    C.compress(io.BytesIO(b"x" * 1000), archive, tiny, "m", min_lane=100, max_lanes=4)
+    C.compress(io.BytesIO(b"x" * 1000 + os.urandom(1000)), archive, tiny, "m", block=1000)
     info = C.list_archive(io.BytesIO(archive.getvalue()))
-    assert (info.original, info.compressed, info.blocks, info.lanes) == (1000, len(archive.getvalue()), 1, [4])
+    assert (info.original, info.compressed, info.blocks) == (2000, len(archive.getvalue()), 2)
+    assert info.methods == ["lzma", "stored"]
+
+
+def xz_size(data: bytes) -> int:
+    return len(subprocess.run(["xz", "-9e", "-c", "-T1"], input=data, capture_output=True, check=True).stdout)
+
+
+def within_xz_bound(q, data: bytes, **kw) -> bool:
+    """The format's promise: never more than xz -9e's size + 0.1 % + 64 bytes."""
+    return len(roundtrip(q, data, **kw)) <= xz_size(data) * 1.001 + 64
+
+
+NASTY = {"zeros": bytes(20_000), "hello": b"hello world\n" * 2000, "random": random.Random(1).randbytes(30_000),
+         "binary": Path(sys.executable).resolve().read_bytes()[:200_000]}
+
+
+@pytest.mark.parametrize("name", NASTY)
+def test_nasty_inputs_stay_within_the_xz_bound(tiny, name):
+    assert within_xz_bound(tiny, NASTY[name])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=2000), st.builds(lambda b, k: b * k, st.binary(min_size=1, max_size=20),
+                                                           st.integers(1, 300))))
+def test_any_input_stays_within_the_xz_bound(tiny, data):
+    assert within_xz_bound(tiny, data)
+
+
+def test_repetitive_and_random_blocks_are_stored_by_lzma_and_as_they_are(tiny):
+    archive = roundtrip(tiny, b"abc" * 3000 + random.Random(2).randbytes(3000), block=9000)
+    assert C.list_archive(io.BytesIO(archive)).methods == ["lzma", "stored"]
+
+
+def test_crlf_line_ends_cost_next_to_nothing(small):
+    lf = TEXT.replace(b". ", b".\n")
+    crlf = lf.replace(b"\n", b"\r\n")
+    assert len(roundtrip(small, crlf)) <= len(roundtrip(small, lf)) + 1
+
+
+@pytest.mark.parametrize("data", [b"a\r\nb\nc\r\n", b"\r\r\n\r", b"\n\r\n", b"x\r"])
+def test_mixed_line_ends_round_trip(tiny, data):
+    roundtrip(tiny, data * 50)
+
+
+def test_concatenated_archives_decode_to_the_concatenation(tiny):
+    a, b = roundtrip(tiny, b"first part\n"), roundtrip(tiny, b"")
+    back = io.BytesIO()
+    C.decompress(io.BytesIO(a + b + a), back, tiny, "m")
+    assert back.getvalue() == b"first part\n" * 2
+
+
+def test_garbage_after_an_archive_is_refused(tiny):
+    with pytest.raises(C.FormatError, match="trailing garbage"):
+        C.decompress(io.BytesIO(roundtrip(tiny, b"abc") + b"\n"), io.BytesIO(), tiny, "m")
 
 
 def mutations(archive: bytes, count: int, seed: int = 0):
@@ -212,8 +273,9 @@ def mutations(archive: bytes, count: int, seed: int = 0):
         yield bytes(b)
 
 
-def test_every_corruption_of_a_real_archive_is_detected(small):
-    archive = (DATA / "golden.hmz").read_bytes()
+@pytest.mark.parametrize("name", ["golden.hmz", "golden-v2.hmz"])
+def test_every_corruption_of_a_real_archive_is_detected(small, name):
+    archive = (DATA / name).read_bytes()
     original = (DATA / "golden.txt").read_bytes()
     for bad in mutations(archive, 400):
         out = io.BytesIO()
@@ -242,6 +304,25 @@ def test_a_pipeline_round_trips(tmp_path):
     packed = hmgen("compress", stdin=SHORT)
     assert packed.returncode == 0 and packed.stdout[:4] == C.MAGIC
     assert hmgen("decompress", stdin=packed.stdout).stdout == SHORT
+
+
+def test_compress_c_of_two_files_decompresses_to_both(tmp_path):
+    (tmp_path / "a").write_bytes(b"one\n")
+    (tmp_path / "b").write_bytes(b"two\n")
+    packed = hmgen("compress", "-c", str(tmp_path / "a"), str(tmp_path / "b")).stdout
+    assert hmgen("decompress", stdin=packed).stdout == b"one\ntwo\n"
+
+
+def test_a_damaged_later_member_writes_no_output(tmp_path):
+    good = hmgen("compress", stdin=b"fine\n").stdout
+    bad = bytearray(good)
+    bad[-10] ^= 1
+    f = tmp_path / "two.hmz"
+    f.write_bytes(good + bytes(bad))
+    r = hmgen("decompress", "-c", str(f))
+    assert r.returncode == 1 and r.stdout == b"" and b"damaged" in r.stderr
+    assert hmgen("decompress", str(f)).returncode == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["two.hmz"]
+    assert hmgen("decompress", stdin=bytes(f.read_bytes())).stdout == b""
 
 
 def test_keep_stdout_and_compress_d(tmp_path):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -23,6 +25,7 @@ from hmgen.modelio import ModelError, atomic_write, load_model
 from hmgen.cell.integer import QuantLM
 
 SUFFIX = ".hmz"
+SPOOL = 64 << 20          # decoded bytes held in memory before stdout output spills to a temporary file
 
 
 class Skipped(Exception):
@@ -131,18 +134,29 @@ def verify(archive: Path, original: Path, q: QuantLM, name: str) -> None:
             raise FormatError(f"{archive}: verification failed, the archive does not restore the input; input kept")
 
 
+def to_stdout_when_verified(decode: Callable[[BinaryIO], Stats]) -> Stats:
+    """Decode into a spooled temporary file, copied to stdout only once every member and block was verified:
+    a damaged later member of a concatenation writes nothing (memory up to SPOOL bytes, then a temporary file)."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL) as spool:
+        st = decode(spool)
+        spool.seek(0)
+        shutil.copyfileobj(spool, sys.stdout.buffer, 1 << 20)
+    sys.stdout.buffer.flush()
+    return st
+
+
 def decompress_path(path: str, engines: Engines, model: str | None, *, keep: bool, force: bool, to_stdout: bool,
                     test: bool = False, progress: Callable[[int], None] | None = None) -> Result:
-    """Decompress (or with test=True, only check) one archive, "-" for stdin."""
+    """Decompress (or with test=True, only check) one archive, "-" for stdin. Concatenated archives decode to
+    the concatenation; each member's model is loaded only if one of its blocks needs it."""
+    resolve = lambda head: engines.for_archive(head, model)
     if path == "-":
         src = sys.stdin.buffer
         head = read_header(src)
-        q, name = engines.for_archive(head, model)
-        out = None if test else sys.stdout.buffer
-        st = decompress(src, out, q, name, head, progress)
-        if out is not None:
-            out.flush()
-        return Result(st, "(test)" if test else "stdout")
+        if test:
+            return Result(decompress(src, None, resolve, head=head, progress=progress), "(test)")
+        return Result(to_stdout_when_verified(lambda out: decompress(src, out, resolve, head=head, progress=progress)),
+                      "stdout")
     p = Path(path)
     if p.is_dir():
         raise Skipped(f"{path}: is a directory -- ignored")
@@ -152,13 +166,11 @@ def decompress_path(path: str, engines: Engines, model: str | None, *, keep: boo
         raise Skipped(f"{path}: unknown suffix -- ignored (expected {SUFFIX})")
     with open(p, "rb") as f:
         head = read_header(f)
-        q, name = engines.for_archive(head, model)
         if test:
-            return Result(decompress(f, None, q, name, head, progress), "(test)")
+            return Result(decompress(f, None, resolve, head=head, progress=progress), "(test)")
         if to_stdout:
-            st = decompress(f, sys.stdout.buffer, q, name, head, progress)
-            sys.stdout.buffer.flush()
-            return Result(st, "stdout")
+            return Result(to_stdout_when_verified(lambda out: decompress(f, out, resolve, head=head, progress=progress)),
+                          "stdout")
         dst = p.with_suffix("")
         if dst.exists() and not force:
             raise FileExistsError(f"{dst}: already exists; not overwritten (use -f)")
@@ -166,7 +178,7 @@ def decompress_path(path: str, engines: Engines, model: str | None, *, keep: boo
 
         def write(tmp: str):
             with open(tmp, "wb") as out:
-                stats["st"] = decompress(f, out, q, name, head, progress)
+                stats["st"] = decompress(f, out, resolve, head=head, progress=progress)
                 out.flush()
                 os.fsync(out.fileno())
 

@@ -1,19 +1,35 @@
-"""`.hmz` archives: the integer model's next-byte frequencies drive a range coder (constriction).
+"""`.hmz` archives: per block, the smallest of the model's range code, raw LZMA2, or the bytes stored.
 
-Format, version 1 (all integers little-endian; every record carries a CRC32 of its own header fields):
+Format, version 2 (all integers little-endian; every record carries a CRC32 of its own header fields):
 
-  header   magic b"\\x89HMZ" | version u8 = 1 | scheme u8 (hmgen.cell.integer.SCHEME) | name length u8 | model name
+  header   magic b"\\x89HMZ" | version u8 = 2 | scheme u8 (hmgen.cell.integer.SCHEME) | name length u8 | model name
            (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
-  block    b"B" | n u32 (bytes of input, 1..BLOCK) | lane length m u32 | words u32 | CRC32 of the block's
-           input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload: words x u32
+  block    b"B" | method u8 | transform u8 | coded length n u32 (1..BLOCK) | lane length m u32 | payload bytes u32 |
+           CRC32 of the block's input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload
   end      b"E" | total input length u64 | blocks u32 | CRC32 of the whole input u32 | CRC32 of these u32
 
-Input is read in blocks of at most BLOCK bytes (bounded memory, stdin streams). A block of n bytes is cut
-into L = ceil(n / m) contiguous lanes of m bytes (the last may be shorter), coded in parallel as one batch:
-at step t the coder receives the t-th byte of every lane still running, in lane order, each lane having
-started from the model's initial state as if it followed a newline. Every lane of a block shares one
-range coder stream. The decoder replays the same steps, so it reproduces the encoder's frequencies
-exactly (hmgen.cell.integer), and checks the block's CRC32 before writing any of it.
+An archive is one or more such members back to back (`cat a.hmz b.hmz`, or `compress -c a b`): it decodes
+to the concatenation of the members' inputs, as gzip, xz and zstd do.
+
+Input is read in blocks of at most BLOCK bytes (bounded memory, stdin streams). A block is first transformed
+(`transform`, hmgen.archive.methods: CRLF line ends to LF, only where exactly invertible), giving the n coded
+bytes, then stored by `method`:
+  0 stored   payload = the n bytes
+  1 LZMA     payload = raw LZMA2 at preset 9e (xz's own coder without its container)
+  2 network  payload = u32 words of one range-coder stream driven by the integer model alone (as in version 1)
+  3 mixed    the same, the model's next-byte distribution mixed with what is learned from the block so far
+             (hmgen.archive.mixer)
+The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
+archive stays within a constant (~105 bytes) plus 27 bytes per 16 MiB block of `xz -9e`'s size.
+
+Methods 2 and 3 cut the n bytes into L = ceil(n / m) contiguous lanes of m bytes (the last may be shorter),
+coded in parallel as one batch: at step t the coder receives the t-th byte of every lane still running, in
+lane order, each lane having started from the model's initial state as if it followed a newline. Every lane
+of a block shares one range coder stream. The decoder replays the same steps, so it reproduces the encoder's
+frequencies exactly (hmgen.cell.integer), and checks the block's CRC32 before writing any of it.
+
+Version 1 (still decoded): the same header with version 1, blocks b"B" | n u32 | m u32 | words u32 | CRC32 of
+the input u32 | CRC32 of the payload u32 | CRC32 of these u32 | words x u32 (method 2, no transform).
 """
 from __future__ import annotations
 
@@ -27,17 +43,21 @@ import constriction
 import numpy as np
 import torch
 
+from hmgen.archive import methods
 from hmgen.cell.integer import SCHEME, QuantLM
 from hmgen.errors import HmgenError
 
 MAGIC = b"\x89HMZ"
-VERSION = 1
+VERSION = 2
 BLOCK = 16 << 20          # input bytes per block
 MAX_LANES = 4096
 MIN_LANE = 2048           # default: lanes of at least this many bytes (fewer, longer lanes code better)
 DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger batches, faster)
 START = 10                # every lane starts as if after a newline
-BLOCK_HEAD = struct.Struct("<IIIIII")      # n, m, words, data crc, payload crc, header crc
+STORED, LZMA, NETWORK, MIXED = range(4)
+METHOD_NAMES = ("stored", "lzma", "network", "mixed")
+BLOCK_HEAD = struct.Struct("<BBIIIIII")    # method, transform, n, m, payload bytes, data crc, payload crc, header crc
+BLOCK_HEAD_V1 = struct.Struct("<IIIIII")   # n, m, words, data crc, payload crc, header crc
 END_HEAD = struct.Struct("<QIII")          # total, blocks, data crc, header crc
 FAMILY = constriction.stream.model.Categorical(perfect=False)   # always perfect=False; see compression.md
 
@@ -53,6 +73,7 @@ class Stats:
     seconds: float = 0.0
     blocks: int = 0
     lanes: list[int] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
     model: str = ""
 
 
@@ -72,7 +93,7 @@ def header_bytes(name: str, weights_hash: bytes) -> bytes:
 
 def code_block(q: QuantLM, m: int, n: int, encode: bool, data: bytes | None = None,
                words: np.ndarray | None = None, progress: Callable[[int], None] | None = None):
-    """Encode `data` (n bytes, lanes of m) into uint32 words, or decode n bytes from `words`."""
+    """Encode `data` (n bytes, lanes of m) into uint32 words, or decode n bytes from `words` (methods 1-2)."""
     lanes = -(-n // m)
     last = n - (lanes - 1) * m                                   # length of the last lane
     grid = np.zeros((lanes, m), dtype=np.uint8)                  # (lanes, m): lane k is input[k*m:(k+1)*m]
@@ -102,9 +123,26 @@ def code_block(q: QuantLM, m: int, n: int, encode: bool, data: bytes | None = No
     return grid.reshape(-1)[:n].tobytes()
 
 
+def encode_block(q: QuantLM, data: bytes, max_lanes: int, min_lane: int,
+                 progress: Callable[[int], None] | None) -> tuple[bytes, bytes, str, int]:
+    """One block -> (record header, payload, method name, lanes): the smallest of the candidates."""
+    transform, coded = methods.forward(data)
+    n = len(coded)
+    m = lanes_for(n, max_lanes, min_lane)
+    words = code_block(q, m, n, True, data=coded, progress=progress)
+    candidates = [(len(data), STORED, methods.NONE, 0, data),        # ties go to the simpler method
+                  (None, LZMA, transform, 0, methods.lzma_compress(coded)),
+                  (None, NETWORK, transform, m, words.astype("<u4").tobytes())]
+    size, method, transform, m, payload = min(((len(c[4]), *c[1:]) for c in candidates), key=lambda c: c[0])
+    n = len(data) if method == STORED else n
+    fields = (method, transform, n, m, size, zlib.crc32(data), zlib.crc32(payload))
+    rec = b"B" + BLOCK_HEAD.pack(*fields, zlib.crc32(b"B" + BLOCK_HEAD.pack(*fields, 0)[:-4]))
+    return rec, payload, METHOD_NAMES[method], -(-n // m) if m else 0
+
+
 def compress(src: BinaryIO, dst: BinaryIO, q: QuantLM, name: str, max_lanes: int = DEFAULT_LANES,
              progress: Callable[[int], None] | None = None, min_lane: int = MIN_LANE, block: int = BLOCK) -> Stats:
-    """Read src to its end, write one archive to dst. The lane layout is stored, so the decoder needs
+    """Read src to its end, write one archive member to dst. The lane layout is stored, so the decoder needs
     none of these settings."""
     if not 1 <= max_lanes <= MAX_LANES:
         raise ValueError(f"lanes must be between 1 and {MAX_LANES}")
@@ -118,17 +156,13 @@ def compress(src: BinaryIO, dst: BinaryIO, q: QuantLM, name: str, max_lanes: int
         data = read_full(src, block)
         if not data:
             break
-        n = len(data)
-        m = lanes_for(n, max_lanes, min_lane)
-        words = code_block(q, m, n, True, data=data, progress=progress)
-        payload = words.astype("<u4").tobytes()
-        fields = (n, m, len(words), zlib.crc32(data), zlib.crc32(payload))
-        rec = b"B" + BLOCK_HEAD.pack(*fields, zlib.crc32(b"B" + struct.pack("<IIIII", *fields)))
+        rec, payload, method, lanes = encode_block(q, data, max_lanes, min_lane, progress)
         dst.write(rec + payload)
-        st.bytes_in += n
+        st.bytes_in += len(data)
         st.bytes_out += len(rec) + len(payload)
         st.blocks += 1
-        st.lanes.append(-(-n // m))
+        st.lanes.append(lanes)
+        st.methods.append(method)
         crc = zlib.crc32(data, crc)
     fields = (st.bytes_in, st.blocks, crc)
     end = b"E" + END_HEAD.pack(*fields, zlib.crc32(b"E" + struct.pack("<QII", *fields)))
@@ -162,16 +196,18 @@ class Header:
     name: str
     weights_hash: bytes
     size: int
+    version: int = VERSION
 
 
-def read_header(src: BinaryIO) -> Header:
-    magic = read_full(src, 4)
+def read_header(src: BinaryIO, magic: bytes | None = None) -> Header:
+    """A member's header (its magic number already read when given)."""
+    magic = read_full(src, 4) if magic is None else magic
     if magic != MAGIC:
         raise FormatError("not an hmgen archive (bad magic number)")
     fixed = read_exact(src, 3, "header")
     version, scheme, length = fixed
-    if version != VERSION:
-        raise FormatError(f"archive format version {version}; this hmgen reads version {VERSION}")
+    if version not in (1, VERSION):
+        raise FormatError(f"archive format version {version}; this hmgen reads versions 1 to {VERSION}")
     raw = read_exact(src, length + 32, "header")
     (crc,) = struct.unpack("<I", read_exact(src, 4, "header"))
     if zlib.crc32(magic + fixed + raw) != crc:
@@ -182,32 +218,49 @@ def read_header(src: BinaryIO) -> Header:
         name = raw[:length].decode()
     except UnicodeDecodeError:
         raise FormatError("damaged archive header (model name)") from None
-    return Header(name, raw[length:], 4 + 3 + length + 32 + 4)
+    return Header(name, raw[length:], 4 + 3 + length + 32 + 4, version)
 
 
-def read_records(src: BinaryIO, skip_payload: bool = False):
-    """Yield ("B", n, m, data_crc, payload) for each block (payload None when skipped), then ("E", total, blocks, crc)."""
+def next_header(src: BinaryIO) -> Header | None:
+    """The header of the next concatenated member, or None at the end of the input."""
+    magic = read_full(src, 4)
+    if not magic:
+        return None
+    if magic != MAGIC:
+        raise FormatError("trailing garbage after the end of the archive")
+    return read_header(src, magic)
+
+
+@dataclass
+class Block:
+    method: int
+    transform: int
+    n: int               # coded bytes (after the transform)
+    m: int               # lane length (methods 2-3)
+    data_crc: int        # of the block's input
+    payload: bytes | None
+    size: int            # bytes of the record in the archive
+    payload_crc: int
+
+
+def read_records(src: BinaryIO, version: int, skip_payload: bool = False):
+    """Yield a Block for each block (payload None when skipped), then ("E", total, blocks, crc)."""
     blocks = 0
     while True:
         kind = read_exact(src, 1, "block list")
         if kind == b"B":
-            raw = read_exact(src, BLOCK_HEAD.size, "block header")
-            n, m, words, data_crc, payload_crc, crc = BLOCK_HEAD.unpack(raw)
-            if zlib.crc32(b"B" + raw[:-4]) != crc:
-                raise FormatError(f"damaged archive (block {blocks + 1} header CRC mismatch)")
-            if not (1 <= n <= BLOCK and 1 <= m <= n and -(-n // m) <= MAX_LANES and words <= n + 2 * MAX_LANES):
-                raise FormatError(f"damaged archive (block {blocks + 1} header out of range)")
+            blk = read_block_v1(src, blocks) if version == 1 else read_block(src, blocks)
+            size = blk.size - 1 - (BLOCK_HEAD_V1.size if version == 1 else BLOCK_HEAD.size)
             if skip_payload and src.seekable():
-                src.seek(4 * words, 1)
-                payload = None
+                src.seek(size, 1)
             else:
-                payload = read_exact(src, 4 * words, "block data")
-                if zlib.crc32(payload) != payload_crc:
+                blk.payload = read_exact(src, size, "block data")
+                if zlib.crc32(blk.payload) != blk.payload_crc:
                     raise FormatError(f"damaged archive (block {blocks + 1} data CRC mismatch)")
                 if skip_payload:
-                    payload = None
+                    blk.payload = None
             blocks += 1
-            yield ("B", n, m, data_crc, payload, 4 * words + 1 + BLOCK_HEAD.size)
+            yield blk
         elif kind == b"E":
             raw = read_exact(src, END_HEAD.size, "end record")
             total, count, data_crc, crc = END_HEAD.unpack(raw)
@@ -215,12 +268,33 @@ def read_records(src: BinaryIO, skip_payload: bool = False):
                 raise FormatError("damaged archive (end record CRC mismatch)")
             if count != blocks:
                 raise FormatError(f"damaged archive ({blocks} blocks, end record says {count})")
-            if src.read(1):
-                raise FormatError("trailing garbage after the end of the archive")
             yield ("E", total, count, data_crc)
             return
         else:
             raise FormatError(f"damaged archive (unknown record after block {blocks})")
+
+
+def read_block(src: BinaryIO, index: int) -> Block:
+    raw = read_exact(src, BLOCK_HEAD.size, "block header")
+    method, transform, n, m, size, data_crc, payload_crc, crc = BLOCK_HEAD.unpack(raw)
+    if zlib.crc32(b"B" + raw[:-4]) != crc:
+        raise FormatError(f"damaged archive (block {index + 1} header CRC mismatch)")
+    lanes_ok = 1 <= m <= n and -(-n // m) <= MAX_LANES if method in (NETWORK, MIXED) else m == 0
+    if not (method <= MIXED and transform <= methods.LAST and 1 <= n <= BLOCK and lanes_ok and size <= n
+            and (method != STORED or (size == n and transform == methods.NONE))
+            and (method not in (NETWORK, MIXED) or size % 4 == 0)):
+        raise FormatError(f"damaged archive (block {index + 1} header out of range)")
+    return Block(method, transform, n, m, data_crc, None, 1 + BLOCK_HEAD.size + size, payload_crc)
+
+
+def read_block_v1(src: BinaryIO, index: int) -> Block:
+    raw = read_exact(src, BLOCK_HEAD_V1.size, "block header")
+    n, m, words, data_crc, payload_crc, crc = BLOCK_HEAD_V1.unpack(raw)
+    if zlib.crc32(b"B" + raw[:-4]) != crc:
+        raise FormatError(f"damaged archive (block {index + 1} header CRC mismatch)")
+    if not (1 <= n <= BLOCK and 1 <= m <= n and -(-n // m) <= MAX_LANES and words <= n + 2 * MAX_LANES):
+        raise FormatError(f"damaged archive (block {index + 1} header out of range)")
+    return Block(NETWORK, methods.NONE, n, m, data_crc, None, 1 + BLOCK_HEAD_V1.size + 4 * words, payload_crc)
 
 
 def check_model(head: Header, q: QuantLM, name: str) -> None:
@@ -230,37 +304,67 @@ def check_model(head: Header, q: QuantLM, name: str) -> None:
             f"{name!r} has {q.hash.hex()[:16]}… — decompress with --model {head.name}")
 
 
-def decompress(src: BinaryIO, dst: BinaryIO | None, q: QuantLM, name: str, head: Header | None = None,
-               progress: Callable[[int], None] | None = None) -> Stats:
-    """Decode one archive from src (header already read if `head` is given); dst None = test only.
-    Each block is verified against its CRC32 before it is written."""
+def decode_block(blk: Block, model: Callable[[], tuple[QuantLM, str]], index: int,
+                 progress: Callable[[int], None] | None) -> bytes:
+    """A block's input, checked against its CRC32."""
+    try:
+        if blk.method == STORED:
+            coded = blk.payload
+        elif blk.method == LZMA:
+            coded = methods.lzma_decompress(blk.payload, blk.n)
+        else:
+            q, _ = model()
+            words = np.frombuffer(blk.payload, dtype="<u4").astype(np.uint32)
+            coded = code_block(q, blk.m, blk.n, False, words=words, progress=progress)
+        data = methods.inverse(blk.transform, coded)
+    except (AssertionError, ValueError, KeyError, RuntimeError, methods.LZMAError) as e:  # constriction, lzma
+        raise FormatError(f"damaged archive (block {index} does not decode: {type(e).__name__})") from None
+    if zlib.crc32(data) != blk.data_crc:
+        raise FormatError(f"damaged archive (block {index} decodes to data with the wrong CRC32)")
+    if progress is not None and blk.method in (STORED, LZMA):
+        progress(blk.n)
+    return data
+
+
+def decompress(src: BinaryIO, dst: BinaryIO | None, q: QuantLM | Callable[[Header], tuple[QuantLM, str]],
+               name: str = "", head: Header | None = None, progress: Callable[[int], None] | None = None) -> Stats:
+    """Decode every member from src (the first header already read if `head` is given); dst None = test only.
+    `q` is the integer model, or a function giving (model, name) for a member's header, called only when a
+    block needs the model. Each block is verified against its CRC32 before it is written."""
     start = time.perf_counter()
     head = head or read_header(src)
-    check_model(head, q, name)
-    st = Stats(bytes_in=head.size, model=head.name)
-    crc = 0
-    for rec in read_records(src):
-        if rec[0] == "E":
-            _, total, _, data_crc = rec
-            if total != st.bytes_out or data_crc != crc:
-                raise FormatError("damaged archive (length or CRC of the whole input does not match)")
-            st.bytes_in += 1 + END_HEAD.size
-            break
-        _, n, m, data_crc, payload, size = rec
-        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-        try:
-            data = code_block(q, m, n, False, words=words, progress=progress)
-        except (AssertionError, ValueError, KeyError, RuntimeError) as e:   # constriction on bad data
-            raise FormatError(f"damaged archive (block {st.blocks + 1} does not decode: {type(e).__name__})") from None
-        if zlib.crc32(data) != data_crc:
-            raise FormatError(f"damaged archive (block {st.blocks + 1} decodes to data with the wrong CRC32)")
-        if dst is not None:
-            dst.write(data)
-        crc = zlib.crc32(data, crc)
-        st.bytes_in += size
-        st.bytes_out += n
-        st.blocks += 1
-        st.lanes.append(-(-n // m))
+    resolve = q if callable(q) else (lambda h: (q, name))
+    st = Stats(model=head.name)
+    while head is not None:
+        engine: list = []
+
+        def model(head=head):
+            if not engine:
+                q, name = resolve(head)
+                check_model(head, q, name)
+                engine.append((q, name))
+            return engine[0]
+
+        st.bytes_in += head.size
+        crc, out = 0, 0
+        for rec in read_records(src, head.version):
+            if isinstance(rec, tuple):
+                _, total, _, data_crc = rec
+                if total != out or data_crc != crc:
+                    raise FormatError("damaged archive (length or CRC of the whole input does not match)")
+                st.bytes_in += 1 + END_HEAD.size
+                break
+            data = decode_block(rec, model, st.blocks + 1, progress)
+            if dst is not None:
+                dst.write(data)
+            crc = zlib.crc32(data, crc)
+            out += len(data)
+            st.bytes_in += rec.size
+            st.bytes_out += len(data)
+            st.blocks += 1
+            st.lanes.append(-(-rec.n // rec.m) if rec.m else 0)
+            st.methods.append(METHOD_NAMES[rec.method])
+        head = next_header(src)
     st.seconds = time.perf_counter() - start
     return st
 
@@ -273,15 +377,23 @@ class Listing:
     original: int
     blocks: int
     lanes: list[int]
+    methods: list[str] = field(default_factory=list)
 
 
 def list_archive(src: BinaryIO) -> Listing:
-    """Sizes and layout from the headers alone (payloads are skipped, not decoded)."""
+    """Sizes and layout from the headers alone (payloads are skipped, not decoded); members summed."""
     head = read_header(src)
-    size, lanes = head.size, []
-    for rec in read_records(src, skip_payload=True):
-        if rec[0] == "E":
-            size += 1 + END_HEAD.size
-            return Listing(head.name, head.weights_hash.hex(), size, rec[1], rec[2], lanes)
-        size += rec[5]
-        lanes.append(-(-rec[1] // rec[2]))
+    out = Listing(head.name, head.weights_hash.hex(), 0, 0, 0, [])
+    while head is not None:
+        out.compressed += head.size
+        for rec in read_records(src, head.version, skip_payload=True):
+            if isinstance(rec, tuple):
+                out.compressed += 1 + END_HEAD.size
+                out.original += rec[1]
+                out.blocks += rec[2]
+                break
+            out.compressed += rec.size
+            out.lanes.append(-(-rec.n // rec.m) if rec.m else 0)
+            out.methods.append(METHOD_NAMES[rec.method])
+        head = next_header(src)
+    return out
