@@ -21,7 +21,7 @@ def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:
     line = (f"{path}: {sizes} bytes ({100 * packed / max(1, original):.1f}%, {bpc:.3f} bpc), "
             f"{speed:.1f} kB/s")
     if verbose:
-        line += f", model {st.model}, {st.blocks} block(s), lanes {st.lanes}"
+        line += f", model {st.model}, {st.blocks} block(s), methods {st.methods}, lanes {st.lanes}"
     return line + ("" if res.output in ("stdout", "(test)") else f" -> {res.output}") + (" OK" if res.output == "(test)" else "")
 
 
@@ -49,7 +49,7 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
                          "ratio": round(info.compressed / max(1, info.original), 4),
                          "bpc": round(8 * info.compressed / info.original, 4) if info.original else None,
                          "model": info.name, "weights_sha256": info.weights_hash, "blocks": info.blocks,
-                         "lanes": info.lanes})
+                         "lanes": info.lanes, "methods": info.methods})
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
         else:
