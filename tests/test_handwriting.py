@@ -17,7 +17,7 @@ from hmgen.handwriting.data import (HandwritingDataError, load_iam, load_npz, lo
 from hmgen.handwriting.model import HWConfig, SynthesisNet, encode_text, mixture_nll, normalise, text_batch
 from hmgen.modelio import ModelError, load_hw_model, save_hw_model
 from hmgen.handwriting.render import to_png, to_svg
-from hmgen.handwriting.sample import SynthesisError, synthesize, wrap, write_lines
+from hmgen.handwriting.sample import WORD_GAP, Line, SynthesisError, space_words, synthesize, wrap, write_lines
 
 from .conftest import HMGEN
 
@@ -254,10 +254,94 @@ def test_same_seed_same_strokes_and_priming_runs():
         synthesize(m, ["abZx"])
 
 
-def test_wrap_on_width_and_newlines():
+def test_wrap_at_word_boundaries_to_the_width():
     assert wrap("the quick brown fox jumps", 10) == ["the quick", "brown fox", "jumps"]
-    assert wrap("ab\n\ncd ef\n", 40) == ["ab", "cd ef"]
     assert wrap("abcdefghij", 4) == ["abcd", "efgh", "ij"]
+
+
+def test_wrap_keeps_blank_input_lines_as_blank_lines():
+    assert wrap("ab\n\ncd ef\n", 40) == ["ab", "", "cd ef"]
+    assert wrap("\n \nab\r\n\r\n\r\ncd\n\n", 40) == ["ab", "", "", "cd"]
+
+
+def racing_model(styles=None):
+    """An untrained tiny model whose window runs ahead: every line ends by the window, in a few points."""
+    torch.manual_seed(2)
+    net = SynthesisNet(tiny_cfg())
+    with torch.no_grad():
+        net.window.bias[4:] = 30.0
+    return model_of(net, styles)
+
+
+def test_blank_lines_come_back_in_place_and_keep_their_band_in_the_svg():
+    lines = write_lines(racing_model(), ["ab", "", "ba"], seed=1)
+    assert [ln.text for ln in lines] == ["ab", "", "ba"] and lines[1].stop == "blank" and len(lines[1].offsets) == 0
+    root = ET.fromstring(to_svg([ln.offsets for ln in lines], 100.0, line_height=50, margin=10))
+    groups = root.findall(f"{SVG_NS}g")
+    assert [len(g.findall(f"{SVG_NS}path")) for g in groups] == [1, 0, 1]
+    assert float(root.get("height")) == 2 * 10 + 3 * 50
+
+
+def test_lines_after_the_first_are_primed_with_it_one_hand():
+    lines = write_lines(racing_model(), ["abc", "cab", "", "bca"], seed=1)
+    assert lines[0].stop == "end of text" and lines[0].prime_chars == 0
+    assert [ln.prime_chars for ln in lines[1:]] == [len("abc "), 0, len("abc ")]
+
+
+def test_every_line_is_drawn_level_and_centred_in_its_own_band():
+    rng = np.random.default_rng(0)
+    t = np.arange(200)
+    sloped = np.c_[np.full(200, 3.0), 0.6 + 8 * np.sin(t / 3) + rng.normal(0, 0.5, 200), t % 40 == 39]
+    svg = to_svg([sloped.astype(np.float32)] * 3, 100.0, line_height=50, margin=10, smooth=False)
+    for i, g in enumerate(ET.fromstring(svg).findall(f"{SVG_NS}g")):
+        xy = np.array([v.split(",") for v in g[0].get("d").replace("M", " ").replace("L", " ").split()], float)
+        assert abs(np.polyfit(xy[:, 0], xy[:, 1], 1)[0]) < 0.01        # rising 0.2 per unit before levelling
+        assert np.median(xy[:, 1]) == pytest.approx(10 + (i + 0.5) * 50, abs=0.3)
+
+
+def two_word_line(gap: float, dot: bool = False) -> Line:
+    """"ab cd" as two 11-point strokes (x steps of 1) `gap` units apart; optionally a dot drawn over "ab"
+    while the window sits on the space."""
+    word = np.c_[np.ones(11), np.zeros(11), np.arange(11) == 10]
+    rows = [np.r_[[[0, 0, 0]], word[1:]]]
+    kappa = [np.linspace(0, 1.4, 11)]
+    if dot:
+        rows.append([[-5, 5, 1]])
+        kappa.append([2.0])
+    rows.append(np.r_[[[gap + (5 if dot else 0), -(5 if dot else 0), 0]], word[1:]])
+    kappa.append(np.linspace(3, 4, 11))
+    off = np.concatenate(rows).astype(np.float32)
+    return Line("ab cd", off, "end of text", len(off), np.concatenate(kappa).astype(np.float32))
+
+
+def word_gap_in_svg(offsets: np.ndarray, units_per_line: float = 100.0) -> float:
+    """The widest horizontal gap between the ink before a stroke and the stroke, in line heights."""
+    svg = to_svg([offsets], units_per_line, line_height=100, margin=0, smooth=False)
+    strokes = [np.array([v.split(",") for v in part.replace("L", " ").split()], float)
+               for part in ET.fromstring(svg).find(f"{SVG_NS}g")[0].get("d").split("M")[1:]]
+    gaps = [s[:, 0].min() - np.concatenate(strokes[:i])[:, 0].max() for i, s in enumerate(strokes) if i]
+    return max(gaps) / (0.75 * 100)                    # the layout draws a line height 0.75 x line_height pixels
+
+
+@pytest.mark.parametrize("gap, want", [(1.0, WORD_GAP[0]), (500.0, WORD_GAP[1]), (60.0, 0.60)])
+def test_words_are_spaced_as_in_the_training_data(gap, want):
+    spaced = space_words(two_word_line(gap), units_per_line=100.0)
+    assert word_gap_in_svg(spaced) == pytest.approx(want, abs=0.01)
+
+
+def test_a_stroke_drawn_on_the_space_stays_with_its_word():
+    spaced = space_words(two_word_line(1.0, dot=True), units_per_line=100.0)
+    assert np.array_equal(spaced[:12], two_word_line(1.0, dot=True).offsets[:12])      # the dot did not move
+    assert word_gap_in_svg(spaced) == pytest.approx(WORD_GAP[0], abs=0.01)
+
+
+def test_a_line_whose_window_stalls_is_drawn_again():
+    m = racing_model()
+    with torch.no_grad():
+        m.net.window.bias[4:] = -40.0                     # the window never moves: every draw hits the cap
+    assert [ln.tries for ln in synthesize(m, ["ab"], seed=1, max_steps_per_char=3)] == [3]
+    assert [ln.tries for ln in synthesize(m, ["ab"], seed=1, max_steps_per_char=3, retries=0)] == [1]
+    assert [ln.tries for ln in synthesize(racing_model(), ["ab"], seed=1)] == [1]
 
 
 def test_svg_is_valid_xml_with_one_group_per_line_and_png():

@@ -228,6 +228,14 @@ def stroke_slices(eos: np.ndarray):
         start = e
 
 
+def level_rotation(xy: np.ndarray) -> np.ndarray:
+    """(2, 2) rotation that makes the least-squares line through the points (N, 2) horizontal: the baseline."""
+    if len(xy) <= 2 or np.ptp(xy[:, 0]) == 0:
+        return np.eye(2)
+    a = -np.arctan(np.polyfit(xy[:, 0], xy[:, 1], 1)[0])
+    return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+
+
 def preprocess(points: np.ndarray, stride: int = 2, align: bool = True, smooth: bool = False,
                glitch: float = 300.0, clip: float = 500.0) -> np.ndarray:
     """Raw (N, 3) [x, y-down, eos] -> (M, 3) float32 offsets [dx, dy-up, eos] in whiteboard units.
@@ -247,11 +255,8 @@ def preprocess(points: np.ndarray, stride: int = 2, align: bool = True, smooth: 
         eos[:-1] |= step > glitch
     if smooth:
         xy = np.concatenate([smooth_stroke(xy[s]) for s in stroke_slices(eos)])
-    if align and len(xy) > 2 and np.ptp(xy[:, 0]) > 0:
-        slope = np.polyfit(xy[:, 0], xy[:, 1], 1)[0]
-        a = -np.arctan(slope)
-        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-        xy = xy @ rot.T
+    if align:
+        xy = xy @ level_rotation(xy).T
     if stride > 1:
         keep = np.zeros(len(xy), bool)
         for s in stroke_slices(eos):

@@ -1,7 +1,9 @@
 """Pen offsets -> SVG (svgwrite, one <g> per line with one <path>) and a small PNG rasteriser (numpy + zlib).
 
 Layout: every line is scaled by the same factor (line_height pixels per model line height, so one style keeps
-one size), vertically centred in its band (the median height of its points), left-aligned at the margin.
+one size), levelled (rotated so that the least-squares line through its points is horizontal, as the training
+lines were: one straight baseline per line), vertically centred in its band (the median height of its points),
+left-aligned at the margin. A blank line keeps its band.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import zlib
 
 import numpy as np
 
-from hmgen.handwriting.data import smooth_stroke, to_strokes
+from hmgen.handwriting.data import level_rotation, smooth_stroke, to_strokes
 
 
 def layout(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = 60.0,
@@ -25,6 +27,8 @@ def layout(lines_offsets: list[np.ndarray], units_per_line: float, line_height: 
         if not strokes:
             placed.append([])
             continue
+        rot = level_rotation(np.concatenate(strokes))
+        strokes = [s @ rot.T for s in strokes]
         allp = np.concatenate(strokes)
         x0, ymid = allp[:, 0].min(), np.median(allp[:, 1])
         band = margin + (i + 0.5) * line_height
