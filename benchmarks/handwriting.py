@@ -1,24 +1,42 @@
-"""Handwriting benchmark: NLL per line on the IAM-OnDB test split (testset_f), synthesis completion, speed.
+"""Handwriting benchmark: NLL per line on the IAM-OnDB test split (testset_f), synthesis completion,
+legibility (an OCR engine reads the output), speed.
 
   python benchmarks/handwriting.py --data ../shared/data/handwriting/iamondb \\
       --nll runs/hw-bench/conditional-hmlstm/best runs/hw-bench/conditional-lstm/best ... \\
       --complete handwriting-small --time handwriting-small --test-lines 300 --json benchmarks/results/handwriting.json
+  nice -n 10 python benchmarks/handwriting.py --data ../shared/data/handwriting/iamondb \\
+      --legibility handwriting-small --biases 0 0.75 2 4 --seeds 3 --stroke-widths 2 3 --line-heights 60 100
 
 NLL: every model is scored by the same harness (hmgen.handwriting.train.evaluate_lines) on the same test lines,
 each line preprocessed with the model's own stored settings (all models here share them: stride 2, alignment,
 clipping) and normalised with its stored training statistics; nats per line and per point (normalised
 offsets), comparable only between models with identical preprocessing and statistics.
 Completion: the share of 50 random test transcriptions whose synthesis stops because the window passed the
-last character (not by the hard cap of max_steps_per_char points per character); coverage = the share of a
+last character (not by the hard cap of max_steps_per_char points per character), after redrawing stalled
+lines as `hmgen handwrite` does (first_try: without a redraw); coverage = the share of a
 line's characters on which the window's maximum sat at some step (1.0: no character skipped).
+Legibility (needs `tesseract` 5 and `rsvg-convert`: apt-get install tesseract-ocr librsvg2-bin): every phrase
+of benchmarks/handwriting_phrases.txt (50 public-domain pangrams and proverbs, none an IAM-OnDB transcription) is
+written --seeds times per bias, as one line; each line is laid out by hmgen's own SVG writer with the stroke
+width and line height under test, rendered 120 px high by rsvg-convert and read by Tesseract (`--psm 7`: one
+text line, English model). Real IAM-OnDB test lines (testset_f, --real-lines random ones, never trained on)
+are preprocessed as the model's training data was and drawn the same way: the reference a perfect model would
+reach. Scores over all lines of a row: CER = character edit distance / reference characters (case-sensitive,
+after collapsing white space and the IAM transcripts' spaces before punctuation), word accuracy = reference
+words in the longest common word subsequence / reference words. Completed = the window passed the last
+character (see Completion).
 Time: wall-clock of the real command `hmgen handwrite "hello" -o FILE` (interpreter start-up, model load,
 synthesis, SVG), median of --repeat runs.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,9 +47,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hmgen.handwriting.data import load_iam, prepare_lines, select
+from hmgen.handwriting.data import load_iam, prepare_lines, preprocess, select, to_strokes
+from hmgen.handwriting.render import to_svg
+from hmgen.handwriting.sample import space_words, synthesize
 from hmgen.modelio import load_hw_model
-from hmgen.handwriting.sample import synthesize
 from hmgen.handwriting.train import evaluate_lines
 
 
@@ -70,12 +89,161 @@ def completion(model_path: str, raw, n: int = 50, bias: float = 0.75, seed: int 
         out += synthesize(m, texts[i:i + 10], bias=bias, seed=seed + i, max_steps_per_char=cap)
     done = [ln.stop == "end of text" for ln in out]
     return {"model": model_path, "texts": n, "completed": int(sum(done)), "share": round(sum(done) / n, 3),
+            "first_try": int(sum(ln.tries == 1 and ok for ln, ok in zip(out, done))),
             "bias": bias, "max_steps_per_char": cap,
             "points_per_char": round(float(np.mean([ln.steps / len(ln.text) for ln in out])), 2),
             "mean_coverage": round(float(np.mean([ln.coverage for ln in out])), 4),
             "full_coverage_share": round(float(np.mean([ln.coverage == 1.0 for ln in out])), 3),
             "seconds": round(time.time() - t0, 1),
             "failed": [ln.text for ln, ok in zip(out, done) if not ok][:10]}
+
+
+PHRASES = Path(__file__).with_name("handwriting_phrases.txt")
+
+
+def clean_text(s: str) -> str:
+    """Collapse white space; drop the IAM transcripts' spaces before punctuation ("Mr . X" -> "Mr. X")."""
+    s = " ".join(s.split())
+    s = re.sub(r" ([.,;:!?])", r"\1", s)
+    return re.sub(r" ' ?s\b", "'s", s)
+
+
+def edit_distance(a, b) -> int:
+    """Levenshtein distance between two sequences (characters or words)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def common_words(ref: list[str], hyp: list[str]) -> int:
+    """Length of the longest common subsequence of two word lists."""
+    row = [0] * (len(hyp) + 1)
+    for r in ref:
+        prev = 0
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], prev + 1 if r == h else max(row[j], row[j - 1])
+    return row[-1]
+
+
+def scores(refs: list[str], hyps: list[str]) -> dict:
+    refs, hyps = [clean_text(r) for r in refs], [clean_text(h) for h in hyps]
+    chars = sum(len(r) for r in refs)
+    words = sum(len(r.split()) for r in refs)
+    return {"cer": round(sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / chars, 4),
+            "word_acc": round(sum(common_words(r.split(), h.split()) for r, h in zip(refs, hyps)) / words, 4),
+            "lines": len(refs)}
+
+
+class Reader:
+    """SVG -> PNG `height` px high (rsvg-convert) -> Tesseract's reading of it as one line (--psm 7)."""
+
+    def __init__(self, workdir: Path, height: int = 120, keep: Path | None = None):
+        for tool in ("rsvg-convert", "tesseract"):
+            if shutil.which(tool) is None:
+                raise SystemExit(f"legibility needs {tool}: apt-get install tesseract-ocr librsvg2-bin")
+        self.dir, self.height, self.keep, self.n = workdir, height, keep, 0
+        self.env = {**os.environ, "OMP_THREAD_LIMIT": "1"}      # one core: the benchmark runs niced beside others
+
+    def read(self, svgs: list[str], tag: str = "") -> list[str]:
+        pngs = []
+        for svg in svgs:
+            self.n += 1
+            src, png = self.dir / f"{self.n}.svg", self.dir / f"{self.n}.png"
+            src.write_text(svg)
+            subprocess.run(["rsvg-convert", "-h", str(self.height), "-o", str(png), str(src)], check=True)
+            pngs.append(png)
+        listing = self.dir / "list.txt"
+        listing.write_text("".join(f"{p}\n" for p in pngs))
+        r = subprocess.run(["tesseract", str(listing), "stdout", "--psm", "7", "-l", "eng"], capture_output=True,
+                           text=True, env=self.env)
+        pages = r.stdout.split("\f")          # Tesseract ends every page but the last with a form feed
+        if r.returncode or len(pages) != len(pngs):
+            raise SystemExit(f"tesseract: {r.returncode}, {len(pages)} pages for {len(pngs)} images: {r.stderr[-300:]}")
+        if self.keep is not None:              # the first few PNGs of every row, to look at
+            self.keep.mkdir(parents=True, exist_ok=True)
+            for i, p in enumerate(pngs[:4]):
+                shutil.copy(p, self.keep / f"{tag}-{i}.png")
+        return [t.strip() for t in pages]
+
+
+def legibility(models: list[str], data: str, biases: list[float], seeds: int, stroke_widths: list[float],
+               line_heights: list[float], spacings: list[str], real_lines: int, phrases: list[str],
+               height: int = 120, margin: float = 20, keep: Path | None = None) -> list[dict]:
+    """Rows: (model, bias or "real IAM", line height, stroke width, word spacing) -> CER, word accuracy,
+    completed share. Spacing "training": words moved into the training data's gap range (what
+    `hmgen handwrite` draws); "model": as the network wrote them."""
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        reader = Reader(Path(d), height, keep)
+        for mp in models:
+            m = load_hw_model(mp)
+            c = m.cfg
+
+            def read(texts, offsets, tag, **row):
+                for lh, sw in itertools.product(line_heights, stroke_widths):
+                    t0 = time.time()
+                    svgs = [to_svg([o], c.line_height, lh, margin, stroke_width=sw) for o in offsets]
+                    hyps = reader.read(svgs, f"{Path(mp).name}-{tag}-lh{lh:g}-sw{sw:g}")
+                    r = {"model": mp, **row, "line_height": lh, "stroke_width": sw, **scores(texts, hyps),
+                         "ocr_seconds": round(time.time() - t0, 1), "examples": list(zip(texts, hyps))[:3]}
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
+
+            if real_lines:
+                raw = [ln for ln in select(load_iam(data), "test") if set(ln.text) <= set(c.alphabet) and "#" not in ln.text]
+                pick = np.random.default_rng(0).choice(len(raw), min(real_lines, len(raw)), replace=False)
+                read([raw[i].text for i in pick],
+                     [preprocess(raw[i].points, c.stride, c.align, c.smooth, c.glitch, c.clip) for i in pick],
+                     "real", bias="real IAM", spacing="as written", completed=None, tries=None)
+            for bias in biases:
+                t0 = time.time()
+                written = [ln for seed in range(seeds) for ln in synthesize(m, phrases, bias=bias, seed=seed)]
+                stats = {"completed": round(float(np.mean([ln.stop == "end of text" for ln in written])), 3),
+                         "first_try": round(float(np.mean([ln.tries == 1 for ln in written])), 3),
+                         "synth_seconds": round(time.time() - t0, 1)}
+                for spacing in spacings:
+                    offsets = [space_words(ln, c.line_height) if spacing == "training" else ln.offsets for ln in written]
+                    read([ln.text for ln in written], offsets, f"b{bias:g}-{spacing}", bias=bias, spacing=spacing, **stats)
+    return rows
+
+
+def widest_gaps(offsets: np.ndarray, n: int) -> list[float]:
+    """The n widest gaps between a stroke and all ink before it (a line with n spaces: its word gaps)."""
+    gaps, right = [], None
+    for s in to_strokes(offsets):
+        if right is not None and s[:, 0].min() > right:
+            gaps.append(float(s[:, 0].min() - right))
+        right = s[:, 0].max() if right is None else max(right, s[:, 0].max())
+    return (sorted(gaps, reverse=True) + [0.0] * n)[:n]
+
+
+def word_gaps(model: str, data: str, phrases: list[str], bias: float, lines: int = 300) -> dict:
+    """Quartiles of word gaps (line heights) in IAM-OnDB training lines, and in the model's lines before and
+    after space_words."""
+    m = load_hw_model(model)
+    c = m.cfg
+    q = lambda g: np.percentile(np.asarray(g) / c.line_height, [25, 50, 75]).round(3).tolist()
+    real = [ln for ln in select(load_iam(data), "train")[:lines]]
+    out = {"model": model, "bias": bias, "quartiles": "25/50/75 %, line heights",
+           "training": q([g for ln in real for g in
+                          widest_gaps(preprocess(ln.points, c.stride, c.align, c.smooth, c.glitch, c.clip), ln.text.count(" "))])}
+    written = synthesize(m, phrases, bias=bias, seed=0)
+    out["model_as_written"] = q([g for ln in written for g in widest_gaps(ln.offsets, ln.text.count(" "))])
+    out["model_spaced"] = q([g for ln in written for g in widest_gaps(space_words(ln, c.line_height), ln.text.count(" "))])
+    return out
+
+
+def legibility_table(rows: list[dict]) -> str:
+    out = ["| model | bias | word spacing | line height | stroke width | CER | word acc. | completed (first try) | lines |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        done = "-" if r["completed"] is None else f"{r['completed']:.0%} ({r['first_try']:.0%})"
+        out.append(f"| {Path(r['model']).name} | {r['bias']} | {r['spacing']} | {r['line_height']:g} | "
+                   f"{r['stroke_width']:g} | {r['cer']:.3f} | {r['word_acc']:.3f} | {done} | {r['lines']} |")
+    return "\n".join(out)
 
 
 def handwrite_time(model: str, repeat: int = 5) -> dict:
@@ -99,6 +267,17 @@ def main():
     ap.add_argument("--test-lines", type=int, default=None, help="a random subset of the test split (default: all)")
     ap.add_argument("--complete", default=None, help="model for the completion share")
     ap.add_argument("--bias", type=float, default=0.75)
+    ap.add_argument("--legibility", nargs="*", default=[], help="models whose output Tesseract reads")
+    ap.add_argument("--biases", type=float, nargs="+", default=[0.0, 0.75, 2.0, 4.0])
+    ap.add_argument("--seeds", type=int, default=3, help="samples of every phrase per bias")
+    ap.add_argument("--stroke-widths", type=float, nargs="+", default=[2.0])
+    ap.add_argument("--line-heights", type=float, nargs="+", default=[60.0])
+    ap.add_argument("--spacings", nargs="+", default=["training"], choices=["training", "model"],
+                    help="word gaps: moved into the training data's range (as hmgen handwrite draws) or as written")
+    ap.add_argument("--word-gaps", default=None, help="model whose word gaps are compared with the training data's")
+    ap.add_argument("--real-lines", type=int, default=50, help="real IAM-OnDB test lines read as the reference (0: none)")
+    ap.add_argument("--phrases", default=str(PHRASES), help="one phrase per line")
+    ap.add_argument("--keep-png", default=None, help="copy the first PNGs of every row to this folder")
     ap.add_argument("--time", default=None, help="model for the handwrite timing")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
@@ -116,6 +295,15 @@ def main():
     if args.complete:
         res["completion"] = completion(args.complete, select(load_iam(args.data), "test"), bias=args.bias)
         print(json.dumps(res["completion"]), flush=True)
+    phrases = [p.strip() for p in Path(args.phrases).read_text().splitlines() if p.strip()]
+    if args.legibility:
+        res["legibility"] = legibility(args.legibility, args.data, args.biases, args.seeds, args.stroke_widths,
+                                       args.line_heights, args.spacings, args.real_lines, phrases,
+                                       keep=Path(args.keep_png) if args.keep_png else None)
+        print(legibility_table(res["legibility"]), flush=True)
+    if args.word_gaps:
+        res["word_gaps"] = word_gaps(args.word_gaps, args.data, phrases, args.bias)
+        print(json.dumps(res["word_gaps"]), flush=True)
     if args.time:
         res["time"] = handwrite_time(args.time, args.repeat)
         print(json.dumps(res["time"]), flush=True)
