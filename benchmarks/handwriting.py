@@ -197,7 +197,7 @@ def legibility(models: list[str], data: str, biases: list[float], seeds: int, st
                 pick = np.random.default_rng(0).choice(len(raw), min(real_lines, len(raw)), replace=False)
                 read([raw[i].text for i in pick],
                      [preprocess(raw[i].points, c.stride, c.align, c.smooth, c.glitch, c.clip) for i in pick],
-                     "real", bias="real IAM", spacing="as written", completed=None, tries=None)
+                     "real", bias="real IAM", spacing="as written", completed=None, first_try=None)
             for bias in biases:
                 t0 = time.time()
                 written = [ln for seed in range(seeds) for ln in synthesize(m, phrases, bias=bias, seed=seed)]

@@ -1,4 +1,4 @@
-"""Pen offsets -> SVG (svgwrite, one <g> per line with one <path>) and a small PNG rasteriser (numpy + zlib).
+"""Pen offsets -> SVG (one <g> per line with one <path>) and a small PNG rasteriser (numpy + zlib).
 
 Layout: every line is scaled by the same factor (line_height pixels per model line height, so one style keeps
 one size), levelled (rotated so that the least-squares line through its points is horizontal, as the training
@@ -51,20 +51,21 @@ def path_d(strokes: list[np.ndarray]) -> str:
 def to_svg(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = 60.0,
            margin: float = 20.0, color: str = "black", stroke_width: float = 2.0, background: str | None = "white",
            title: str | None = None, smooth: bool = True) -> str:
-    import svgwrite
+    """The SVG text, written directly (a handful of elements: a library would only add import time)."""
+    from xml.sax.saxutils import escape, quoteattr
     W, H, placed = layout(lines_offsets, units_per_line, line_height, margin, smooth)
-    dwg = svgwrite.Drawing(size=(f"{W:.0f}", f"{H:.0f}"), viewBox=f"0 0 {W:.0f} {H:.0f}", debug=False)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{W:.0f}" height="{H:.0f}" '
+           f'viewBox="0 0 {W:.0f} {H:.0f}">']
     if title:
-        dwg.set_desc(title=title)
+        out.append(f"<title>{escape(title)}</title>")
     if background and background != "none":
-        dwg.add(dwg.rect(insert=(0, 0), size=("100%", "100%"), fill=background))
+        out.append(f'<rect x="0" y="0" width="100%" height="100%" fill={quoteattr(background)} />')
     for i, strokes in enumerate(placed, 1):
-        g = dwg.g(id=f"line-{i}", class_="line")
-        if strokes:
-            g.add(dwg.path(d=path_d(strokes), fill="none", stroke=color, stroke_width=stroke_width,
-                           stroke_linecap="round", stroke_linejoin="round"))
-        dwg.add(g)
-    return dwg.tostring()
+        path = (f'<path d="{path_d(strokes)}" fill="none" stroke={quoteattr(color)} stroke-width="{stroke_width:g}" '
+                'stroke-linecap="round" stroke-linejoin="round" />') if strokes else ""
+        out.append(f'<g id="line-{i}" class="line">{path}</g>')
+    out.append("</svg>")
+    return "".join(out)
 
 
 # ----------------------------------------------------------------------------- PNG (no extra dependency)
