@@ -22,7 +22,8 @@ import torch
 from hmgen.text.data import load_ptb
 from hmgen.text.evaluate import evaluate
 from hmgen.modelio import load_model
-from hmgen.training.loop import TrainConfig, hardware, train
+from hmgen.training.config import TrainConfig
+from hmgen.training.loop import hardware, train
 
 PAPER = {"hmlstm": 1.24, "lstm": 1.29}   # Table 1: LN HM-LSTM (step fn + slope annealing), LN LSTM
 
@@ -59,7 +60,7 @@ def main():
                           ckpt_every=args.eval_every, slope_rate=args.slope_rate, threads=args.threads,
                           device=args.device, name=f"ptb-{arch}")
         t0 = time.time()
-        summary = train(cfg, quiet=not sys.stderr.isatty(), corpus=corpus,
+        summary = train(cfg, quiet=not sys.stderr.isatty(), data=corpus,
                         command="python " + " ".join(sys.argv))
         train_s = time.time() - t0
         lm = load_model(out / "best", device=cfg.device if cfg.device != "auto" else "cpu")

@@ -6,5 +6,5 @@ density output (Graves 2013, arXiv 1308.0850; Chung, Ahn & Bengio 2017 §4.2).
   model.py   the synthesis network and the mixture loss (its model files: hmgen.modelio)
   sample.py  synthesis: bias, priming (styles), termination
   render.py  layout, SVG and a small PNG rasteriser
-  train.py   the training loop behind `hmgen train iam:DIR`
+  train.py   the training task behind `hmgen train iam:DIR` (hmgen.training.loop runs it)
 """

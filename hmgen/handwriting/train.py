@@ -1,36 +1,29 @@
-"""Training the synthesis network: `hmgen train iam:DIR ...` (hmgen.training.loop.train dispatches here).
-
-Same machinery as the text trainer: TrainConfig, the Reporter (progress on stderr, metrics.jsonl),
-safetensors + JSON checkpoints, exact --resume, time limits, best-by-validation export.
+"""Handwriting synthesis as a training task (hmgen.training.task) for the one loop: `hmgen train iam:DIR`.
 
 Batches: training lines bucketed by length (sorted with a per-epoch jitter, cut into batches, batch order
 shuffled per epoch; all deterministic from the seed), padded, with masks. Each batch is cut into
 truncated-BPTT segments of seq_len points; the state (HM-LSTM state, window position, window vector) is
 carried across the segments of a batch, detached. One optimiser step per segment; the loss is the mean
 NLL per real point. Validation: NLL per line (nats, normalised offsets) on the valid split.
-A time limit stops at a batch boundary, and checkpoints are written at batch boundaries, so --resume after
---time-limit or --epochs continues exactly (batch order depends only on the seed and the epoch); --steps
-may stop inside a batch, and a resumed run then restarts that batch.
+Batch boundaries are the task's step boundaries: evaluations, checkpoints, time limits and signals act
+there, so --resume after them continues exactly (batch order depends only on the seed and the epoch);
+--steps may stop inside a batch, and a resumed run then restarts that batch. One process only (no DDP).
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from hmgen.errors import UsageError
 from hmgen.handwriting.data import (HandwritingDataError, load_iam, line_height_units, norm_stats, prepare_lines,
                                     select)
 from hmgen.handwriting.model import HWConfig, SynthesisNet, encode_text, mixture_nll, normalise, text_batch
-from hmgen.modelio import save_hw_model
-from hmgen.cell.reference import count_parameters
-
-
-def is_handwriting(spec: str | None) -> bool:
-    return bool(spec) and spec.startswith("iam:")
+from hmgen.modelio import load_hw_model, save_hw_model
+from hmgen.training.checkpoint import load_init
+from hmgen.training.task import Validation, finite
 
 
 def hw_config_from(cfg, alphabet: str, stats, line_height: float) -> HWConfig:
@@ -141,147 +134,94 @@ def evaluate_lines(net: SynthesisNet, lines, max_points: int | None = None, batc
             "points_per_s": round(points / max(time.time() - t0, 1e-9))}
 
 
-def train_handwriting(cfg, resume: bool = False, quiet: bool = False, command: str | None = None,
-                      data: HWData | None = None) -> dict:
-    from hmgen.training.loop import (Reporter, finite, hardware, load_checkpoint, plateau_step,
-                             save_checkpoint, slope)
+class HandwritingTask:
+    kind = "handwriting"
+    best_key, best_digits = "best_valid_nll", 2
+    steps_per_epoch = None          # segments per batch vary with the lines' lengths
 
-    from hmgen.device import pick_device
-    device = pick_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    data = data or HWData(cfg.data, cfg.stride, cfg.max_points, cfg.conditional, cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    hw = hw_config_from(cfg, data.alphabet if cfg.conditional else "", data.stats, data.line_height)
-    net = SynthesisNet(hw).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=1 / cfg.lr_divide,
-                                                       patience=cfg.patience, threshold=1e-3)
-    styles = [{"text": p.text, "line_id": p.line_id, "offsets": normalise(p.offsets, hw)} for p in data.styles]
-    n_batches = math.ceil(len(data.train) / cfg.batch_size)
-    step, batch_no, best, decays, elapsed_before = 0, 0, math.inf, 0, 0.0
-    if resume:
-        meta, _ = load_checkpoint(out, net, opt, sched, device)
-        step, batch_no, decays = meta["step"], meta["batch_no"], meta["lr_decays"]
-        best = math.inf if meta["best_valid_nll"] is None else meta["best_valid_nll"]
-        elapsed_before = meta["train_seconds"]
-    total = cfg.steps
-    if cfg.epochs is not None:    # steps per epoch are known only roughly (segments per batch vary): count batches
-        total_batches = int(cfg.epochs * n_batches)
-    else:
-        total_batches = None
-    reporter = Reporter(out / "metrics.jsonl", total, step, quiet)
-    if resume:
-        reporter.write({"event": "resume", "step": step, "command": command, "device": hardware(device)})
-    else:
-        reporter.write({"event": "start", "task": "handwriting", "config": asdict(cfg), "model": hw.to_dict(),
-                        "parameters": count_parameters(net), "train_lines": len(data.train),
-                        "valid_lines": len(data.valid), "device": hardware(device), "command": command})
+    def __init__(self, cfg, device, rank: int = 0, world: int = 1, data: HWData | None = None):
+        if world > 1:
+            raise UsageError("handwriting training (iam:) runs in one process; torchrun shards text corpora only")
+        if cfg.fast:
+            raise UsageError("--fast applies to text models only; handwriting (iam:) has no fused forward")
+        self.cfg, self.device = cfg, device
+        self.data = data or HWData(cfg.data, cfg.stride, cfg.max_points, cfg.conditional, cfg.seed)
+        self.hw = hw_config_from(cfg, self.data.alphabet if cfg.conditional else "", self.data.stats,
+                                 self.data.line_height)
+        self.model = SynthesisNet(self.hw).to(device)
+        self.styles = [{"text": p.text, "line_id": p.line_id, "offsets": normalise(p.offsets, self.hw)}
+                       for p in self.data.styles]
+        self.n_batches = math.ceil(len(self.data.train) / cfg.batch_size)
+        self.batch_no, self.batch, self.z_sum = 0, None, 0.0
 
-    def checkpoint():
-        save_checkpoint(out, net, opt, sched, [], {
-            "task": "handwriting", "step": step, "batch_no": batch_no, "best_valid_nll": finite(best),
-            "lr_decays": decays, "config": asdict(cfg),
-            "train_seconds": elapsed_before + (time.time() - t_start)})
+    @property
+    def epoch(self) -> float:
+        return self.batch_no / self.n_batches
 
-    def validate(schedule: bool = True) -> bool:
-        nonlocal best, decays
-        r = evaluate_lines(net, data.valid, cfg.eval_symbols, device=device)
-        improved = r["nll_line"] < best
-        if improved:
-            best = r["nll_line"]
-        decays += plateau_step(opt, sched, r["nll_line"], schedule)
-        reporter.write({"step": step, "valid_nll_line": finite(r["nll_line"], 2), "valid_nll_point": finite(r["nll_point"]),
-                        "valid_lines": r["lines"], "valid_z_rates": r["z_rates"], "best_valid_nll": finite(best, 2),
-                        "lr": opt.param_groups[0]["lr"]})
-        reporter.print(f"step {step}: valid NLL {r['nll_line']:.1f} nats/line, {r['nll_point']:.4f}/point "
-                       f"(best {best:.1f}) lr {opt.param_groups[0]['lr']:.2e}")
-        if improved:
-            save_hw_model(out / "best", net, styles, name=cfg.name or out.name,
-                          description=f"{'text-conditioned' if hw.conditional else 'unconditional'} handwriting, "
-                                      f"{hw.arch} {'x'.join(map(str, hw.hidden))}",
-                          training={"data": data.source, "command": command, "config": asdict(cfg),
-                                    "device": hardware(device),
-                                    "terms": "trained on IAM-OnDB (non-commercial research only; cite Liwicki & "
-                                             "Bunke, ICDAR 2005); the style bank holds real IAM-OnDB lines"},
-                          figures={"valid_nll_line": round(best, 2), "valid_nll_point": round(r["nll_point"], 4),
-                                   "valid_lines": r["lines"], "step": step,
-                                   "train_seconds": round(elapsed_before + time.time() - t_start)})
-        return cfg.max_lr_decays is not None and decays > cfg.max_lr_decays
+    @property
+    def at_boundary(self) -> bool:
+        return self.batch is None
 
-    net.train()
-    t_start = time.time()
-    t_log, pts_since, loss_sum, loss_n, z_sum, z_n = time.time(), 0, 0.0, 0, None, 0
-    stop_reason, next_eval, next_ckpt = "steps", (step // cfg.eval_every + 1) * cfg.eval_every, \
-        (step // cfg.ckpt_every + 1) * cfg.ckpt_every
-    stop = False
-    while not stop:
-        if total_batches is not None and batch_no >= total_batches:
-            stop_reason = "epochs"
-            break
-        if cfg.time_limit is not None and time.time() - t_start >= cfg.time_limit:
-            stop_reason = "time limit"      # at a batch boundary: --resume continues exactly
-            break
-        epoch, k = divmod(batch_no, n_batches)
-        idx = make_batches(data.train, cfg.batch_size, epoch, cfg.seed)[k]
-        x, y, m, onehot, tmask = tensors_for(data.train, idx, hw, device)
-        state = net.initial_state(len(idx), device)
-        a = slope(cfg, batch_no / n_batches)
-        for s0 in range(0, x.shape[1], cfg.seq_len):
-            if total is not None and step >= total:   # mid-batch: a resumed run restarts this batch
-                stop, stop_reason = True, "steps"
-                break
-            seg = slice(s0, s0 + cfg.seq_len)
-            params, state, z, _ = net(x[:, seg], state, onehot, tmask, a)
-            msk = m[:, seg]
-            npts = msk.sum()
-            loss = (mixture_nll(params, y[:, seg], hw.mixtures) * msk).sum() / npts
-            if not torch.isfinite(loss):
-                raise HandwritingDataError(f"training diverged at step {step} (loss {loss.item()}); "
-                                           f"the last checkpoint in {out} is kept: try a lower --lr")
-            opt.zero_grad(set_to_none=True)
-            if step < cfg.warmup:
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr * (step + 1) / cfg.warmup
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
-            opt.step()
-            state = (tuple(tuple(t.detach() for t in layer) for layer in state[0]), state[1].detach(), state[2].detach())
-            state = ([tuple(layer) for layer in state[0]], state[1], state[2])
-            step += 1
-            loss_sum += loss.item() * float(npts)
-            loss_n += float(npts)
-            pts_since += int(npts)
-            zr = (z.detach() * msk[..., None]).sum((0, 1))
-            z_sum = zr if z_sum is None else z_sum + zr
-            if step % cfg.log_every == 0:
-                dt = time.time() - t_log
-                rec = {"step": step, "epoch": round(batch_no / n_batches, 4), "loss": finite(loss_sum / loss_n),
-                       "lr": opt.param_groups[0]["lr"], "slope": round(a, 4), "grad_norm": round(float(grad_norm), 4),
-                       "points_per_s": round(pts_since / max(dt, 1e-9)),
-                       "z_rates": [round(float(v) / loss_n, 4) for v in z_sum[:-1]],
-                       "seconds": round(elapsed_before + time.time() - t_start, 1)}
-                reporter.write(rec)
-                zs = "/".join(f"{v:.2f}" for v in rec["z_rates"]) or "-"
-                reporter.update(step, f"nll/pt {rec['loss']:.3f} {rec['points_per_s']} pt/s z {zs}")
-                t_log, pts_since, loss_sum, loss_n, z_sum = time.time(), 0, 0.0, 0, None
-        else:
-            batch_no += 1
-        if step >= next_eval and not stop:
-            next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
-            if validate():
-                stop_reason = "plateau"
-                break
-        if step >= next_ckpt and not stop:     # at batch boundaries only: resume restarts a whole batch
-            next_ckpt = (step // cfg.ckpt_every + 1) * cfg.ckpt_every
-            checkpoint()
-    if step > 0:
-        validate(schedule=False)
-    checkpoint()
-    summary = {"step": step, "best_valid_nll": finite(best, 2), "stop": stop_reason, "out": str(out),
-               "train_seconds": round(elapsed_before + time.time() - t_start, 1)}
-    reporter.write({"event": "stop", **summary})
-    reporter.close()
-    return summary
+    def start_fields(self) -> dict:
+        return {"task": "handwriting", "model": self.hw.to_dict(), "train_lines": len(self.data.train),
+                "valid_lines": len(self.data.valid)}
+
+    def forward_module(self):
+        return self.model
+
+    def loss(self, net, step: int, a: float):
+        if self.batch is None:
+            epoch, k = divmod(self.batch_no, self.n_batches)
+            idx = make_batches(self.data.train, self.cfg.batch_size, epoch, self.cfg.seed)[k]
+            self.batch = tensors_for(self.data.train, idx, self.hw, self.device)
+            self.state, self.s0 = self.model.initial_state(len(idx), self.device), 0
+        x, y, m, onehot, tmask = self.batch                                  # x, y (B, T, 3), m (B, T)
+        seg = slice(self.s0, self.s0 + self.cfg.seq_len)
+        params, state, z, _ = net(x[:, seg], self.state, onehot, tmask, a)
+        layers, kappa, w = state
+        self.state = ([tuple(t.detach() for t in layer) for layer in layers], kappa.detach(), w.detach())
+        msk = m[:, seg]
+        points = msk.sum()
+        self.z_sum = self.z_sum + (z.detach() * msk[..., None]).sum((0, 1))
+        self.s0 += self.cfg.seq_len
+        if self.s0 >= x.shape[1]:
+            self.batch, self.batch_no = None, self.batch_no + 1
+        return (mixture_nll(params, y[:, seg], self.hw.mixtures) * msk).sum() / points, int(points)
+
+    def log_fields(self, loss: float, points: int, seconds: float):
+        z_rates = [round(float(v) / points, 4) for v in self.z_sum[:-1]]
+        self.z_sum = 0.0
+        fields = {"points_per_s": round(points / max(seconds, 1e-9)), "z_rates": z_rates}
+        zs = "/".join(f"{v:.2f}" for v in z_rates) or "-"
+        return fields, f"nll/pt {loss:.3f} {fields['points_per_s']} pt/s z {zs}"
+
+    def validate(self) -> Validation:
+        r = evaluate_lines(self.model, self.data.valid, self.cfg.eval_symbols, device=self.device)
+        return Validation(r["nll_line"],
+                          {"valid_nll_line": finite(r["nll_line"], 2), "valid_nll_point": finite(r["nll_point"]),
+                           "valid_lines": r["lines"], "valid_z_rates": r["z_rates"]},
+                          f"valid NLL {r['nll_line']:.1f} nats/line, {r['nll_point']:.4f}/point",
+                          {"valid_nll_line": round(r["nll_line"], 2), "valid_nll_point": round(r["nll_point"], 4),
+                           "valid_lines": r["lines"]})
+
+    def export(self, stem, name: str, training: dict, figures: dict) -> None:
+        hw = self.hw
+        save_hw_model(stem, self.model, self.styles, name=name,
+                      description=f"{'text-conditioned' if hw.conditional else 'unconditional'} handwriting, "
+                                  f"{hw.arch} {'x'.join(map(str, hw.hidden))}",
+                      training={"data": self.data.source, **training,
+                                "terms": "trained on IAM-OnDB (non-commercial research only; cite Liwicki & "
+                                         "Bunke, ICDAR 2005); the style bank holds real IAM-OnDB lines"},
+                      figures=figures)
+
+    def carry(self):
+        return {}, {"batch_no": self.batch_no}    # inside a batch: a resumed run restarts it
+
+    def restore(self, tensors, meta) -> None:
+        self.batch_no, self.batch = meta["batch_no"], None
+
+    def init_from(self, path: str) -> None:
+        """The architecture must match; the normalisation (mean, std, line height) is this run's data's."""
+        hm = load_hw_model(path)
+        arch = lambda cfg: {k: v for k, v in cfg.to_dict().items() if k not in ("mean", "std", "line_height")}
+        load_init(self.model, path, {"model": arch(self.hw)}, {"model": arch(hm.cfg)}, hm.net.state_dict())

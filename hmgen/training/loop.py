@@ -1,11 +1,7 @@
-"""The training loop: truncated BPTT with carried state, Adam, gradient-norm clipping, the learning
-rate divided on a validation plateau, slope annealing, checkpoints, exact resume, DDP (torchrun).
-
-Checkpoints are safetensors (tensors: weights, Adam moments, carried state, RNG) plus JSON (everything
-else) — never pickle. A run folder holds:
-  checkpoint.safetensors / checkpoint.json   latest state, rewritten every `ckpt_every` steps
-  best.safetensors / best.json               best model by validation BPC (an ordinary model file)
-  metrics.jsonl                              one JSON object per log line / evaluation
+"""The training loop, one for every task (hmgen.training.task): truncated BPTT, Adam, gradient-norm
+clipping, linear warm-up, the learning rate divided on a validation plateau, slope annealing, checkpoints
+and exact resume, a checkpoint on SIGINT/SIGTERM, time limits, DDP (torchrun). Only process 0 writes the
+run folder (hmgen.training.checkpoint).
 """
 from __future__ import annotations
 
@@ -13,91 +9,41 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from hmgen.text.data import Corpus, DataError, StreamBatches, load_corpus
-from hmgen.text.evaluate import evaluate, op_counts, rates_dict
+from hmgen.cell.reference import count_parameters
 from hmgen.device import pick_device
-from hmgen.cell.reference import CharLM, ModelConfig, count_parameters, detach_state
-from hmgen.modelio import atomic_write, save_model
+from hmgen.errors import HmgenError, UsageError
+from hmgen.training.checkpoint import (check_run_folder, clear_run_folder, load_checkpoint, read_run_config,
+                                       save_checkpoint)
+from hmgen.training.config import TrainConfig, resume_changes
+from hmgen.training.task import Task, finite
 
 
-@dataclass
-class TrainConfig:
-    data: str                                   # corpus spec, see hmgen.text.data
-    out: str = "runs/hmlstm"                    # run folder
-    valid: str | None = None                    # validation file for a PATH corpus
-    download: bool = False                      # allow fetching text8 / enwik8
-    # model
-    arch: str = "hmlstm"
-    embed_dim: int = 128
-    hidden: list[int] = field(default_factory=lambda: [512, 512, 512])
-    out_embed: int = 512
-    layer_norm: bool = True
-    # optimisation (paper §4.1: Adam 0.002, clip 1, LR / 50 on plateau)
-    batch_size: int = 64
-    seq_len: int = 100
-    lr: float = 0.002
-    clip: float = 1.0
-    warmup: int = 0                             # linear LR warm-up steps (not in the paper; 0 = off)
-    lr_divide: float = 50.0
-    patience: int = 0                           # evaluations without improvement before dividing
-    max_lr_decays: int | None = None            # stop after this many divisions (paper: after the 2nd plateau)
-    # slope annealing a = min(slope_max, slope_start + slope_rate * epoch)   (paper PTB: 1, 0.04, 5)
-    slope_start: float = 1.0
-    slope_rate: float = 0.04
-    slope_max: float = 5.0
-    # length and bookkeeping
-    steps: int | None = None                    # stop after this many steps in total
-    epochs: float | None = None                 # ... or this many epochs
-    time_limit: float | None = None             # ... or after this many seconds of this invocation
-    eval_every: int = 500
-    eval_symbols: int | None = None             # evaluate on at most this many validation symbols
-    ckpt_every: int = 500
-    log_every: int = 20
-    seed: int = 1234
-    device: str = "auto"
-    threads: int | None = None
-    name: str | None = None                     # name recorded in the exported model
-    # handwriting only (corpus iam:DIR, see hmgen.handwriting): mixture components, attention window
-    # Gaussians, text-conditioned or not, keep every stride-th pen point, longest training line (points)
-    mixtures: int = 20
-    window: int = 10
-    conditional: bool = True
-    stride: int = 2
-    max_points: int = 600
-    fast: bool = False                          # hmgen.cell.fast.fast_forward: the same function, fewer kernels (GPU)
+class TrainingDiverged(HmgenError):
+    """The loss became NaN or infinite."""
 
-    def model_config(self, vocab_size: int) -> ModelConfig:
-        return ModelConfig(vocab_size, self.arch, self.embed_dim, list(self.hidden), self.out_embed, self.layer_norm)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+class Interrupted(HmgenError):
+    """SIGINT or SIGTERM: the run stopped after saving a checkpoint. Exit status 128 + the signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 def slope(cfg: TrainConfig, epoch: float) -> float:
     """Slope annealing (§3.3). The paper's N_epoch is read as epochs done so far, counted fractionally
     (our choice) so that a long epoch does not hold the slope still."""
     return min(cfg.slope_max, cfg.slope_start + cfg.slope_rate * epoch)
-
-
-def finite(x: float, digits: int = 4) -> float | None:
-    """A figure for JSON: rounded, and null rather than Infinity/NaN (strict JSON)."""
-    return round(x, digits) if math.isfinite(x) else None
 
 
 def plateau_step(opt, sched, value: float, schedule: bool) -> int:
@@ -114,45 +60,24 @@ def hardware(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-# ----------------------------------------------------------------------------- checkpoints (no pickle)
-
-def save_checkpoint(out: Path, model, opt, sched, state, info: dict) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt_sd = opt.state_dict()
-    for i, st in opt_sd["state"].items():
-        for k, v in st.items():
-            tensors[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    for l, layer in enumerate(state):
-        for name, t in zip("hcz", layer):
-            tensors[f"carry.{l}.{name}"] = t.detach().cpu().contiguous()
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    meta = {**info, "param_groups": opt_sd["param_groups"], "scheduler": sched.state_dict()}
-    atomic_write(out / "checkpoint.safetensors", lambda tmp: save_file(tensors, tmp))
-    atomic_write(out / "checkpoint.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+def make_task(cfg: TrainConfig, device, rank: int, world: int, data=None) -> Task:
+    """The task for the corpus: handwriting for iam:DIR, text language modelling for the rest."""
+    if cfg.data.startswith("iam:"):
+        from hmgen.handwriting.train import HandwritingTask
+        return HandwritingTask(cfg, device, rank, world, data)
+    from hmgen.text.train import TextTask
+    return TextTask(cfg, device, rank, world, data)
 
 
-def load_checkpoint(out: Path, model, opt, sched, device) -> tuple[dict, list]:
-    meta = json.loads((out / "checkpoint.json").read_text())
-    tensors = load_file(str(out / "checkpoint.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt_state: dict[int, dict] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, i, name = k.split(".", 2)
-            opt_state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
-    sched.load_state_dict(meta["scheduler"])
-    layers = 1 + max((int(k.split(".")[1]) for k in tensors if k.startswith("carry.")), default=-1)
-    state = [tuple(tensors[f"carry.{l}.{n}"].to(device) for n in "hcz") for l in range(layers)]
-    torch.set_rng_state(tensors["rng.cpu"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return meta, state
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module):
+    """Adam and the plateau schedule (paper §4.1)."""
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=1 / cfg.lr_divide,
+                                                       patience=cfg.patience, threshold=1e-3)
+    return opt, sched
 
 
-# ----------------------------------------------------------------------------- distributed helpers
+# ----------------------------------------------------------------------------- processes and signals
 
 def dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
@@ -160,27 +85,39 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def gather_state(state, world: int):
-    """Per-process carried states -> the global batch's state, streams back in global order."""
+def agree(value, world: int):
+    """Process 0 decides (clocks and signals differ between processes; all must stop at the same step)."""
     if world == 1:
-        return state
-    out = []
-    for layer in state:
-        full = []
-        for t in layer:
-            parts = [torch.empty_like(t) for _ in range(world)]
-            dist.all_gather(parts, t.contiguous())
-            # process r holds streams r, r+world, ...: interleave them back
-            full.append(torch.stack(parts, dim=1).reshape(-1, t.shape[-1]))
-        out.append(tuple(full))
-    return out
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
-def scatter_state(state, rank: int, world: int):
-    return state if world == 1 else [tuple(t[rank::world] for t in layer) for layer in state]
+class StopSignals:
+    """SIGINT / SIGTERM ask the loop to stop at the next step boundary with a checkpoint; a second SIGINT
+    interrupts at once (KeyboardInterrupt)."""
 
+    def __init__(self):
+        self.signum = None
+        self.previous = {}
 
-# ----------------------------------------------------------------------------- the loop
+    def handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():    # only there can Python catch signals
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.previous[s] = signal.signal(s, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+        return False
+
 
 class Reporter:
     """Rich progress bar on stderr (only on a terminal, not with quiet) and the JSON-lines metrics log."""
@@ -217,9 +154,20 @@ class Reporter:
             self.log.close()
 
 
+# ----------------------------------------------------------------------------- the loop
+
 def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: str | None = None,
-          corpus: Corpus | None = None) -> dict:
-    """Train (or resume) a model; returns a summary of the run. Works under torchrun (DDP)."""
+          force: bool = False, init: str | None = None, data=None) -> dict:
+    """Train a new run in cfg.out, or continue it (`resume`); returns a summary of the run.
+
+    A new run refuses a folder that holds one unless `force`; `init` starts from another model file's weights
+    (fresh optimiser). On resume, cfg may change only what may change (hmgen.training.config); what changed
+    is recorded. `data` is an already loaded corpus for the task. Works under torchrun (DDP)."""
+    out = Path(cfg.out)
+    check_run_folder(out, resume, force)
+    changes = resume_changes(read_run_config(out), cfg, out) if resume else {}
+    if resume and init:
+        raise UsageError("--init starts a new run from a model file; it cannot be combined with --resume")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = pick_device(cfg.device)
     if distributed and not dist.is_initialized():
@@ -230,180 +178,145 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
         torch.cuda.set_device(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    if resume and not (out / "checkpoint.json").exists():
-        raise FileNotFoundError(f"{out}: no checkpoint to resume from")
-    if resume:   # the run's own configuration wins; only the length and the machine may be given again
-        given = {k: getattr(cfg, k) for k in ("steps", "epochs", "device", "threads", "fast") if getattr(cfg, k) is not None}
-        cfg = TrainConfig.from_dict({**json.loads((out / "checkpoint.json").read_text())["config"],
-                                     **given, "time_limit": cfg.time_limit})   # the time limit is per invocation
 
-    from hmgen.handwriting.train import is_handwriting
-    if is_handwriting(cfg.data):   # handwriting synthesis (iam:DIR): its own batches and model, same machinery
-        from hmgen.handwriting.data import HandwritingDataError
-        from hmgen.handwriting.train import train_handwriting
-        try:
-            return train_handwriting(cfg, resume=resume, quiet=quiet, command=command)
-        except HandwritingDataError as e:
-            raise DataError(str(e)) from None
-    corpus = corpus or load_corpus(cfg.data, cfg.valid, cfg.download)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)   # only once the data is known to load
-    torch.manual_seed(cfg.seed)
-    model = CharLM(cfg.model_config(corpus.vocab.size)).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=1 / cfg.lr_divide,
-                                                       patience=cfg.patience, threshold=1e-3)
-    batches = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_len, rank, world)
-    valid_ids = corpus.splits.get("valid")
+    torch.manual_seed(cfg.seed)                 # the task builds its model before drawing anything else
+    task = make_task(cfg, device, rank, world, data)
+    model = task.model
+    opt, sched = make_optimizer(cfg, model)
+    if init:
+        task.init_from(init)
+    if rank == 0:                               # only once the data is known to load
+        out.mkdir(parents=True, exist_ok=True)
+        if force:
+            clear_run_folder(out)
 
-    step, best, decays, elapsed_before = 0, math.inf, 0, 0.0
-    state = model.initial_state(cfg.batch_size, device)
+    step, best, decays, elapsed_before, history = 0, math.inf, 0, 0.0, []
     if resume:
-        meta, state = load_checkpoint(out, model, opt, sched, device)
-        step, decays = meta["step"], meta["lr_decays"]
-        best = math.inf if meta["best_valid_bpc"] is None else meta["best_valid_bpc"]
-        elapsed_before = meta["train_seconds"]
-        state = [tuple(t.to(device) for t in layer) for layer in state]
-    state = scatter_state(state, rank, world)
-    fwd = model
-    if cfg.fast:            # opt-in until benchmarks/gpu/check_fast.py has passed on a GPU (tests/test_fast.py: CPU)
-        from hmgen.cell.fast import FastForward
-        fwd = FastForward(model)
-    net = torch.nn.parallel.DistributedDataParallel(fwd) if distributed else fwd
+        meta, tensors = load_checkpoint(out, model, opt, sched)
+        task.restore(tensors, meta)
+        step, decays, elapsed_before = meta["step"], meta["lr_decays"], meta["train_seconds"]
+        best = math.inf if meta[task.best_key] is None else meta[task.best_key]
+        history = meta.get("history", [])
+        sched.factor, sched.patience = 1 / cfg.lr_divide, cfg.patience   # these may change on resume
+    history = history + [{"step": step, "command": command, **({"changed": changes} if changes else {})}]
+    net = task.forward_module()
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(net)
 
     total = cfg.steps
-    if cfg.epochs is not None:
-        total = min(total or 10**18, int(cfg.epochs * len(batches)))
+    if cfg.epochs is not None and task.steps_per_epoch:
+        total = min(total or 10**18, math.ceil(cfg.epochs * task.steps_per_epoch))
     reporter = Reporter(out / "metrics.jsonl", total, step, quiet, enabled=(rank == 0))
-    if rank == 0 and resume:
-        reporter.write({"event": "resume", "step": step, "command": command, "device": hardware(device), "world": world})
-    if rank == 0 and not resume:
-        reporter.write({"event": "start", "config": asdict(cfg), "parameters": count_parameters(model),
-                        "vocab": corpus.vocab.size, "train_symbols": len(corpus.split("train")),
-                        "device": hardware(device), "world": world, "command": command})
+    common = {"device": hardware(device), "world": world, "command": command}
+    if resume:
+        reporter.write({"event": "resume", "step": step, **common, "changed": changes})
+    else:
+        reporter.write({"event": "start", **task.start_fields(), "config": asdict(cfg),
+                        "parameters": count_parameters(model), **common, **({"init": init} if init else {})})
+    t_start = time.time()
+    seconds = lambda: elapsed_before + time.time() - t_start
 
-    def run_eval() -> dict:
-        r = evaluate(model, valid_ids, max_symbols=cfg.eval_symbols, device=device) if rank == 0 else {}
-        if distributed:   # everyone must take the same scheduler decision
-            box = [r.get("bpc", 0.0)]
-            dist.broadcast_object_list(box, src=0)
-            r["bpc"] = box[0]
-        model.train()
-        return r
-
-    def checkpoint(final_state):
-        full = gather_state(final_state, world)
+    def checkpoint():
+        tensors, meta = task.carry()            # a collective under DDP: every process takes part
         if rank == 0:
-            save_checkpoint(out, model, opt, sched, full, {
-                "step": step, "best_valid_bpc": finite(best), "lr_decays": decays, "config": asdict(cfg),
-                "train_seconds": elapsed_before + (time.time() - t_start), "vocab": corpus.vocab.to_dict()})
-
-    def export_best(figures: dict):
-        save_model(out / "best", model, corpus.vocab, name=cfg.name or out.name, description="",
-                   training={"data": corpus.source, "corpus": corpus.name, "command": command,
-                             "config": asdict(cfg), "device": hardware(device), "world": world},
-                   figures=figures)
-
-    def agree(flag: bool) -> bool:
-        """Process 0 decides (clocks differ between processes; all must stop at the same step)."""
-        if not distributed:
-            return flag
-        box = [flag]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+            save_checkpoint(out, model, opt, sched, tensors, {
+                "task": task.kind, "step": step, task.best_key: finite(best, task.best_digits),
+                "lr_decays": decays, "config": asdict(cfg), "train_seconds": seconds(), "history": history, **meta})
 
     def validate(schedule: bool = True) -> bool:
         """Evaluate, step the plateau schedule, export the best model; True when it is time to stop.
         schedule=False (the end of an invocation) leaves the schedule alone so that a resumed run goes on
         exactly as an uninterrupted one would."""
         nonlocal best, decays
-        r = run_eval()
-        improved = r["bpc"] < best
+        v = task.validate() if rank == 0 else None
+        model.train()
+        figure = agree(v.figure if v else None, world)
+        if figure is None:
+            return False
+        improved = figure < best
         if improved:
-            best = r["bpc"]
-        decays += plateau_step(opt, sched, r["bpc"], schedule)
+            best = figure
+        decays += plateau_step(opt, sched, figure, schedule)
+        lr = opt.param_groups[0]["lr"]
         if rank == 0:
-            reporter.write({"step": step, "valid_bpc": finite(r["bpc"]), "valid_layers": r["layers"],
-                            "best_valid_bpc": finite(best), "lr": opt.param_groups[0]["lr"]})
-            reporter.print(f"step {step}: valid bpc {r['bpc']:.4f} (best {best:.4f}) lr {opt.param_groups[0]['lr']:.2e}")
+            reporter.write({"step": step, **v.fields, task.best_key: finite(best, task.best_digits), "lr": lr})
+            reporter.print(f"step {step}: {v.text} (best {best:.{task.best_digits}f}) lr {lr:.2e}")
             if improved:
-                export_best({"valid_bpc": round(best, 4), "valid_symbols": r["symbols"], "step": step,
-                             "train_seconds": round(elapsed_before + time.time() - t_start),
-                             "valid_layers": r["layers"]})
+                task.export(out / "best", cfg.name or out.name,
+                            {"command": history[0]["command"], "resumes": history[1:], "config": asdict(cfg),
+                             "device": common["device"], "world": world, **({"init": init} if init else {})},
+                            {**v.figures, "step": step, "train_seconds": round(seconds())})
         return cfg.max_lr_decays is not None and decays > cfg.max_lr_decays
 
     model.train()
-    t_start = time.time()
-    t_log, symbols_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
-    counts = torch.zeros(model.num_layers, 3, dtype=torch.long, device=device)
-    stop_reason = "steps"
-    while True:
-        if total is not None and step >= total:
-            break
-        if cfg.time_limit is not None and agree(time.time() - t_start >= cfg.time_limit):
-            stop_reason = "time limit"
-            break
-        x, y, new_epoch = batches.get(step)
-        if new_epoch:
-            state = model.initial_state(x.shape[0], device)
-        x = torch.from_numpy(x.astype(np.int64)).to(device)
-        y = torch.from_numpy(y.astype(np.int64)).to(device)
-        epoch = step / len(batches)
-        a = slope(cfg, epoch)
-        z_init = torch.cat([z for _, _, z in state], dim=-1)
-        logits, state, z = net(x, state, a)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        if not torch.isfinite(loss):
-            raise DataError(f"training diverged at step {step} (loss {loss.item()}); "
-                            f"the last checkpoint in {out} is kept: try a lower --lr")
-        opt.zero_grad(set_to_none=True)
-        if step < cfg.warmup:   # early STE gradients are huge and noisy: ramp the step size up
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * (step + 1) / cfg.warmup
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        state = detach_state(state)
-        step += 1
-        step_loss, step_counts = loss.detach(), op_counts(model, z.detach(), z_init)
-        if distributed:   # the log describes the whole global batch, not this process's share
-            dist.all_reduce(step_loss)
-            dist.all_reduce(step_counts)
-            step_loss = step_loss / world
-        loss_sum += step_loss.item()
-        loss_n += 1
-        symbols_since += x.numel() * world
-        counts += step_counts
-
-        if step % cfg.log_every == 0 or step == total:
-            dt = time.time() - t_log
-            bpc = loss_sum / loss_n / math.log(2)
-            rates = rates_dict(counts)
-            z_rates = [round(1 - r["copy"], 3) for r in rates]   # share of steps a layer computes
-            rec = {"step": step, "epoch": round(epoch, 4), "loss": finite(loss_sum / loss_n),
-                   "bpc": finite(bpc), "lr": opt.param_groups[0]["lr"], "slope": round(a, 4),
-                   "grad_norm": round(float(grad_norm), 4), "symbols_per_s": round(symbols_since / max(dt, 1e-9)),
-                   "layers": rates, "seconds": round(elapsed_before + time.time() - t_start, 1)}
-            reporter.write(rec)
-            fires = "/".join(f"{r['flush']:.2f}" for r in rates[:-1]) if cfg.arch == "hmlstm" else "-"
-            reporter.update(step, f"loss {rec['loss']:.3f} bpc {bpc:.3f} {rec['symbols_per_s'] / 1000:.1f}k ch/s "
-                                  f"z {fires} upd {'/'.join(f'{u:.2f}' for u in z_rates)}")
-            t_log, symbols_since, loss_sum, loss_n = time.time(), 0, 0.0, 0
-            counts.zero_()
-
-        if valid_ids is not None and step % cfg.eval_every == 0:
-            if validate():
-                stop_reason = "plateau"
+    t_log, weight_since, loss_sum = time.time(), 0, 0.0
+    next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
+    next_ckpt = (step // cfg.ckpt_every + 1) * cfg.ckpt_every
+    last_eval, stop_reason = None, "steps"
+    with StopSignals() as signals:
+        while True:
+            if total is not None and step >= total:
                 break
-        if step % cfg.ckpt_every == 0:
-            checkpoint(state)
+            if task.at_boundary:
+                if cfg.epochs is not None and task.epoch >= cfg.epochs:
+                    stop_reason = "epochs"
+                    break
+                timeout = cfg.time_limit is not None and time.time() - t_start >= cfg.time_limit
+                reason = agree(signal.Signals(signals.signum).name if signals.signum
+                               else "time limit" if timeout else None, world)
+                if reason:
+                    stop_reason = reason
+                    break
+            epoch = task.epoch
+            a = slope(cfg, epoch)
+            loss, weight = task.loss(net, step, a)
+            if not torch.isfinite(loss):
+                saved = f"the checkpoint in {out} is kept" if (out / "checkpoint.json").exists() else "no checkpoint was saved"
+                raise TrainingDiverged(f"training diverged at step {step} (loss {loss.item()}); {saved}: try a lower --lr")
+            opt.zero_grad(set_to_none=True)
+            if step < cfg.warmup:   # early STE gradients are huge and noisy: ramp the step size up
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * (step + 1) / cfg.warmup
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            step += 1
+            step_loss = loss.detach()
+            if distributed:   # the log describes the whole global batch, not this process's share
+                dist.all_reduce(step_loss)
+                step_loss = step_loss / world
+            loss_sum += step_loss.item() * weight
+            weight_since += weight
 
-    if valid_ids is not None and step % cfg.eval_every and step > 0:
-        validate(schedule=False)   # the last steps count too: export the model if they improved it
-    checkpoint(state)
-    summary = {"step": step, "best_valid_bpc": finite(best), "stop": stop_reason, "out": str(out),
-               "train_seconds": round(elapsed_before + time.time() - t_start, 1)}
+            if step % cfg.log_every == 0 or step == total:
+                fields, stats = task.log_fields(loss_sum / weight_since, weight_since, time.time() - t_log)
+                rec = {"step": step, "epoch": round(epoch, 4), "loss": finite(loss_sum / weight_since),
+                       "lr": opt.param_groups[0]["lr"], "slope": round(a, 4), "grad_norm": round(float(grad_norm), 4),
+                       **fields, "seconds": round(seconds(), 1)}
+                reporter.write(rec)
+                reporter.update(step, stats)
+                t_log, weight_since, loss_sum = time.time(), 0, 0.0
+            if not task.at_boundary:
+                continue
+            if step >= next_eval:
+                next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
+                last_eval = step
+                if validate():
+                    stop_reason = "plateau"
+                    break
+            if step >= next_ckpt:
+                next_ckpt = (step // cfg.ckpt_every + 1) * cfg.ckpt_every
+                checkpoint()
+
+        interrupted = stop_reason in ("SIGINT", "SIGTERM")
+        if step > 0 and last_eval != step and not interrupted:
+            validate(schedule=False)   # the last steps count too: export the model if they improved it
+        checkpoint()
+    summary = {"step": step, task.best_key: finite(best, task.best_digits), "stop": stop_reason, "out": str(out),
+               "train_seconds": round(seconds(), 1)}
     reporter.write({"event": "stop", **summary})
     reporter.close()
+    if interrupted:
+        raise Interrupted(f"{stop_reason} at step {step}: checkpoint saved in {out}; continue with "
+                          f"hmgen train --resume --out {out}", signal.Signals[stop_reason].value)
     return summary

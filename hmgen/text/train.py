@@ -1,0 +1,129 @@
+"""Character-level language modelling as a training task (hmgen.training.task) for the one loop.
+
+Batches: the corpus cut into batch_size contiguous streams (hmgen.text.data.StreamBatches); the HM-LSTM
+state is carried from one segment to the next (detached: truncated BPTT) and reset at each epoch. Loss: the
+cross-entropy of the next symbol. Validation: BPC on the valid split. Under DDP process r takes streams
+r, r+world, ... and the carried state is gathered back into stream order for a checkpoint.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from hmgen.cell.reference import CharLM, detach_state
+from hmgen.modelio import load_model, save_model
+from hmgen.text.data import Corpus, StreamBatches, load_corpus
+from hmgen.text.evaluate import evaluate, op_counts, rates_dict
+from hmgen.training.checkpoint import load_init
+from hmgen.training.task import Validation, finite
+
+
+def gather_state(state, world: int):
+    """Per-process carried states -> the global batch's state, streams back in global order."""
+    if world == 1:
+        return state
+    out = []
+    for layer in state:
+        full = []
+        for t in layer:
+            parts = [torch.empty_like(t) for _ in range(world)]
+            dist.all_gather(parts, t.contiguous())
+            # process r holds streams r, r+world, ...: interleave them back
+            full.append(torch.stack(parts, dim=1).reshape(-1, t.shape[-1]))
+        out.append(tuple(full))
+    return out
+
+
+def scatter_state(state, rank: int, world: int):
+    return state if world == 1 else [tuple(t[rank::world] for t in layer) for layer in state]
+
+
+class TextTask:
+    kind = "text"
+    best_key, best_digits = "best_valid_bpc", 4
+
+    def __init__(self, cfg, device, rank: int = 0, world: int = 1, corpus: Corpus | None = None):
+        self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
+        self.corpus = corpus or load_corpus(cfg.data, cfg.valid, cfg.download)
+        self.model = CharLM(cfg.model_config(self.corpus.vocab.size)).to(device)
+        self.batches = StreamBatches(self.corpus.split("train"), cfg.batch_size, cfg.seq_len, rank, world)
+        self.steps_per_epoch = len(self.batches)
+        self.state = scatter_state(self.model.initial_state(cfg.batch_size, device), rank, world)
+        self.step = 0
+        self.counts = torch.zeros(self.model.num_layers, 3, dtype=torch.long, device=device)
+
+    @property
+    def epoch(self) -> float:
+        return self.step / len(self.batches)
+
+    at_boundary = True          # every step: the state is in the checkpoint
+
+    def start_fields(self) -> dict:
+        return {"vocab": self.corpus.vocab.size, "train_symbols": len(self.corpus.split("train"))}
+
+    def forward_module(self):
+        if self.cfg.fast:     # opt-in until benchmarks/gpu/check_fast.py has passed on a GPU (tests/test_fast.py: CPU)
+            from hmgen.cell.fast import FastForward
+            return FastForward(self.model)
+        return self.model
+
+    def loss(self, net, step: int, a: float):
+        x, y, new_epoch = self.batches.get(step)                               # (batch/world, T) each
+        if new_epoch:
+            self.state = self.model.initial_state(x.shape[0], self.device)
+        x = torch.from_numpy(x.astype(np.int64)).to(self.device)
+        y = torch.from_numpy(y.astype(np.int64)).to(self.device)
+        z_init = torch.cat([z for _, _, z in self.state], dim=-1)
+        logits, state, z = net(x, self.state, a)                               # (B, T, vocab)
+        self.state = detach_state(state)
+        self.step = step + 1
+        counts = op_counts(self.model, z.detach(), z_init)
+        if self.world > 1:
+            dist.all_reduce(counts)
+        self.counts += counts
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        return loss, x.numel() * self.world
+
+    def log_fields(self, loss: float, symbols: int, seconds: float):
+        rates = rates_dict(self.counts)
+        self.counts.zero_()
+        bpc = loss / math.log(2)
+        fields = {"bpc": finite(bpc), "symbols_per_s": round(symbols / max(seconds, 1e-9)), "layers": rates}
+        fires = "/".join(f"{r['flush']:.2f}" for r in rates[:-1]) if self.cfg.arch == "hmlstm" else "-"
+        updates = "/".join(f"{1 - r['copy']:.2f}" for r in rates)            # share of steps a layer computes
+        return fields, (f"loss {loss:.3f} bpc {bpc:.3f} {fields['symbols_per_s'] / 1000:.1f}k ch/s "
+                        f"z {fires} upd {updates}")
+
+    def validate(self) -> Validation | None:
+        ids = self.corpus.splits.get("valid")
+        if ids is None:
+            return None
+        r = evaluate(self.model, ids, max_symbols=self.cfg.eval_symbols, device=self.device)
+        return Validation(r["bpc"], {"valid_bpc": finite(r["bpc"]),
+                                     "valid_layers": r["layers"]},
+                          f"valid bpc {r['bpc']:.4f}", {"valid_bpc": round(r["bpc"], 4), "valid_symbols": r["symbols"],
+                                                        "valid_layers": r["layers"]})
+
+    def export(self, stem, name: str, training: dict, figures: dict) -> None:
+        save_model(stem, self.model, self.corpus.vocab, name=name, description="",
+                   training={"data": self.corpus.source, "corpus": self.corpus.name, **training}, figures=figures)
+
+    def carry(self):
+        full = gather_state(self.state, self.world)
+        tensors = {f"carry.{l}.{n}": t for l, layer in enumerate(full) for n, t in zip("hcz", layer)}
+        return tensors, {"vocab": self.corpus.vocab.to_dict()}
+
+    def restore(self, tensors, meta) -> None:
+        layers = 1 + max((int(k.split(".")[1]) for k in tensors if k.startswith("carry.")), default=-1)
+        state = [tuple(tensors[f"carry.{l}.{n}"].to(self.device) for n in "hcz") for l in range(layers)]
+        self.state = scatter_state(state, self.rank, self.world)
+        self.step = meta["step"]
+
+    def init_from(self, path: str) -> None:
+        lm = load_model(path)
+        load_init(self.model, path, {"model": self.model.cfg.to_dict(), "vocab": self.corpus.vocab.to_dict()},
+                  {"model": lm.model.cfg.to_dict(), "vocab": lm.vocab.to_dict()}, lm.model.state_dict())

@@ -1,0 +1,211 @@
+"""The training options, declared once: each TrainConfig field carries its type, default, help text,
+flag names and allowed range, and drives the `hmgen train` flags, the config-file keys (TOML/JSON, keys as
+the flag names, `-` or `_`) and the checks of both. A value is written the same way everywhere:
+`hidden = "512,512"` in a file means what `--hidden 512,512` means.
+
+Fixed options (`fixed=True`: the model, the data and its order, the learning rate the optimiser state
+holds) cannot change when a run is resumed; the others (length, intervals, schedule, machine) may.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+from hmgen.errors import UsageError
+
+
+def option(default=MISSING, help: str = "", *, fixed: bool = False, min: float | None = None,
+           above: float | None = None, choices: tuple[str, ...] | None = None, flags: tuple[str, ...] = ()):
+    """A TrainConfig field: `min` is an inclusive lower bound, `above` an exclusive one."""
+    meta = dict(help=help, fixed=fixed, min=min, above=above, choices=choices, flags=flags)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    data: str = option(help="Corpus: a file or folder (.xz ok), ptb:DIR, text8[:DIR] or enwik8[:DIR]; "
+                            "iam:DIR for handwriting (IAM-OnDB).", fixed=True)
+    out: str = option("runs/hmlstm", "Run folder (checkpoints, best model, metrics.jsonl).", flags=("--out", "-o"))
+    valid: str | None = option(None, "Validation file for a file/folder corpus (default: its valid split, "
+                                     "or the last 1%).", fixed=True)
+    download: bool = option(False, "Fetch text8/enwik8 if they are not in DIR.", flags=("--download",))
+    # model
+    arch: str = option("hmlstm", "hmlstm, or lstm (the baseline: same modules, no boundaries).", fixed=True,
+                       choices=("hmlstm", "lstm"))
+    embed_dim: int = option(128, "Input embedding size (paper: 128).", fixed=True, min=1)
+    hidden: list[int] = option([512, 512, 512], "Layer sizes, comma-separated.", fixed=True, min=1)
+    out_embed: int = option(512, "Output embedding size (paper: 512 on PTB).", fixed=True, min=1)
+    layer_norm: bool = option(True, "Layer normalisation.", fixed=True, flags=("--layer-norm/--no-layer-norm",))
+    # optimisation (paper §4.1: Adam 0.002, clip 1, LR / 50 on plateau)
+    batch_size: int = option(64, "Streams (text) or lines (handwriting) per batch.", fixed=True, min=1,
+                             flags=("--batch-size", "-b"))
+    seq_len: int = option(100, "Truncated-BPTT length (symbols or pen points per step).", fixed=True, min=1)
+    lr: float = option(0.002, "Adam learning rate (paper: 0.002).", fixed=True, above=0)
+    clip: float = option(1.0, "Gradient-norm clip (paper: 1).", above=0)
+    warmup: int = option(0, "Linear learning-rate warm-up over this many steps (not in the paper; 0 = off).", min=0)
+    lr_divide: float = option(50.0, "Divide the LR by this on a validation plateau (paper: 50).", min=1)
+    patience: int = option(0, "Evaluations without improvement before dividing.", min=0)
+    max_lr_decays: int | None = option(None, "Stop at the plateau after this many divisions "
+                                             "(paper: after the 2nd).", min=0)
+    # slope annealing a = min(slope_max, slope_start + slope_rate * epoch)   (paper PTB: 1, 0.04, 5)
+    slope_start: float = option(1.0, "Slope of the boundary detector's hard sigmoid at epoch 0.", above=0)
+    slope_rate: float = option(0.04, "Slope a = min(slope_max, slope_start + rate*epoch).", min=0)
+    slope_max: float = option(5.0, "Largest slope.", above=0)
+    # length and bookkeeping
+    steps: int | None = option(None, "Stop after this many steps in total.", min=1)
+    epochs: float | None = option(None, "Stop after this many epochs in total.", above=0)
+    time_limit: float | None = option(None, "Stop (with a checkpoint) after this many seconds of this "
+                                            "invocation.", min=0)
+    eval_every: int = option(500, "Validate every this many steps.", min=1)
+    eval_symbols: int | None = option(None, "Validate on at most this many symbols (pen points).", min=1)
+    ckpt_every: int = option(500, "Write a checkpoint every this many steps.", min=1)
+    log_every: int = option(20, "Log a metrics line every this many steps.", min=1)
+    seed: int = option(1234, "Random seed (initial weights, batch order).", fixed=True)
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    threads: int | None = option(None, "CPU threads for torch.", min=1)
+    name: str | None = option(None, "Name recorded in the exported model (default: the run folder's).")
+    # handwriting only (corpus iam:DIR, see hmgen.handwriting)
+    mixtures: int = option(20, "Handwriting: mixture components (Graves: 20).", fixed=True, min=1)
+    window: int = option(10, "Handwriting: Gaussians in the attention window (Graves: 10).", fixed=True, min=1)
+    conditional: bool = option(True, "Handwriting: text-conditioned synthesis, or the paper's unconditional "
+                                     "model.", fixed=True, flags=("--conditional/--unconditional",))
+    stride: int = option(2, "Handwriting: keep every N-th pen point.", fixed=True, min=1)
+    max_points: int = option(600, "Handwriting: skip training lines longer than this (after --stride).",
+                             fixed=True, min=2)
+    fast: bool = option(False, "Text models: the fused forward of hmgen.cell.fast (same function, fewer "
+                               "kernels; for GPUs).", flags=("--fast/--no-fast",))
+
+    def __post_init__(self):
+        for f in fields(self):
+            setattr(self, f.name, parse_value(f.name, getattr(self, f.name), f.name))
+
+    def model_config(self, vocab_size: int):
+        from hmgen.cell.reference import ModelConfig
+        return ModelConfig(vocab_size, self.arch, self.embed_dim, list(self.hidden), self.out_embed, self.layer_norm)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str | None = None) -> "TrainConfig":
+        """Options from a config file or a run's record; `where` (a file name) prefixes the messages."""
+        return cls(**{"data": None, **parse_options(d, where)})
+
+
+OPTIONS = {f.name: f for f in fields(TrainConfig)}
+TYPES = typing.get_type_hints(TrainConfig)
+FIXED = frozenset(name for name, f in OPTIONS.items() if f.metadata["fixed"])
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def show(value) -> str:
+    """A value as the flag takes it (layer sizes as 512,512)."""
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def parse_options(d: dict, where: str | None = None) -> dict:
+    """Keys as flag names (`-` or `_`) -> {field: checked value}; an unknown key is refused naming the
+    nearest known one."""
+    out = {}
+    for key, value in d.items():
+        name = key.replace("-", "_")
+        if name not in OPTIONS:
+            near = difflib.get_close_matches(name, OPTIONS, n=1)
+            hint = f" (did you mean {near[0].replace('_', '-')!r}?)" if near else ""
+            raise UsageError(f"{where + ': ' if where else ''}unknown option {key!r}{hint}")
+        out[name] = parse_value(name, value, f"{where}: {key}" if where else flag(name))
+    return out
+
+
+def parse_value(name: str, value, label: str):
+    """One option's value -> its type, range-checked; `label` names it in the one-line error."""
+    kind, meta = TYPES[name], OPTIONS[name].metadata
+    optional = type(None) in typing.get_args(kind)
+    base = next((t for t in typing.get_args(kind) if t is not type(None)), kind) if optional else kind
+
+    def bad(expected: str):
+        raise UsageError(f"{label}: expected {expected}, got {value!r}")
+
+    if value is None:
+        if optional:
+            return None
+        if name == "data":
+            raise UsageError("no training data: give a corpus (a file or folder, ptb:DIR, text8, enwik8, iam:DIR)")
+        bad("a value")
+    if base is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if not isinstance(value, bool):
+            bad("true or false")
+    elif base is int or base == list[int]:
+        many = base != int
+        expected = "comma-separated integers like 512,512,512" if many else "an integer"
+        items = value.split(",") if isinstance(value, str) else value if many else [value]
+        if not isinstance(items, (list, tuple)) or not items:
+            bad(expected)
+        parsed = []
+        for v in items:
+            if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+                v = int(v)
+            if not isinstance(v, int) or isinstance(v, bool):
+                bad(expected)
+            parsed.append(v)
+        if not many and len(parsed) != 1:
+            bad(expected)
+        value = parsed if many else parsed[0]
+    elif base is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                bad("a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            bad("a finite number")
+        value = float(value)
+    elif base is str:
+        if not isinstance(value, str):
+            bad("text")
+    for v in (value if isinstance(value, list) else [value]):
+        if meta["min"] is not None and v < meta["min"]:
+            raise UsageError(f"{label}: must be at least {meta['min']:g}, got {show(value)}")
+        if meta["above"] is not None and v <= meta["above"]:
+            raise UsageError(f"{label}: must be greater than {meta['above']:g}, got {show(value)}")
+    if meta["choices"] and value not in meta["choices"]:
+        raise UsageError(f"{label}: expected one of {', '.join(meta['choices'])}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- resuming a run
+
+def same_data(a: str | None, b: str | None) -> bool:
+    """Two corpus specs name the same data: equal, or the same file/folder written differently."""
+    if a == b:
+        return True
+    if not a or not b:
+        return False
+    (pa, _, ra), (pb, _, rb) = (s.rpartition(":") if ":" in s and not os.path.exists(s) else ("", "", s) for s in (a, b))
+    try:
+        return pa == pb and os.path.samefile(ra, rb)
+    except OSError:
+        return False
+
+
+def resume_changes(run: dict, cfg: TrainConfig, out) -> dict:
+    """The options in which `cfg` differs from the run's recorded configuration, {name: [run's, now]}.
+    A fixed option that differs is refused in one line naming it and both values."""
+    recorded = asdict(TrainConfig.from_dict(run))
+    changes = {}
+    for name, now in asdict(cfg).items():
+        was = recorded[name]
+        if name == "out" or now == was or (name in ("data", "valid") and same_data(was, now)):
+            continue
+        if name in FIXED:
+            raise UsageError(f"{flag(name)} {show(now)}: the run in {out} has {flag(name)} {show(was)}, which "
+                             f"--resume cannot change (leave it out, or start a new run)")
+        changes[name] = [was, now]
+    return changes
