@@ -12,9 +12,11 @@ import os
 import pickle
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,10 @@ from typer.testing import CliRunner
 
 from hmgen.cli import app
 from hmgen.modelio import load_model
-from hmgen.training.loop import TrainConfig, slope, train
+from hmgen.errors import UsageError
+from hmgen.training.checkpoint import RunError
+from hmgen.training.config import OPTIONS, TrainConfig
+from hmgen.training.loop import slope, train
 
 BIN = Path(sys.executable).parent          # the virtualenv's bin/: python, torchrun, hmgen
 TIMING = {"symbols_per_s", "seconds", "train_seconds"}
@@ -270,6 +275,151 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path, text_file):
     assert (more["step"], more["stop"]) == (summary["step"] + 2, "steps")
 
 
+# ----------------------------------------------------------------------------- never losing a run
+
+def run_files(out) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(Path(out).iterdir())}
+
+
+def test_a_new_run_refuses_a_folder_that_holds_a_run(finished_run, text_file):
+    cfg, out = finished_run
+    before = run_files(out)
+    with pytest.raises(RunError) as e:
+        train(tiny(text_file, out, steps=2), quiet=True)
+    assert "--resume" in str(e.value) and "--force" in str(e.value) and str(out) in str(e.value)
+    assert run_files(out) == before
+
+
+def test_force_starts_the_run_over(tmp_path, text_file):
+    out = tmp_path / "run"
+    train(tiny(text_file, out), quiet=True)
+    summary = train(tiny(text_file, out, steps=2, eval_every=1000), force=True, quiet=True)
+    assert summary["step"] == 2 and checkpoint_meta(out)["step"] == 2
+    assert [r["event"] for r in metrics(out) if "event" in r] == ["start", "stop"]
+    assert [r["step"] for r in train_records(out)] == [1, 2]
+    assert load_model(out / "best").meta["figures"]["step"] == 2      # the old run's best model is gone too
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_training_with_a_checkpoint_and_says_how_to_continue(tmp_path, text_file, signum, status):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hmgen", "train", str(text_file), "-o", str(out), "--steps", "100000",
+         "--ckpt-every", "100000", "--eval-every", "100000", "--log-every", "1", *SMALL],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    logged = lambda: (out / "metrics.jsonl").read_text().count('"loss"') if (out / "metrics.jsonl").exists() else 0
+    deadline = time.time() + 120
+    while logged() < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == status, stderr
+    step = checkpoint_meta(out)["step"]                 # no checkpoint was due: the signal wrote this one
+    assert step >= 3 and one_line_error(stderr) and stdout == ""
+    assert f"{signal.Signals(signum).name} at step {step}" in stderr and f"--resume --out {out}" in stderr
+    assert metrics(out)[-1] == {**metrics(out)[-1], "event": "stop", "step": step, "stop": signal.Signals(signum).name}
+    assert train(tiny(text_file, out, steps=step + 1, eval_every=100000, ckpt_every=100000, log_every=1),
+                 resume=True, quiet=True)["step"] == step + 1
+
+
+# ----------------------------------------------------------------------------- resume: what may change
+
+@pytest.mark.parametrize("option, value", [("hidden", [16, 16, 16]), ("lr", 0.01), ("arch", "lstm"),
+                                           ("batch_size", 8), ("seed", 9)])
+def test_resume_refuses_a_changed_model_or_data_option(finished_run, tmp_path, option, value):
+    cfg, out = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    with pytest.raises(UsageError) as e:
+        train(tiny(cfg.data, copy, steps=8, name=cfg.name, **{option: value}), resume=True, quiet=True)
+    message = str(e.value)
+    flag = "--" + option.replace("_", "-")
+    shown = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)
+    assert message.count(flag) == 2 and shown(value) in message and shown(getattr(cfg, option)) in message
+    assert run_files(copy) == run_files(out)
+
+
+def test_resume_refuses_other_data(finished_run, tmp_path):
+    cfg, out = finished_run
+    other = tmp_path / "other.txt"
+    other.write_text(english(4000, seed=5))
+    shutil.copytree(out, tmp_path / "run")
+    with pytest.raises(UsageError, match="--data"):
+        train(tiny(other, tmp_path / "run", steps=8), resume=True, quiet=True)
+
+
+def test_resume_records_the_options_it_changed(finished_run, tmp_path):
+    cfg, out = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    train(tiny(cfg.data, copy, steps=8, eval_every=4, lr_divide=10.0, name=cfg.name), resume=True,
+          command="hmgen train --resume", quiet=True)
+    event = [r for r in metrics(copy) if r.get("event") == "resume"][-1]
+    assert event["changed"] == {"steps": [6, 8], "eval_every": [3, 4], "lr_divide": [50.0, 10.0]}
+    meta = checkpoint_meta(copy)
+    assert meta["config"]["steps"] == 8 and meta["config"]["eval_every"] == 4
+    assert meta["scheduler"]["factor"] == pytest.approx(0.1)                  # applied, not only recorded
+    assert meta["history"][-1] == {"step": 6, "command": "hmgen train --resume", "changed": event["changed"]}
+    assert [r["step"] for r in valid_records(copy)][-1] == 8
+
+
+# ----------------------------------------------------------------------------- options, declared once
+
+def test_config_values_take_the_flags_syntax():
+    assert TrainConfig.from_dict({"data": "x", "hidden": "16,16", "batch-size": "4", "lr": "0.01"}).hidden == [16, 16]
+    assert TrainConfig.from_dict({"data": "x", "hidden": [16, 16], "layer_norm": "false"}).layer_norm is False
+
+
+@pytest.mark.parametrize("options, named", [
+    ({"hidden": "16,,16"}, "hidden"), ({"steps": 0}, "steps"), ({"steps": -3}, "steps"),
+    ({"batch_size": 0}, "batch_size"), ({"lr": -1}, "lr"), ({"lr": "fast"}, "lr"), ({"hidden": True}, "hidden"),
+    ({"steps": 2.5}, "steps"), ({"arch": "gru"}, "arch"), ({"seq_len": [10]}, "seq_len"),
+])
+def test_bad_option_values_are_one_line_usage_errors_naming_the_key(options, named):
+    with pytest.raises(UsageError) as e:
+        TrainConfig.from_dict({"data": "x", **options}, "run.toml")
+    assert str(e.value).startswith(f"run.toml: {named}:") and "\n" not in str(e.value)
+    with pytest.raises(UsageError):                                              # the Python API checks too
+        TrainConfig(data="x", **options)
+
+
+def test_an_unknown_option_is_refused_naming_the_nearest_one():
+    with pytest.raises(UsageError, match=r"unknown option 'hiden' \(did you mean 'hidden'\?\)"):
+        TrainConfig.from_dict({"data": "x", "hiden": "16"}, "run.toml")
+
+
+# ----------------------------------------------------------------------------- warm start (--init)
+
+def test_init_starts_from_a_model_files_weights_with_a_fresh_optimiser(finished_run, tmp_path):
+    cfg, out = finished_run
+    new = tmp_path / "warm"
+    train(tiny(cfg.data, new, time_limit=0), init=str(out / "best"), quiet=True)   # stops before step 1
+    weights = load_file(str(out / "best.safetensors"))
+    tensors = checkpoint_tensors(new)
+    assert weights and all(torch.equal(tensors[f"model.{k}"], v) for k, v in weights.items())
+    assert not any(k.startswith("optim.") for k in tensors)                   # no Adam moments yet
+    assert metrics(new)[0]["init"] == str(out / "best")
+
+
+def test_init_refuses_a_model_of_another_architecture(finished_run, tmp_path):
+    cfg, out = finished_run
+    with pytest.raises(UsageError, match=r"--init .*hidden"):
+        train(tiny(cfg.data, tmp_path / "warm", hidden=[16, 16, 16]), init=str(out / "best"), quiet=True)
+    assert not (tmp_path / "warm").exists()
+
+
+# ----------------------------------------------------------------------------- handwriting through the same loop
+
+def test_handwriting_refuses_fast_and_several_processes_before_loading_anything(tmp_path):
+    from hmgen.handwriting.train import HandwritingTask
+    cfg = TrainConfig(data=f"iam:{tmp_path / 'nowhere'}", out=str(tmp_path / "run"), fast=True)
+    with pytest.raises(UsageError, match="--fast"):
+        train(cfg, quiet=True)
+    with pytest.raises(UsageError, match="one process"):
+        HandwritingTask(TrainConfig(data=cfg.data), "cpu", rank=1, world=2)
+    assert not (tmp_path / "run").exists()
+
+
 # ----------------------------------------------------------------------------- the command line
 
 runner = CliRunner()
@@ -330,6 +480,84 @@ def test_cli_resume_keeps_the_runs_step_target(tmp_path, text_file):
     assert again.exit_code == 0, again.stderr
     summary = json.loads(again.stdout)
     assert (summary["step"], summary["stop"]) == (4, "steps")
+
+
+def test_cli_refuses_to_train_over_a_run_and_force_starts_it_over(tmp_path, text_file):
+    out = tmp_path / "run1"
+    first = runner.invoke(app, ["train", str(text_file), "--steps", "3", "--out", str(out), *SMALL])
+    assert first.exit_code == 0, first.stderr
+    before = run_files(out)
+    again = runner.invoke(app, ["train", str(text_file), "--steps", "2", "--out", str(out), *SMALL])
+    assert again.exit_code == 1 and one_line_error(again.stderr)
+    assert "--resume" in again.stderr and "--force" in again.stderr
+    assert run_files(out) == before
+    forced = runner.invoke(app, ["train", str(text_file), "--steps", "2", "--out", str(out), "--force", *SMALL])
+    assert forced.exit_code == 0, forced.stderr
+    assert checkpoint_meta(out)["step"] == 2 and metrics(out)[0]["event"] == "start"
+
+
+def test_cli_resume_refuses_changed_model_options_and_data(tmp_path, text_file):
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(text_file), "--steps", "2", "--out", str(out), *SMALL]).exit_code == 0
+    before = run_files(out)
+    changed = runner.invoke(app, ["train", "--resume", "--out", str(out), "--hidden", "32,32", "--steps", "4"])
+    assert changed.exit_code == 2 and one_line_error(changed.stderr)
+    assert "--hidden 32,32" in changed.stderr and "--hidden 16,16" in changed.stderr
+    other = tmp_path / "other.txt"
+    other.write_text(english(3000, seed=9))
+    moved = runner.invoke(app, ["train", str(other), "--resume", "--out", str(out), "--steps", "4"])
+    assert moved.exit_code == 2 and one_line_error(moved.stderr) and str(other) in moved.stderr
+    assert run_files(out) == before
+    same = runner.invoke(app, ["train", str(text_file), "--resume", "--out", str(out), "--steps", "4", "-q"])
+    assert same.exit_code == 0, same.stderr
+    assert checkpoint_meta(out)["step"] == 4 and checkpoint_meta(out)["config"]["steps"] == 4
+
+
+@pytest.mark.parametrize("args", [["-b", "0"], ["--lr", "-1"], ["--hidden", "16,,16"], ["--steps", "0"],
+                                  ["--steps", "-3"], ["--seq-len", "0"], ["--arch", "gru"]])
+def test_cli_bad_option_values_are_one_line_usage_errors(tmp_path, text_file, args):
+    result = runner.invoke(app, ["train", str(text_file), "--out", str(tmp_path / "run"), *SMALL, *args])
+    assert result.exit_code == 2 and one_line_error(result.stderr), result.stderr
+    assert args[0] in result.stderr or args[0] == "-b" and "--batch-size" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("line, named", [('hidden = true', "hidden"), ('lr = "fast"', "lr"),
+                                         ('hiden = "16,16"', "did you mean 'hidden'")])
+def test_cli_config_file_errors_name_the_key(tmp_path, text_file, line, named):
+    (tmp_path / "run.toml").write_text(line + "\n")
+    result = runner.invoke(app, ["train", str(text_file), "--config", str(tmp_path / "run.toml"), "-q"])
+    assert result.exit_code == 2 and one_line_error(result.stderr)
+    assert str(tmp_path / "run.toml") in result.stderr and named in result.stderr
+
+
+def test_cli_config_file_takes_the_flags_syntax(tmp_path, text_file):
+    out = tmp_path / "run"
+    (tmp_path / "run.toml").write_text(f'hidden = "16,16"\nembed-dim = 8\nout-embed = 16\nbatch-size = 4\n'
+                                       f'seq-len = 10\nsteps = 2\nthreads = 1\ndevice = "cpu"\n')
+    result = runner.invoke(app, ["train", str(text_file), "-o", str(out), "--config", str(tmp_path / "run.toml"), "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert checkpoint_meta(out)["config"]["hidden"] == [16, 16]
+
+
+def test_cli_flags_are_the_config_fields():
+    import typer.main
+    command = typer.main.get_command(app).commands["train"]
+    names = {p.name for p in command.params}
+    assert set(OPTIONS) <= names
+    assert names - set(OPTIONS) == {"config", "resume", "force", "init", "quiet", "as_json"}
+    shown = {p.name: p.help for p in command.params}
+    assert "(default: 64)" in shown["batch_size"] and "(default: 512,512,512)" in shown["hidden"]
+
+
+def test_cli_init_warm_starts_and_refuses_another_architecture(finished_run, tmp_path):
+    cfg, out = finished_run
+    good = runner.invoke(app, ["train", cfg.data, "-o", str(tmp_path / "warm"), "--init", str(out / "best"),
+                               "--steps", "1", *SMALL])
+    assert good.exit_code == 0, good.stderr
+    bad = runner.invoke(app, ["train", cfg.data, "-o", str(tmp_path / "bad"), "--init", str(out / "best"),
+                              "--steps", "1", *SMALL, "--hidden", "16,16,16"])
+    assert bad.exit_code == 2 and one_line_error(bad.stderr) and "--init" in bad.stderr
 
 
 # ----------------------------------------------------------------------------- several processes (DDP)
