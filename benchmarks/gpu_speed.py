@@ -8,6 +8,7 @@ the state carried (truncated BPTT), timed after warm-up between device synchroni
 characters/s = batch * T * steps / seconds. Configurations:
   ptb      the paper's PTB model: vocab 50, embed 128, 3 x 512, output embedding 512, batch 64 x 100
   bundled  the bundled English models: vocab 256, embed 128, 3 x 192, output embedding 192, batch 64 x 100
+  tiny     3 x 16, for smoke tests
 Variants:
   reference        CharLM.forward (HMLSTM.step, one layer at a time)
   fast             hmgen.cell.fast.fast_forward, eager
@@ -43,6 +44,7 @@ from hmgen.cell.reference import CharLM, ModelConfig, OutputModule, count_parame
 CONFIGS = {
     "ptb": dict(vocab=50, embed=128, hidden=[512, 512, 512], out=512),
     "bundled": dict(vocab=256, embed=128, hidden=[192, 192, 192], out=192),
+    "tiny": dict(vocab=50, embed=8, hidden=[16, 16, 16], out=16),          # benchmarks/gpu/shot.py --dry-run
 }
 
 

@@ -39,6 +39,13 @@ def test_ptb_has_the_papers_fifty_symbols_and_its_sizes():
     assert len(corpus.split("test")) == 438_662 + 3_761
 
 
+def test_ptb_reads_xz_compressed_split_files(tmp_path):
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"ptb.char.{split}.txt.xz").write_bytes(lzma.compress(b"a _ b \n b _ a \n " * 50))
+    corpus = load_corpus(f"ptb:{tmp_path}")
+    assert corpus.vocab.decode(corpus.split("valid")[:8]) == b"a b\nb a\n"
+
+
 def test_xz_files_are_read_directly(tmp_path):
     (tmp_path / "a.txt.xz").write_bytes(lzma.compress(b"hello world " * 100))
     corpus = load_corpus(str(tmp_path / "a.txt.xz"))

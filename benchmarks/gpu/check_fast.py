@@ -5,7 +5,7 @@ path on CPU; the compiled cell and the CUDA graphs need this script on the GPU m
     python benchmarks/gpu/check_fast.py --device cpu        # eager only (add --compile: slow to compile)
 
 For each model (paper PTB 3x512 HM-LSTM, bundled 3x192, an unequal-size 3-layer one, and the LSTM
-baseline), dtype (float64, and float32 with TF32 off; the compiled cell in float64 only on the
+baselines; --models picks some), dtype (--dtypes) (float64, and float32 with TF32 off; the compiled cell in float64 only on the
 unequal-size model, to keep compile time down) and path: one forward + backward on random input
 and carried state; prints the largest relative error (max |fast - ref| / max |ref|) of logits, final
 state, loss and all gradients, the number of z that differ, and PASS/FAIL. Exit status 1 on any FAIL.
@@ -13,7 +13,9 @@ state, loss and all gradients, the number of z that differ, and PASS/FAIL. Exit 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -28,7 +30,11 @@ MODELS = {
     "bundled-3x192": ModelConfig(256, "hmlstm", 128, [192, 192, 192], 192),
     "unequal-64/96/32": ModelConfig(50, "hmlstm", 32, [64, 96, 32], 48),
     "lstm-3x256": ModelConfig(50, "lstm", 128, [256, 256, 256], 256),
+    "lstm-3x512": ModelConfig(50, "lstm", 128, [512, 512, 512], 512),
+    "tiny-3x16": ModelConfig(50, "hmlstm", 8, [16, 16, 16], 16),          # shot.py --dry-run (CPU)
+    "tiny-lstm-3x16": ModelConfig(50, "lstm", 8, [16, 16, 16], 16),
 }
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 TOL = {torch.float64: 1e-9, torch.float32: 2e-4}
 
 
@@ -67,18 +73,23 @@ def main():
     ap.add_argument("--seq-len", type=int, default=30)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--compile", action="store_true", help="also check the compiled cell on CPU")
+    ap.add_argument("--dtypes", default="float64,float32")
+    ap.add_argument("--paths", help="comma-separated subset of eager,compiled,graphs,compiled+graphs")
+    ap.add_argument("--json", help="also append one JSON line per row to this file (as rows finish)")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     cuda = device.type == "cuda"
     paths = ["eager"] + (["compiled"] if cuda or args.compile else []) + (["graphs", "compiled+graphs"] if cuda else [])
+    if args.paths:
+        paths = [p for p in paths if p in args.paths.split(",")]
     print(f"device: {torch.cuda.get_device_name(device) if cuda else 'CPU'}, torch {torch.__version__}, "
           f"batch {args.batch} x {args.seq_len}, TF32 off")
     print("| model | dtype | path | max rel. error | where | z differing | result |")
     print("|---|---|---|---:|---|---:|---|")
     failed = 0
     for name in args.models.split(","):
-        for dtype in (torch.float64, torch.float32):
+        for dtype in (DTYPES[d] for d in args.dtypes.split(",")):
             torch.manual_seed(0)
             model = CharLM(MODELS[name]).to(device, dtype)
             with torch.no_grad():   # move the boundary rows about, so that detectors fire and stay silent
@@ -96,6 +107,7 @@ def main():
             for path in paths:
                 if "compiled" in path and dtype == torch.float64 and not name.startswith("unequal"):
                     continue   # each compile costs ~10-30 s: float64 compiled on one model is enough
+                t_path = time.perf_counter()
                 try:
                     if "graphs" in path:
                         seg = GraphedSegment(model, B, T, compiled=path.startswith("compiled"))
@@ -110,6 +122,11 @@ def main():
                 except Exception as e:   # report, go on with the other paths
                     err, where, dz, ok = float("nan"), f"{type(e).__name__}: {e}"[:80], -1, False
                 failed += not ok
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps({"model": name, "dtype": str(dtype)[6:], "path": path, "max_rel_error": err,
+                                            "where": where, "z_differing": dz, "pass": ok,
+                                            "seconds": round(time.perf_counter() - t_path, 1)}) + "\n")
                 print(f"| {name} | {str(dtype)[6:]} | {path} | {err:.2e} | {where} | {dz} | {'PASS' if ok else 'FAIL'} |",
                       flush=True)
     print(f"\n{'all PASS' if not failed else f'{failed} FAIL'}")
