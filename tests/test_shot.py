@@ -12,7 +12,7 @@ from hmgen.handwriting.model import load_hw_model
 from hmgen.modelio import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ["english", "english-large", "ptb-hmlstm", "ptb-lstm", "handwriting", "handwriting-lstm"]
+RUNS = ["english", "english-192", "english-large", "ptb-hmlstm", "ptb-lstm", "handwriting", "handwriting-lstm"]
 pytestmark = pytest.mark.slow
 
 
@@ -64,7 +64,7 @@ def test_text_models_are_evaluated_on_validation_and_ptb_on_test(shot):
     import json
     _, x, _ = shot
     figures = json.loads((x / "eval.json").read_text())
-    for name in ("english", "english-large", "ptb-hmlstm", "ptb-lstm"):
+    for name in ("english", "english-192", "english-large", "ptb-hmlstm", "ptb-lstm"):
         assert 0 < figures[name]["valid_bpc"] < 9, name
     assert figures["ptb-hmlstm"]["test_bpc"] > 0
     assert figures["handwriting"]["valid_nll_line"] is not None
