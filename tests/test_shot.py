@@ -77,3 +77,14 @@ def test_fast_path_checks_decide_each_runs_path(shot):
     assert '"path": "eager"' in (x / "checks.jsonl").read_text()
     assert re.search(r"^path english: (--fast|reference) \(", stdout, re.M)   # why, in brackets
     assert "path handwriting: reference (no fast path for this model)" in stdout
+
+
+def test_a_run_with_weights_in_init_starts_from_them(shot):
+    _, _, stdout = shot
+    has_init = "--init" in subprocess.run([sys.executable, "-m", "hmgen", "train", "--help"], capture_output=True,
+                                          text=True).stdout
+    if has_init:
+        assert re.search(r"^  english: .*warm start from .*init/english$", stdout, re.M)
+        assert "(init)" in stdout            # the summary marks it
+    else:
+        assert "`hmgen train` has no --init yet" in stdout

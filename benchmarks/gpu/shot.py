@@ -26,7 +26,7 @@ same at batch 64 and 1024 on a GPU, so runs use hundreds of streams; the learnin
 recipe's (batch, lr) by sqrt(batch / recipe batch) (Adam: the update's noise falls as 1/sqrt(batch)), with a
 linear warm-up (--warmup steps of hmgen train) because early straight-through gradients are large.
 
-Warm start: --init DIR (default data/shot/init, made by `prepare.sh --init UNPACKED/runs`) holds
+Warm start: --init DIR (default DATA/init, made by `prepare.sh --init UNPACKED/runs`) holds
 NAME.safetensors/.json of an earlier shot; a run with a file there starts from those weights
 (`hmgen train --init`, fresh optimiser state).
 """
@@ -86,9 +86,11 @@ def gpu_runs(english: int) -> list[Run]:
     (PTB 128: its 5M-character training split is 392 steps an epoch at 128 x 100, so slope annealing and
     validation per epoch stay meaningful), handwriting 128 lines."""
     E = f"{english},{english},{english}"
-    eng = ["--slope-rate", "0", "--clip", "1", "--seq-len", "100", "--eval-every", "1000", "--eval-symbols", "200000"]
+    # in-run validations (16 streams, sequential: ~6 s per 200k symbols on the GPU) every ~10-15% of a run;
+    # every run also validates once after its time limit, so a best model always exists
+    eng = ["--slope-rate", "0", "--clip", "1", "--seq-len", "100", "--eval-every", "1500", "--eval-symbols", "200000"]
     ptb = ["--hidden", "512,512,512", "--out-embed", "512", "--seq-len", "100", "--clip", "1", "--lr-divide", "50",
-           "--patience", "1", "--eval-every", "400", "--eval-symbols", "200000"]
+           "--patience", "1", "--eval-every", "800", "--eval-symbols", "100000"]
     hw = ["--hidden", "400,400,400", "--no-layer-norm", "--seq-len", "100", "--clip", "3", "--lr-divide", "4",
           "--patience", "1", "--slope-rate", "0.004", "--slope-max", "3", "--eval-every", "300",
           "--eval-symbols", "100000"]
@@ -306,6 +308,8 @@ class Job:
     started: float = 0.0
     rc: int | None = None
     note: str = ""
+    lr: float = 0.0
+    init: Path | None = None
 
 
 def train_command(run: Run, data: Path, out: Path, time_limit: float, lr: float, device: str, threads: int,
@@ -340,7 +344,7 @@ def run_training(log: Log, plan: Plan, work: Path, runs: list[Run], data: Path, 
                 log(f"  {r.name}: {init_dir / r.name} present but `hmgen train` has no --init: trained from scratch")
         out = work / "runs" / r.name
         cmd = train_command(r, data, out, limit, r.lr, device, threads, fast[r.name], init, warmup)
-        jobs[r.name] = Job(r, out, cmd)
+        jobs[r.name] = Job(r, out, cmd, lr=r.lr, init=init)
         log(f"  {r.name}: batch {r.batch}, lr {r.lr} (recipe {r.recipe[1]} at {r.recipe[0]}, sqrt-scaled), "
             f"warm-up {warmup}, {'--fast' if fast[r.name] else 'reference forward'}"
             f"{', warm start from ' + str(init) if init else ''}")
@@ -368,12 +372,15 @@ def run_training(log: Log, plan: Plan, work: Path, runs: list[Run], data: Path, 
         for j in jobs.values():
             rc = j.proc.poll()
             if rc not in (None, 0) and j.attempt == 1 and deadline - now > 0.5 * window and not j.note:
-                # failed early (diverged, most likely): once more, half the learning rate, its own folder
-                j.note = f" attempt 1 failed (exit {rc}), restarted with lr {j.run.lr / 2};"
+                # failed early: once more in its own folder — without the warm start if it had one (weights
+                # that do not fit), else at half the learning rate (it diverged, most likely)
+                j.lr = j.lr if j.init else j.lr / 2
+                j.note = (f" attempt 1 failed (exit {rc}), restarted {'without --init' if j.init else ''}"
+                          f" with lr {j.lr};")
                 log(f"  {j.run.name}:{j.note}")
-                j.attempt, j.out = 2, j.out.with_name(j.run.name + ".2")
+                j.attempt, j.out, j.init = 2, j.out.with_name(j.run.name + ".2"), None
                 left = deadline - now - plan.startup - plan.final_valid
-                j.cmd = train_command(j.run, data, j.out, max(left, 5), j.run.lr / 2, device, threads,
+                j.cmd = train_command(j.run, data, j.out, max(left, 5), j.lr, device, threads,
                                       fast[j.run.name], None, warmup)
                 launch(j)
         if now - last_status >= (5 if device == "cpu" else 30):
@@ -601,7 +608,7 @@ def check_out(out: Path) -> list[str]:
 
 
 def make_dry_data(root: Path) -> Path:
-    """Tiny stand-ins in the carried folder's layout: english/, ptb/ (xz), iam/ (the aligned npz)."""
+    """Tiny stand-ins in the carried folder's layout: english/, ptb/ (xz), iam/ (the aligned npz), init/."""
     import numpy as np
     rng = np.random.default_rng(0)
     words = "the of and to in is was for that with as on by at from his her it an be this which".split()
@@ -627,6 +634,14 @@ def make_dry_data(root: Path) -> Path:
     np.savez(root / "iam" / "iamondb_lines.npz", strokes=np.concatenate(lines).astype(np.int16),
              line_start=np.array(starts), first_xy=np.array(first, np.int32), text=np.array(texts),
              line_id=np.array([f"a{i:02d}-000-{i:02d}" for i in range(len(split))]), split=np.array(split))
+    # a warm start for one run (what prepare.sh --init makes): an untrained model of english's dry-run shape
+    import torch
+
+    from hmgen.cell.reference import CharLM, ModelConfig
+    from hmgen.modelio import save_model
+    from hmgen.text.data import Vocab
+    torch.manual_seed(0)
+    save_model(root / "init" / "english", CharLM(ModelConfig(256, "hmlstm", 8, [16, 16, 16], 16)), Vocab("bytes"))
     return root
 
 
@@ -660,7 +675,7 @@ def main(argv=None) -> int:
     (work / "logs").mkdir(parents=True, exist_ok=True)
     log = Log(out / "shot.log")
     data = args.data or (make_dry_data(Path(tmp.name) / "data") if dry else ROOT / "data" / "shot")
-    init_dir = args.init or (ROOT / "data" / "shot" / "init" if not dry else None)
+    init_dir = args.init or data / "init"
     init_dir = init_dir if init_dir and init_dir.is_dir() else None
     threads = args.threads or (1 if dry else 2)
     warmup = args.warmup if args.warmup is not None else (5 if dry else 200)
@@ -739,8 +754,7 @@ def summary_table(jobs, exported, figures, comp, info, fast) -> str:
         f = figures.get(n, {})
         valid = f.get("valid_bpc", f.get("valid_nll_line"))
         e = exported.get(n)
-        lr = j.run.lr / (2 if j.attempt == 2 else 1)
-        rows.append(f"| {n} | {j.run.batch} | {lr:g} | {'fast' if fast[n] else 'ref'} | {s.get('step', '-')} | "
+        rows.append(f"| {n} | {j.run.batch} | {j.lr:g}{' (init)' if j.init else ''} | {'fast' if fast[n] else 'ref'} | {s.get('step', '-')} | "
                     f"{s.get('train_seconds', '-')} | {speed or '-'} | {valid if valid is not None else '-'} | "
                     f"{f.get('test_bpc', '') or ''} | {e['dtype'] + ' ' + format(e['bytes'] / 2**20, '.1f') + ' MiB' if e else 'none'} | "
                     f"exit {j.rc}{';' + j.note if j.note else ''} |")
