@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hmgen.handwriting.model import load_hw_model
-from hmgen.modelio import load_model
+from hmgen.modelio import load_hw_model, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ["english", "english-192", "english-large", "ptb-hmlstm", "ptb-lstm", "handwriting", "handwriting-lstm"]
