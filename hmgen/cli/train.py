@@ -43,10 +43,14 @@ def option_parameter(name: str) -> inspect.Parameter:
     args = typing.get_args(kind)
     base = next(t for t in args if t is not type(None)) if type(None) in args else kind
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    shown = "" if default is None or base is bool else f" (default: {show(default)})"
+    flags = f.metadata["flags"] or (flag(name),)
+    if base is bool:        # a two-way flag shows the way it goes by default
+        shown = f" (default: {flags[0].split('/')[0 if default else 1]})" if "/" in flags[0] else ""
+    else:
+        shown = "" if default is None else f" (default: {show(default)})"
     annotation = Optional[base] if base in (int, float, bool, str) else Optional[str]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=typer.Option(
-        None, *(f.metadata["flags"] or (flag(name),)), help=f.metadata["help"] + shown, show_default=False,
+        None, *flags, help=f.metadata["help"] + shown, show_default=False,
         metavar="N,N,..." if base == list[int] else None))
 
 
