@@ -300,6 +300,7 @@ def test_force_starts_the_run_over(tmp_path, text_file):
     assert load_model(out / "best").meta["figures"]["step"] == 2      # the old run's best model is gone too
 
 
+@pytest.mark.slow          # a real process, signalled once it has logged a few steps (~13 s on a busy machine)
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_training_with_a_checkpoint_and_says_how_to_continue(tmp_path, text_file, signum, status):
     out = tmp_path / "run"
@@ -599,6 +600,7 @@ def assert_close(a: dict, b: dict, prefixes: tuple[str, ...], atol: float) -> No
         assert torch.allclose(a[key], b[key], atol=atol), (key, float((a[key] - b[key]).abs().max()))
 
 
+@pytest.mark.slow          # torchrun starts two processes (~19 s on a busy machine)
 @gloo
 def test_ddp_two_processes_match_one_process(ddp_and_single_runs, tmp_path):
     data, ddp, one = ddp_and_single_runs
@@ -618,6 +620,7 @@ def test_ddp_two_processes_match_one_process(ddp_and_single_runs, tmp_path):
     assert_close(a, b, ("carry.",), atol=1e-3)
 
 
+@pytest.mark.slow
 @gloo
 def test_ddp_metrics_report_the_whole_batch(ddp_and_single_runs):
     _, ddp, one = ddp_and_single_runs
