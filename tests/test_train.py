@@ -31,7 +31,7 @@ from hmgen.modelio import load_model
 from hmgen.errors import UsageError
 from hmgen.training.checkpoint import RunError
 from hmgen.training.config import OPTIONS, TrainConfig
-from hmgen.training.loop import slope, train
+from hmgen.training.loop import Interrupted, slope, train
 
 BIN = Path(sys.executable).parent          # the virtualenv's bin/: python, torchrun, hmgen
 TIMING = {"symbols_per_s", "seconds", "train_seconds"}
@@ -321,6 +321,45 @@ def test_a_signal_stops_training_with_a_checkpoint_and_says_how_to_continue(tmp_
     assert metrics(out)[-1] == {**metrics(out)[-1], "event": "stop", "step": step, "stop": signal.Signals(signum).name}
     assert train(tiny(text_file, out, steps=step + 1, eval_every=100000, ckpt_every=100000, log_every=1),
                  resume=True, quiet=True)["step"] == step + 1
+
+
+def signalled_at(monkeypatch, task_class, step: int, signum=signal.SIGINT):
+    """Deliver `signum` to this process while the task computes the loss of `step` (from 0)."""
+    real = task_class.loss
+
+    def loss(self, net, at, a):
+        if at == step:
+            os.kill(os.getpid(), signum)
+        return real(self, net, at, a)
+    monkeypatch.setattr(task_class, "loss", loss)
+
+
+@pytest.mark.parametrize("task", ["text", "handwriting"])
+def test_a_run_stopped_by_a_signal_resumes_exactly(tmp_path, text_file, monkeypatch, task):
+    """The stop waits for a step boundary (for handwriting: the end of a batch of lines), so the resumed
+    run's weights are those of a run never stopped."""
+    if task == "text":
+        from hmgen.text.train import TextTask as Task
+        run = lambda out: tiny(text_file, out, steps=8, eval_every=100, ckpt_every=100)
+    else:
+        from hmgen.handwriting.train import HandwritingTask as Task
+        from tests.test_handwriting import write_iam
+        iam = write_iam(tmp_path / "iam")
+        run = lambda out: TrainConfig(data=f"iam:{iam}", out=str(out), hidden=[8, 8], mixtures=3, window=2,
+                                      batch_size=2, seq_len=16, epochs=2, eval_every=100, ckpt_every=100,
+                                      threads=1, device="cpu")
+    train(run(tmp_path / "whole"), quiet=True)
+    with monkeypatch.context() as m:
+        signalled_at(m, Task, 2)
+        with pytest.raises(Interrupted) as e:
+            train(run(tmp_path / "halves"), quiet=True)
+    stopped = checkpoint_meta(tmp_path / "halves")["step"]
+    assert e.value.exit_code == 130 and f"SIGINT at step {stopped}" in str(e.value)
+    assert stopped == 3 if task == "text" else stopped >= 3
+    train(run(tmp_path / "halves"), resume=True, quiet=True)
+    a, b = checkpoint_tensors(tmp_path / "whole"), checkpoint_tensors(tmp_path / "halves")
+    assert checkpoint_meta(tmp_path / "whole")["step"] == checkpoint_meta(tmp_path / "halves")["step"]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model.", "optim.")))
 
 
 # ----------------------------------------------------------------------------- resume: what may change
