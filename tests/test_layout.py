@@ -1,0 +1,59 @@
+"""The package's layout: modules depend on each other one way only."""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "hmgen"
+
+
+def imports() -> dict[str, set[str]]:
+    """hmgen module -> the hmgen modules it imports, anywhere in its body (function-local imports too)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def owner(name: str) -> str | None:          # hmgen.cell.reference.CharLM -> hmgen.cell.reference
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:                    # relative: from .x import y
+                    up = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([base] if base else []))
+                found.update(f"{base}.{a.name}" for a in node.names)
+        graph[name] = {owner(t) for t in found if t.startswith("hmgen")} - {None, name}
+    return graph
+
+
+def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def edges_on_cycles(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every import a -> b such that b also leads back to a."""
+    return sorted((a, b) for a in graph for b in graph[a] if a in reaches(graph, b))
+
+
+def test_the_cycle_finder_sees_a_cycle_through_several_modules():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert edges_on_cycles(graph) == [("a", "b"), ("b", "c"), ("c", "a")]
+
+
+def test_no_hmgen_module_imports_itself_through_others():
+    graph = imports()
+    assert "hmgen.text.datasets" in graph["hmgen.text.data"]      # the scan sees function-local imports
+    assert edges_on_cycles(graph) == []
