@@ -93,6 +93,43 @@ def test_english_compresses_below_three_bits_per_byte(small):
     assert 8 * payload / len(TEXT) < 3.0
 
 
+def code_both_ways(q, data: bytes, m: int, mix: bool) -> bytes:
+    """The model path alone (method 3, or 2 without mixing): words, checked to decode back to data."""
+    words = C.code_block(q, m, len(data), True, data=data, mix=mix)
+    assert C.code_block(q, m, len(data), False, words=words, mix=mix) == data
+    return words.astype("<u4").tobytes()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=1, max_size=400), m=st.integers(1, 64))
+def test_the_mixed_model_path_round_trips_any_bytes_in_any_lane_layout(tiny, data, m):
+    code_both_ways(tiny, data, min(m, len(data)), mix=True)
+
+
+def test_the_mixer_learns_from_the_block_what_the_network_does_not_know(tiny):
+    passage = random.Random(3).randbytes(300)
+    data = passage + passage[::-1] + passage                         # the third part repeats the first
+    mixed = code_both_ways(tiny, data, len(data), mix=True)          # one lane: the repeat follows the original
+    alone = code_both_ways(tiny, data, len(data), mix=False)
+    assert len(mixed) < 0.75 * len(alone)
+
+
+def test_mixed_archives_do_not_depend_on_the_thread_count(small):
+    data = TEXT[:len(TEXT) // 3] + (DATA / "golden.txt").read_bytes()
+    one = roundtrip(small, data, min_lane=64)
+    assert C.list_archive(io.BytesIO(one)).methods == ["mixed"] and C.list_archive(io.BytesIO(one)).lanes[0] > 1
+    torch.set_num_threads(2)                                           # reset by the one_thread fixture
+    assert roundtrip(small, data, min_lane=64) == one
+
+
+def test_squash_and_stretch_are_integer_inverses():
+    from hmgen.archive import mixer
+    squash, stretch = mixer.curves()
+    assert squash[2047] == 2048 and squash[0] == 1 and squash[-1] == 4095
+    assert (np.diff(squash) >= 0).all() and (np.diff(stretch) >= 0).all()
+    assert all(abs(int(squash[stretch[p] + 2047]) - p) <= 12 for p in range(1, 4096))
+
+
 # ---- portability: the integer engine ---------------------------------------------------------------------
 
 def test_skipping_copied_rows_gives_the_same_frequencies_as_dense_computation(small):
@@ -408,6 +445,22 @@ def test_layer_norm_sums_stay_exact_at_the_bounds(n, bound):
     root = math.sqrt(float(n * q - s * s) + 7.0)
     want = [round((float(n * v - s) / root) * (1.5 * quant.PRE)) for v in ts]
     assert got.tolist() == want
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_leaves_no_temporary_file_behind(tmp_path, sig):
+    import signal
+    import time
+    f = tmp_path / "big.txt"
+    f.write_bytes(TEXT * 400)
+    p = subprocess.Popen(HMGEN + ["compress", "--threads", "1", str(f)], stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not any(q.name.startswith(".big.txt.hmz") for q in tmp_path.iterdir()) and time.time() < deadline:
+        time.sleep(0.05)                                               # until the temporary file exists
+    p.send_signal(getattr(signal, sig))
+    p.wait(60)
+    assert p.returncode != 0 and sorted(q.name for q in tmp_path.iterdir()) == ["big.txt"]
+    assert f.read_bytes() == TEXT * 400
 
 
 def test_archives_and_restored_files_keep_the_inputs_permissions(tmp_path):

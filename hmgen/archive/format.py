@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from hmgen.archive import methods
+from hmgen.archive.mixer import Mixer
 from hmgen.cell.integer import SCHEME, QuantLM
 from hmgen.errors import HmgenError
 
@@ -51,7 +52,9 @@ MAGIC = b"\x89HMZ"
 VERSION = 2
 BLOCK = 16 << 20          # input bytes per block
 MAX_LANES = 4096
-MIN_LANE = 2048           # default: lanes of at least this many bytes (fewer, longer lanes code better)
+MIN_LANE = 2048           # default: lanes of at least this many bytes (fewer, longer lanes code better)...
+SMALL_LANE = 256          # ...down to this for small blocks, cut into up to SMALL_LANES lanes: steps, not bytes,
+SMALL_LANES = 16          # cost time, and the adaptive models share what every lane has learned
 DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger batches, faster)
 START = 10                # every lane starts as if after a newline
 STORED, LZMA, NETWORK, MIXED = range(4)
@@ -77,8 +80,10 @@ class Stats:
     model: str = ""
 
 
-def lanes_for(n: int, max_lanes: int, min_lane: int = MIN_LANE) -> int:
+def lanes_for(n: int, max_lanes: int, min_lane: int | None = None) -> int:
     """Lane length m for a block of n bytes: lanes of at least min_lane bytes, at most max_lanes of them."""
+    if min_lane is None:
+        min_lane = min(MIN_LANE, max(SMALL_LANE, n // SMALL_LANES))
     lanes = max(1, min(max_lanes, n // min_lane))
     return -(-n // lanes)
 
@@ -92,8 +97,9 @@ def header_bytes(name: str, weights_hash: bytes) -> bytes:
 
 
 def code_block(q: QuantLM, m: int, n: int, encode: bool, data: bytes | None = None,
-               words: np.ndarray | None = None, progress: Callable[[int], None] | None = None):
-    """Encode `data` (n bytes, lanes of m) into uint32 words, or decode n bytes from `words` (methods 1-2)."""
+               words: np.ndarray | None = None, progress: Callable[[int], None] | None = None, mix: bool = True):
+    """Encode `data` (n bytes, lanes of m) into uint32 words, or decode n bytes from `words`: method 3 (mixed),
+    or with mix=False method 2 (the network alone)."""
     lanes = -(-n // m)
     last = n - (lanes - 1) * m                                   # length of the last lane
     grid = np.zeros((lanes, m), dtype=np.uint8)                  # (lanes, m): lane k is input[k*m:(k+1)*m]
@@ -103,16 +109,21 @@ def code_block(q: QuantLM, m: int, n: int, encode: bool, data: bytes | None = No
     else:
         coder = constriction.stream.queue.RangeDecoder(words)
     state = q.initial_state(lanes)
+    mixer = Mixer(n, lanes, m) if mix else None
     prev = torch.full((lanes,), START, dtype=torch.long, device=q.device)
     done = 0
     for t in range(m):
         freq, state = q.step(prev, state)
         k = lanes if t < last else lanes - 1                     # lanes still running at step t
         probs = freq[:k].cpu().numpy().astype(np.float64)        # exact integers, float64 by format
+        if mixer is not None:
+            probs = mixer.predict(probs, grid, t)
         if encode:
             coder.encode(grid[:k, t].astype(np.int32), FAMILY, probs)
         else:
             grid[:k, t] = coder.decode(FAMILY, probs)
+        if mixer is not None:
+            mixer.update(grid, t, k)
         prev = torch.from_numpy(grid[:, t].astype(np.int64)).to(q.device)
         done += k
         if progress is not None and (t % 16 == 15 or t == m - 1):
@@ -123,7 +134,7 @@ def code_block(q: QuantLM, m: int, n: int, encode: bool, data: bytes | None = No
     return grid.reshape(-1)[:n].tobytes()
 
 
-def encode_block(q: QuantLM, data: bytes, max_lanes: int, min_lane: int,
+def encode_block(q: QuantLM, data: bytes, max_lanes: int, min_lane: int | None,
                  progress: Callable[[int], None] | None) -> tuple[bytes, bytes, str, int]:
     """One block -> (record header, payload, method name, lanes): the smallest of the candidates."""
     transform, coded = methods.forward(data)
@@ -132,7 +143,7 @@ def encode_block(q: QuantLM, data: bytes, max_lanes: int, min_lane: int,
     words = code_block(q, m, n, True, data=coded, progress=progress)
     candidates = [(len(data), STORED, methods.NONE, 0, data),        # ties go to the simpler method
                   (None, LZMA, transform, 0, methods.lzma_compress(coded)),
-                  (None, NETWORK, transform, m, words.astype("<u4").tobytes())]
+                  (None, MIXED, transform, m, words.astype("<u4").tobytes())]
     size, method, transform, m, payload = min(((len(c[4]), *c[1:]) for c in candidates), key=lambda c: c[0])
     n = len(data) if method == STORED else n
     fields = (method, transform, n, m, size, zlib.crc32(data), zlib.crc32(payload))
@@ -141,7 +152,7 @@ def encode_block(q: QuantLM, data: bytes, max_lanes: int, min_lane: int,
 
 
 def compress(src: BinaryIO, dst: BinaryIO, q: QuantLM, name: str, max_lanes: int = DEFAULT_LANES,
-             progress: Callable[[int], None] | None = None, min_lane: int = MIN_LANE, block: int = BLOCK) -> Stats:
+             progress: Callable[[int], None] | None = None, min_lane: int | None = None, block: int = BLOCK) -> Stats:
     """Read src to its end, write one archive member to dst. The lane layout is stored, so the decoder needs
     none of these settings."""
     if not 1 <= max_lanes <= MAX_LANES:
@@ -315,7 +326,7 @@ def decode_block(blk: Block, model: Callable[[], tuple[QuantLM, str]], index: in
         else:
             q, _ = model()
             words = np.frombuffer(blk.payload, dtype="<u4").astype(np.uint32)
-            coded = code_block(q, blk.m, blk.n, False, words=words, progress=progress)
+            coded = code_block(q, blk.m, blk.n, False, words=words, progress=progress, mix=blk.method == MIXED)
         data = methods.inverse(blk.transform, coded)
     except (AssertionError, ValueError, KeyError, RuntimeError, methods.LZMAError) as e:  # constriction, lzma
         raise FormatError(f"damaged archive (block {index} does not decode: {type(e).__name__})") from None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import Optional
 
@@ -25,14 +26,25 @@ def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:
     return line + ("" if res.output in ("stdout", "(test)") else f" -> {res.output}") + (" OK" if res.output == "(test)" else "")
 
 
+def exit_on_termination() -> None:
+    """SIGTERM and SIGHUP (`timeout`, a closed terminal) unwind like Ctrl-C, so the temporary output file is
+    removed (hmgen.modelio.atomic_write) instead of being left behind by an abrupt exit."""
+    def unwind(signum, frame):
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, unwind)
+
+
 def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool, force: bool, test: bool,
                     list_: bool, verbose: bool, quiet: bool, model: Optional[str], device: str, lanes: int,
                     threads: Optional[int], as_json: bool):
     from hmgen.archive import files as archive
     from hmgen.archive.format import FormatError, MAX_LANES
 
-    if threads:
-        torch_threads(threads)
+    exit_on_termination()
+    # One thread by default: a coding step is many small tensor operations, which gain little from a second
+    # thread on a quiet machine and lose up to ~30x beside another busy process (benchmarks/RESULTS.md).
+    torch_threads(threads or 1)
     if not 1 <= lanes <= MAX_LANES:
         raise UsageError(f"--lanes must be between 1 and {MAX_LANES}")
     files = files or ["-"]
@@ -129,7 +141,7 @@ QUIET = typer.Option(False, "--quiet", "-q", help="No summary line, no progress 
 MODEL = typer.Option(None, "--model", "-m", help="Byte-level model (name or path). Decompression uses the archive's own by default.")
 DEVICE = typer.Option("cpu", "--device", help="cpu, cuda or auto. Archives decode on any device.")
 LANES = typer.Option(256, "--lanes", help="At most this many lanes coded in parallel (more: faster, slightly larger).")
-THREADS = typer.Option(None, "--threads", help="torch CPU threads (default: all cores).")
+THREADS = typer.Option(None, "--threads", help="torch CPU threads (default 1: coding steps are small).")
 JSON = typer.Option(False, "--json", help="With -l: print JSON.")
 
 
