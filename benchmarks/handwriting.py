@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from hmgen.handwriting.data import load_iam, prepare_lines, preprocess, select, to_strokes
+from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.handwriting.render import to_svg
 from hmgen.handwriting.sample import space_words, synthesize
 from hmgen.modelio import load_hw_model
@@ -77,7 +78,7 @@ def nll(model_path: str, raw) -> dict:
             "points": r["points"], "z_rates": r["z_rates"], "seconds": round(time.time() - t0, 1)}
 
 
-def completion(model_path: str, raw, n: int = 50, bias: float = 0.75, seed: int = 0, cap: int = 25) -> dict:
+def completion(model_path: str, raw, n: int = 50, bias: float = BIAS, seed: int = 0, cap: int = 25) -> dict:
     m = load_hw_model(model_path)
     alpha = set(m.cfg.alphabet)
     texts = [ln.text for ln in raw if set(ln.text) <= alpha]
@@ -171,7 +172,7 @@ class Reader:
 
 def legibility(models: list[str], data: str, biases: list[float], seeds: int, stroke_widths: list[float],
                line_heights: list[float], spacings: list[str], real_lines: int, phrases: list[str],
-               height: int = 120, margin: float = 20, keep: Path | None = None) -> list[dict]:
+               height: int = 120, margin: float = MARGIN, keep: Path | None = None, first_seed: int = 0) -> list[dict]:
     """Rows: (model, bias or "real IAM", line height, stroke width, word spacing) -> CER, word accuracy,
     completed share. Spacing "training": words moved into the training data's gap range (what
     `hmgen handwrite` draws); "model": as the network wrote them."""
@@ -200,7 +201,7 @@ def legibility(models: list[str], data: str, biases: list[float], seeds: int, st
                      "real", bias="real IAM", spacing="as written", completed=None, first_try=None)
             for bias in biases:
                 t0 = time.time()
-                written = [ln for seed in range(seeds) for ln in synthesize(m, phrases, bias=bias, seed=seed)]
+                written = [ln for seed in range(first_seed, first_seed + seeds) for ln in synthesize(m, phrases, bias=bias, seed=seed)]
                 stats = {"completed": round(float(np.mean([ln.stop == "end of text" for ln in written])), 3),
                          "first_try": round(float(np.mean([ln.tries == 1 for ln in written])), 3),
                          "synth_seconds": round(time.time() - t0, 1)}
@@ -266,12 +267,14 @@ def main():
     ap.add_argument("--nll", nargs="*", default=[], help="models to score on the test split")
     ap.add_argument("--test-lines", type=int, default=None, help="a random subset of the test split (default: all)")
     ap.add_argument("--complete", default=None, help="model for the completion share")
-    ap.add_argument("--bias", type=float, default=0.75)
+    ap.add_argument("--bias", type=float, default=BIAS, help="bias for --complete and --word-gaps")
     ap.add_argument("--legibility", nargs="*", default=[], help="models whose output Tesseract reads")
     ap.add_argument("--biases", type=float, nargs="+", default=[0.0, 0.75, 2.0, 4.0])
     ap.add_argument("--seeds", type=int, default=3, help="samples of every phrase per bias")
-    ap.add_argument("--stroke-widths", type=float, nargs="+", default=[2.0])
-    ap.add_argument("--line-heights", type=float, nargs="+", default=[60.0])
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1 (fresh "
+                    "seeds confirm a setting chosen on others)")
+    ap.add_argument("--stroke-widths", type=float, nargs="+", default=[STROKE_WIDTH])
+    ap.add_argument("--line-heights", type=float, nargs="+", default=[LINE_HEIGHT])
     ap.add_argument("--spacings", nargs="+", default=["training"], choices=["training", "model"],
                     help="word gaps: moved into the training data's range (as hmgen handwrite draws) or as written")
     ap.add_argument("--word-gaps", default=None, help="model whose word gaps are compared with the training data's")
@@ -299,7 +302,7 @@ def main():
     if args.legibility:
         res["legibility"] = legibility(args.legibility, args.data, args.biases, args.seeds, args.stroke_widths,
                                        args.line_heights, args.spacings, args.real_lines, phrases,
-                                       keep=Path(args.keep_png) if args.keep_png else None)
+                                       keep=Path(args.keep_png) if args.keep_png else None, first_seed=args.first_seed)
         print(legibility_table(res["legibility"]), flush=True)
     if args.word_gaps:
         res["word_gaps"] = word_gaps(args.word_gaps, args.data, phrases, args.bias)

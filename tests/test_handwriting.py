@@ -282,10 +282,14 @@ def test_blank_lines_come_back_in_place_and_keep_their_band_in_the_svg():
     assert float(root.get("height")) == 2 * 10 + 3 * 50
 
 
-def test_lines_after_the_first_are_primed_with_it_one_hand():
-    lines = write_lines(racing_model(), ["abc", "cab", "", "bca"], seed=1)
-    assert lines[0].stop == "end of text" and lines[0].prime_chars == 0
-    assert [ln.prime_chars for ln in lines[1:]] == [len("abc "), 0, len("abc ")]
+def test_a_multi_line_text_is_one_hand_at_one_scale():
+    m = racing_model([{"text": "ab", "offsets": np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32)}])
+    assert [ln.prime_chars for ln in write_lines(m, ["abc", "cab", "", "bca"], seed=1)] == [0, 0, 0, 0]
+    assert [ln.prime_chars for ln in write_lines(m, ["abc", "", "bca"], seed=1, style=0)] == [3, 0, 3]
+    line = write_lines(m, ["abc"], seed=1)[0].offsets
+    first, second = [np.array(g[0].get("d").replace("M", " ").replace("L", " ").replace(",", " ").split(), float)
+                     for g in ET.fromstring(to_svg([line, line], 100.0, line_height=50, smooth=False)).findall(f"{SVG_NS}g")]
+    assert np.allclose(first[0::2], second[0::2]) and np.allclose(second[1::2] - first[1::2], 50, atol=0.11)
 
 
 def test_every_line_is_drawn_level_and_centred_in_its_own_band():

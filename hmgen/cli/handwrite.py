@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from hmgen.cli.common import writing
+from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.errors import HmgenError, UsageError
 
 
@@ -15,15 +16,15 @@ def handwrite(
     text: Optional[str] = typer.Argument(None, help='Text to write; "-" reads it from stdin. Newlines start new lines.'),
     output: Optional[str] = typer.Option(None, "--output", "-o", help='SVG file to write; "-" writes the SVG to stdout.'),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Handwriting model: a bundled name or a path (default: handwriting-small)."),
-    bias: float = typer.Option(0.75, "--bias", "-b", min=0.0, help="0 = unbiased, wild; higher = sharper, neater, less varied (Graves 2013 §5.4)."),
+    bias: float = typer.Option(BIAS, "--bias", "-b", min=0.0, help="0 = unbiased, varied, harder to read; higher = neater, more alike (Graves 2013 §5.4)."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same SVG."),
     style: Optional[int] = typer.Option(None, "--style", min=0, help="Write in the hand of line N of the model's style bank (--list-styles)."),
     list_styles: bool = typer.Option(False, "--list-styles", help="Print the model's style bank and exit."),
     width: int = typer.Option(40, "--width", "-w", min=1, help="Wrap lines longer than this many characters."),
-    line_height: float = typer.Option(60.0, "--line-height", min=1.0, help="Pixels per line of handwriting."),
-    margin: float = typer.Option(20.0, "--margin", min=0.0, help="Margin around the text, pixels."),
+    line_height: float = typer.Option(LINE_HEIGHT, "--line-height", min=1.0, help="Pixels per line of handwriting."),
+    margin: float = typer.Option(MARGIN, "--margin", min=0.0, help="Margin around the text, pixels."),
     color: str = typer.Option("black", "--color", help="Ink colour (SVG colour: a name, #rrggbb, rgb(...))."),
-    stroke_width: float = typer.Option(2.0, "--stroke-width", min=0.01, help="Pen width, pixels."),
+    stroke_width: float = typer.Option(STROKE_WIDTH, "--stroke-width", min=0.01, help="Pen width, pixels."),
     background: str = typer.Option("white", "--background", help='Background colour, or "none" for transparent.'),
     smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="Smooth the strokes (Savitzky-Golay) when drawing."),
     png: Optional[Path] = typer.Option(None, "--png", help="Also write a PNG rendering (black ink on white) to this file."),
@@ -74,10 +75,10 @@ def handwrite(
     written = write_lines(hm, lines, bias=bias, seed=seed, style=style, max_steps_per_char=max_steps_per_char)
     if verbose:
         for i, ln in enumerate(written, 1):
+            why = {"end of text": "window passed the last character", "blank": "a blank line"}.get(
+                ln.stop, f"hard cap of {max_steps_per_char} points per character")
             typer.echo(f"line {i}: {ln.steps} points for {len(ln.text)} characters, window peaked on "
-                       f"{ln.coverage:.0%} of them; stopped: {ln.stop} "
-                       f"({'window passed the last character' if ln.stop == 'end of text' else f'hard cap of {max_steps_per_char} points per character'})",
-                       err=True)
+                       f"{ln.coverage:.0%} of them; stopped: {ln.stop} ({why}); draws: {ln.tries}", err=True)
         typer.echo(f"{len(written)} line(s) in {time.time() - t0:.2f} s (model {hm.name}, bias {bias}, "
                    f"style {style if style is not None else '-'}, seed {seed if seed is not None else '-'})", err=True)
     offsets = [ln.offsets for ln in written]

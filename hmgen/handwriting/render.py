@@ -13,10 +13,11 @@ import zlib
 import numpy as np
 
 from hmgen.handwriting.data import level_rotation, smooth_stroke, to_strokes
+from hmgen.handwriting.defaults import LINE_HEIGHT, MARGIN, STROKE_WIDTH
 
 
-def layout(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = 60.0,
-           margin: float = 20.0, smooth: bool = True):
+def layout(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = LINE_HEIGHT,
+           margin: float = MARGIN, smooth: bool = True):
     """-> (width, height, [[stroke (k, 2) in SVG pixels, y down] per line])."""
     scale = 0.75 * line_height / max(units_per_line, 1e-6)
     placed, width = [], 0.0
@@ -48,8 +49,8 @@ def path_d(strokes: list[np.ndarray]) -> str:
     return " ".join(parts)
 
 
-def to_svg(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = 60.0,
-           margin: float = 20.0, color: str = "black", stroke_width: float = 2.0, background: str | None = "white",
+def to_svg(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = LINE_HEIGHT,
+           margin: float = MARGIN, color: str = "black", stroke_width: float = STROKE_WIDTH, background: str | None = "white",
            title: str | None = None, smooth: bool = True) -> str:
     """The SVG text, written directly (a handful of elements: a library would only add import time)."""
     from xml.sax.saxutils import escape, quoteattr
@@ -78,8 +79,8 @@ def _png(gray: np.ndarray) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
-def to_png(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = 60.0,
-           margin: float = 20.0, stroke_width: float = 2.0, smooth: bool = True, supersample: int = 2) -> bytes:
+def to_png(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = LINE_HEIGHT,
+           margin: float = MARGIN, stroke_width: float = STROKE_WIDTH, smooth: bool = True, supersample: int = 2) -> bytes:
     """Grey-scale PNG of the same layout as to_svg (black ink on white), antialiased by supersampling."""
     W, H, placed = layout(lines_offsets, units_per_line, line_height, margin, smooth)
     k = supersample
