@@ -34,15 +34,16 @@ VOCAB, EMBED, HIDDEN, OUT_EMBED = 11, 8, (16, 24, 16), 12
 LANES, STEPS = 6, 60
 TOL = 0.06
 Z_MARGIN = 0.05          # in pre-activation units: ~13 Q8 units, several times layer 1's rounding
-MODELS = [("hmlstm", True), ("hmlstm", False), ("lstm", True), ("lstm", False)]
+MODELS = [("hmlstm", True, True), ("hmlstm", True, False), ("hmlstm", False, True), ("lstm", True, True),
+          ("lstm", True, False), ("lstm", False, True)]     # (arch, layer_norm, ln_terms)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def grid_model(arch: str, layer_norm: bool, seed: int = 0) -> CharLM:
+def grid_model(arch: str, layer_norm: bool, ln_terms: bool = True, seed: int = 0) -> CharLM:
     """Random float64 model whose weights the integer engine represents exactly; LN gains away from 1."""
     torch.manual_seed(seed)
-    model = CharLM(ModelConfig(VOCAB, arch, EMBED, list(HIDDEN), OUT_EMBED, layer_norm)).double()
+    model = CharLM(ModelConfig(VOCAB, arch, EMBED, list(HIDDEN), OUT_EMBED, layer_norm, ln_terms)).double()
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(0.5 + torch.rand_like(p) if ".ln" in name else torch.randn_like(p) * 0.5)
@@ -99,11 +100,11 @@ def steps(model: CharLM, seed: int = 5):
         state = new
 
 
-@pytest.mark.parametrize("arch, layer_norm", MODELS)
-def test_integer_h_and_c_match_the_float_cell_at_every_step_and_layer(arch, layer_norm):
+@pytest.mark.parametrize("arch, layer_norm, ln_terms", MODELS)
+def test_integer_h_and_c_match_the_float_cell_at_every_step_and_layer(arch, layer_norm, ln_terms):
     worst = [[0.0, 0.0] for _ in HIDDEN]
     compared = [0] * len(HIDDEN)
-    for l, (h, c, _), (qh, qc, _), _, agreed in steps(grid_model(arch, layer_norm)):
+    for l, (h, c, _), (qh, qc, _), _, agreed in steps(grid_model(arch, layer_norm, ln_terms)):
         compared[l] += int(agreed.sum())
         if agreed.any():
             worst[l][0] = max(worst[l][0], float((h - qh)[agreed].abs().max()))
@@ -112,10 +113,10 @@ def test_integer_h_and_c_match_the_float_cell_at_every_step_and_layer(arch, laye
     assert max(max(w) for w in worst) <= TOL, f"max |float - integer| per layer (h, c): {worst}"
 
 
-@pytest.mark.parametrize("arch, layer_norm", MODELS)
-def test_integer_boundaries_match_the_float_detector_away_from_zero(arch, layer_norm):
+@pytest.mark.parametrize("arch, layer_norm, ln_terms", MODELS)
+def test_integer_boundaries_match_the_float_detector_away_from_zero(arch, layer_norm, ln_terms):
     fired = [0] * len(HIDDEN)
-    for l, (_, _, z), (_, _, qz), robust, agreed in steps(grid_model(arch, layer_norm)):
+    for l, (_, _, z), (_, _, qz), robust, agreed in steps(grid_model(arch, layer_norm, ln_terms)):
         check = robust & agreed
         assert torch.equal(z[check], qz[check]), f"layer {l + 1}: float {z.tolist()} integer {qz.tolist()}"
         fired[l] += int(z.sum())

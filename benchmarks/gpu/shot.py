@@ -639,14 +639,15 @@ def make_dry_data(root: Path) -> Path:
     np.savez(root / "iam" / "iamondb_lines.npz", strokes=np.concatenate(lines).astype(np.int16),
              line_start=np.array(starts), first_xy=np.array(first, np.int32), text=np.array(texts),
              line_id=np.array([f"a{i:02d}-000-{i:02d}" for i in range(len(split))]), split=np.array(split))
-    # a warm start for one run (what prepare.sh --init makes): an untrained model of english's dry-run shape
+    # a warm start for one run (what prepare.sh --init makes): an untrained model of english's dry-run shape, with
+    # today's training cell (LN on c only: a model of the older per-term-LN cell no longer fits a new run)
     import torch
 
     from hmgen.cell.reference import CharLM, ModelConfig
     from hmgen.modelio import save_model
     from hmgen.text.data import Vocab
     torch.manual_seed(0)
-    save_model(root / "init" / "english", CharLM(ModelConfig(256, "hmlstm", 8, [16, 16, 16], 16)), Vocab("bytes"))
+    save_model(root / "init" / "english", CharLM(ModelConfig(256, "hmlstm", 8, [16, 16, 16], 16, ln_terms=False)), Vocab("bytes"))
     return root
 
 

@@ -104,12 +104,13 @@ def get_cell(compiled: bool):
 
 
 def fast_forward(model: CharLM, x: torch.Tensor, state, a=1.0, force_z: torch.Tensor | None = None,
-                 compiled: bool | None = None, packed=None):
+                 compiled: bool | None = None, packed=None, pre_z: list | None = None):
     """Drop-in for `model(x, state, a, force_z)`: logits (batch, T, vocab), final state, z (batch, T, L).
     a:        float or 0-dim tensor (a tensor lets a CUDA graph read the slope from memory).
     compiled: fuse the cell with torch.compile (default: on CUDA only).
     packed:   t1_weight(model.rnn), to reuse across calls without gradient (one-step inference);
-              by default built here, so that gradients reach the layers' own weights."""
+              by default built here, so that gradients reach the layers' own weights.
+    pre_z:    optional list; receives the detectors' pre-activations as one (batch, T, L-1) tensor."""
     rnn = model.rnn
     layers = rnn.layers
     step = get_cell(x.is_cuda if compiled is None else compiled)
@@ -122,19 +123,27 @@ def fast_forward(model: CharLM, x: torch.Tensor, state, a=1.0, force_z: torch.Te
     hs = [h for h, _, _ in state]
     cs = [c for _, c, _ in state]
     zs = [z for _, _, z in state]
-    out_h, out_z = [], []
+    out_h, out_z, out_pre = [], [], []
     for t in range(x.shape[1]):
         terms = t1_terms(packed, hs)                                 # one product: every t-1 term
         h_below = z_below = None
+        pres = []
         for l, layer in enumerate(layers):
             bu = x_proj[:, t] if l == 0 else F.linear(h_below, layer.bu.weight)   # (batch, 4H+1)
             fz = None if (force_z is None or not layer.has_boundary) else force_z[:, t, l:l + 1].to(dtype)
-            hs[l], cs[l], zs[l] = step(*terms[l], bu, hs[l], cs[l], zs[l], z_below, fz, a, params[l], layer.spec)
+            hs[l], cs[l], zs[l], z_pre = step(*terms[l], bu, hs[l], cs[l], zs[l], z_below, fz, a, params[l],
+                                              layer.spec)
+            if z_pre is not None:
+                pres.append(z_pre)
             h_below = hs[l]
             z_below = zs[l] if layer.has_boundary else None
         out_h.append(torch.cat(hs, dim=-1))                          # (batch, sum H)
         out_z.append(torch.cat(zs, dim=-1))                          # (batch, L)
+        if pres:
+            out_pre.append(torch.cat(pres, dim=-1))                  # (batch, L-1)
     logits = model.out(torch.stack(out_h, dim=1))                    # (batch, T, vocab)
+    if pre_z is not None and out_pre:
+        pre_z.append(torch.stack(out_pre, dim=1))                    # (batch, T, L-1)
     return logits, list(zip(hs, cs, zs)), torch.stack(out_z, dim=1)
 
 
@@ -146,8 +155,8 @@ class FastForward(nn.Module):
         super().__init__()
         self.model, self.compiled = model, compiled
 
-    def forward(self, x, state, a=1.0, force_z=None):
-        return fast_forward(self.model, x, state, a, force_z, self.compiled)
+    def forward(self, x, state, a=1.0, force_z=None, pre_z=None):
+        return fast_forward(self.model, x, state, a, force_z, self.compiled, pre_z=pre_z)
 
 
 # ----------------------------------------------------------------------------- (d) CUDA graphs

@@ -30,6 +30,10 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [512, 512, 512])
     out_embed: int = 512                  # output embedding size (eq. 11)
     layer_norm: bool = True
+    # Layer-normalise each pre-activation term of eq. 5-7 too (Ba et al.'s per-term form), or only c?
+    # The field's default is the old behaviour, for model files written before it existed; new models are
+    # trained with ln_terms=False (hmgen.training: see HMLSTMLayer for why).
+    ln_terms: bool = True
 
     def __post_init__(self):
         self.hidden = [int(h) for h in self.hidden]
@@ -115,7 +119,8 @@ def layer_step(p_rec, p_td, p_bu, h_prev, c_prev, z_prev, z_below, z_forced, a,
     z_below:  (batch, 1) z_t^{l-1}; None for layer 1 (z_t^0 = 1) and for the LSTM
     z_forced: (batch, 1) boundaries to use instead of the detector's (tests, gradcheck), or None
     a:        slope of the hard sigmoid, float or 0-dim tensor (only shapes the straight-through gradient)
-    Returns h_t^l, c_t^l, z_t^l.
+    Returns h_t^l, c_t^l, z_t^l, and the detector's pre-activation z~_t^l (batch, 1), or None on a layer
+    without one (training diagnostics and the rate regulariser, hmgen.training.boundary).
     """
     H = h_prev.shape[-1]
     eps = spec.eps
@@ -132,7 +137,7 @@ def layer_step(p_rec, p_td, p_bu, h_prev, c_prev, z_prev, z_below, z_forced, a,
     g = torch.tanh(s[:, 3 * H:4 * H])
     if not spec.hierarchical:                                         # plain LSTM stack: UPDATE everywhere
         c = f * c_prev + i * g
-        return o * torch.tanh(_norm(c, params.g_c, eps)), c, z_prev
+        return o * torch.tanh(_norm(c, params.g_c, eps)), c, z_prev, None
     # eq. 2-3 in multiplicative form, with z in {0, 1}:
     #   FLUSH  (z_{t-1}^l = 1):                       c = i*g
     #   UPDATE (z_{t-1}^l = 0, z_t^{l-1} = 1):        c = f*c_{t-1} + i*g
@@ -144,10 +149,10 @@ def layer_step(p_rec, p_td, p_bu, h_prev, c_prev, z_prev, z_below, z_forced, a,
     c = (1 - copy) * (i * g) + update * (f * c_prev) + copy * c_prev
     h = (1 - copy) * (o * torch.tanh(_norm(c, params.g_c, eps))) + copy * h_prev
     if not spec.has_boundary:
-        return h, c, torch.zeros_like(z_prev)                         # top layer: never FLUSHes
+        return h, c, torch.zeros_like(z_prev), None                   # top layer: never FLUSHes
     z_hat = z_forced if z_forced is not None else BoundaryFn.apply(s[:, 4 * H:], a)   # eq. 8-9
     # COPY copies z too: z_{t-1} = 0 there, and no gate is computed in COPY (§3.1).
-    return h, c, (1 - copy) * z_hat
+    return h, c, (1 - copy) * z_hat, s[:, 4 * H:]
 
 
 class HMLSTMLayer(nn.Module):
@@ -156,14 +161,17 @@ class HMLSTMLayer(nn.Module):
     Each has 4*hidden rows (f, i, o, g) plus one row for the boundary pre-activation z~ when the layer
     has a detector (all but the top layer, §3.2: "we do not use the boundary detector for the last layer").
 
-    Layer normalisation — the paper applies it but does not say where (our choice): Ba et al.'s per-term
-    form, each term normalised over its 4H+1 rows *before* it is gated, so a gated-off (all-zero) term never
-    enters LN (clemens33/hmlstm reports NaN gradients from LN of zeroed terms); plus LN on c before tanh,
-    as in PyTorch's LayerNormLSTMCell.
+    Layer normalisation — the paper applies it but does not say where (our choice): LN on c before tanh, as
+    in PyTorch's LayerNormLSTMCell; with ln_terms also Ba et al.'s per-term form, each term normalised over its
+    4H+1 rows *before* it is gated, so a gated-off (all-zero) term never enters LN (clemens33/hmlstm reports
+    NaN gradients from LN of zeroed terms). The per-term form was hmgen's first choice; it makes gradients grow
+    exponentially through time at initialisation (char-PTB 3x128, one batch: norm 1.7 / 1.4e5 / 4e10 after
+    10 / 50 / 100 steps; LN on c only: 0.31 / 0.34 / 0.56; benchmarks/hierarchy.py --init-grads), so clipping
+    to 1 starves every other parameter and the detectors swing to saturation (issue 14). New models: c only.
     """
 
     def __init__(self, input_size: int, hidden: int, above: int, hierarchical: bool, has_boundary: bool,
-                 layer_norm: bool, first: bool):
+                 layer_norm: bool, first: bool, ln_terms: bool = True):
         super().__init__()
         self.hidden = hidden
         self.has_boundary = has_boundary
@@ -175,8 +183,9 @@ class HMLSTMLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(rows))                         # b
         with torch.no_grad():   # forget-gate bias 1: common practice (lucaslingle), not in the paper
             self.bias[:hidden] = 1.0
-        self.ln_bu, self.ln_rec = Norm(rows, layer_norm), Norm(rows, layer_norm)
-        self.ln_td = Norm(rows, layer_norm) if above else None
+        terms = layer_norm and ln_terms
+        self.ln_bu, self.ln_rec = Norm(rows, terms), Norm(rows, terms)
+        self.ln_td = Norm(rows, terms) if above else None
         self.ln_c = Norm(hidden, layer_norm)
         self.spec = CellSpec(hierarchical, has_boundary, self.ln_c.ln.eps if layer_norm else 1e-5)
 
@@ -192,7 +201,8 @@ State = list  # [(h, c, z) for each layer]; h, c: (batch, hidden_l), z: (batch, 
 class HMLSTM(nn.Module):
     """A stack of HM-LSTM layers advanced together, one time step at a time (eq. 1-10)."""
 
-    def __init__(self, input_size: int, hidden: list[int], hierarchical: bool = True, layer_norm: bool = True):
+    def __init__(self, input_size: int, hidden: list[int], hierarchical: bool = True, layer_norm: bool = True,
+                 ln_terms: bool = True):
         super().__init__()
         self.hierarchical = hierarchical
         n = len(hidden)
@@ -206,6 +216,7 @@ class HMLSTM(nn.Module):
                 has_boundary=hierarchical and l + 1 < n,                        # no detector on the top layer
                 layer_norm=layer_norm,
                 first=l == 0,
+                ln_terms=ln_terms,
             )
             for l in range(n)
         )
@@ -227,13 +238,15 @@ class HMLSTM(nn.Module):
         first = self.layers[0]
         return first.ln_bu(first.bu(x))
 
-    def step(self, x_proj: torch.Tensor, state: State, a: float = 1.0, force_z: torch.Tensor | None = None) -> State:
+    def step(self, x_proj: torch.Tensor, state: State, a: float = 1.0, force_z: torch.Tensor | None = None,
+             pre_z: list | None = None) -> State:
         """Advance all layers by one time step.
 
         x_proj:  (batch, 4*H1+1) from project_input — layer 1's input h_t^0 = x_t, already projected.
         state:   [(h_{t-1}^l, c_{t-1}^l, z_{t-1}^l)] for l = 1..L.
         a:       slope of the hard sigmoid (only shapes the straight-through gradient).
         force_z: optional (batch, L-1) boundaries to use instead of the detectors' (tests, gradcheck).
+        pre_z:   optional list; each detector's pre-activation z~_t^l (batch, 1) is appended, layer by layer.
         Returns  [(h_t^l, c_t^l, z_t^l)]; the top layer's z is always 0.
         """
         new_state = []
@@ -243,8 +256,10 @@ class HMLSTM(nn.Module):
             p_td = layer.td(state[l + 1][0]) if layer.td is not None else None      # U_{l+1}^l h_{t-1}^{l+1}
             p_bu = x_proj if l == 0 else layer.bu(h_below)                         # W_{l-1}^l h_t^{l-1}
             fz = force_z[:, l:l + 1].to(x_proj.dtype) if (force_z is not None and layer.has_boundary) else None
-            h, c, z = layer_step(layer.rec(h_prev), p_td, p_bu, h_prev, c_prev, z_prev, z_below, fz, a,
-                                 layer.cell_params(), layer.spec)
+            h, c, z, z_pre = layer_step(layer.rec(h_prev), p_td, p_bu, h_prev, c_prev, z_prev, z_below, fz, a,
+                                        layer.cell_params(), layer.spec)
+            if pre_z is not None and z_pre is not None:
+                pre_z.append(z_pre)
             new_state.append((h, c, z))
             # the LSTM baseline has no boundaries: every layer always takes its input (z = 1 everywhere)
             h_below, z_below = h, (z if layer.has_boundary else None)
@@ -281,7 +296,7 @@ class CharLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)      # linear lookup, no non-linearity
-        self.rnn = HMLSTM(cfg.embed_dim, cfg.hidden, cfg.arch == "hmlstm", cfg.layer_norm)
+        self.rnn = HMLSTM(cfg.embed_dim, cfg.hidden, cfg.arch == "hmlstm", cfg.layer_norm, cfg.ln_terms)
         self.out = OutputModule(cfg.hidden, cfg.out_embed, cfg.vocab_size)
 
     @property
@@ -291,17 +306,24 @@ class CharLM(nn.Module):
     def initial_state(self, batch: int, device=None) -> State:
         return self.rnn.initial_state(batch, device=device, dtype=self.embed.weight.dtype)
 
-    def forward(self, x: torch.Tensor, state: State, a: float = 1.0, force_z: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, state: State, a: float = 1.0, force_z: torch.Tensor | None = None,
+                pre_z: list | None = None):
         """x: (batch, T) symbol ids; state from initial_state or a previous call.
         force_z: optional (batch, T, L-1) boundaries.
+        pre_z:   optional list; receives the detectors' pre-activations z~ as one (batch, T, L-1) tensor.
         Returns logits (batch, T, vocab), the final state, and z (batch, T, L) with the top column 0."""
         x_proj = self.rnn.project_input(self.embed(x))                # (batch, T, 4H1+1)
-        hs, zs = [], []
+        hs, zs, pres = [], [], []
         for t in range(x.shape[1]):
-            state = self.rnn.step(x_proj[:, t], state, a, None if force_z is None else force_z[:, t])
+            step_pre = [] if pre_z is not None else None
+            state = self.rnn.step(x_proj[:, t], state, a, None if force_z is None else force_z[:, t], step_pre)
             hs.append(torch.cat([h for h, _, _ in state], dim=-1))    # (batch, sum hidden)
             zs.append(torch.cat([z for _, _, z in state], dim=-1))    # (batch, L)
+            if step_pre:
+                pres.append(torch.cat(step_pre, dim=-1))               # (batch, L-1)
         logits = self.out(torch.stack(hs, dim=1))                      # (batch, T, vocab)
+        if pres:
+            pre_z.append(torch.stack(pres, dim=1))                     # (batch, T, L-1)
         return logits, state, torch.stack(zs, dim=1)
 
     def step_logits(self, symbol: torch.Tensor, state: State, a: float = 1.0):

@@ -38,6 +38,7 @@ class HWConfig:
     arch: str = "hmlstm"                  # hmlstm | lstm
     hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
     layer_norm: bool = True
+    ln_terms: bool = True                 # see ModelConfig.ln_terms: True for files written before the field
     mixtures: int = 20
     window: int = 10                      # K Gaussians in the attention window
     conditional: bool = True
@@ -91,7 +92,7 @@ class SynthesisNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         C = cfg.n_chars
-        self.rnn = HMLSTM(3 + C, cfg.hidden, cfg.arch == "hmlstm", cfg.layer_norm)
+        self.rnn = HMLSTM(3 + C, cfg.hidden, cfg.arch == "hmlstm", cfg.layer_norm, cfg.ln_terms)
         if cfg.conditional:
             self.window = nn.Linear(cfg.hidden[0], 3 * cfg.window)
             with torch.no_grad():           # start wide-ish and slow: alpha 1, beta 1/e... kappa step ~ scale*0.69

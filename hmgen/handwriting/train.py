@@ -28,6 +28,7 @@ from hmgen.training.task import Validation, finite
 
 def hw_config_from(cfg, alphabet: str, stats, line_height: float) -> HWConfig:
     return HWConfig(alphabet=alphabet, arch=cfg.arch, hidden=list(cfg.hidden), layer_norm=cfg.layer_norm,
+                    ln_terms=cfg.ln_terms,
                     mixtures=cfg.mixtures, window=cfg.window, conditional=cfg.conditional, stride=cfg.stride,
                     mean=stats[0], std=stats[1], line_height=round(line_height, 2))
 

@@ -2,7 +2,8 @@
 
 Batches: the corpus cut into batch_size contiguous streams (hmgen.text.data.StreamBatches); the HM-LSTM
 state is carried from one segment to the next (detached: truncated BPTT) and reset at each epoch. Loss: the
-cross-entropy of the next symbol. Validation: BPC on the valid split. Under DDP process r takes streams
+cross-entropy of the next symbol, plus the firing-rate regulariser of hmgen.training.boundary (weight
+--rate-reg; the metrics' loss and bpc are the cross-entropy alone, rate_loss the regulariser). Validation: BPC on the valid split. Under DDP process r takes streams
 r, r+world, ... and the carried state is gathered back into stream order for a checkpoint.
 """
 from __future__ import annotations
@@ -14,10 +15,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from hmgen.cell.reference import CharLM, detach_state
+from hmgen.cell.reference import CharLM, detach_state, operations
 from hmgen.modelio import load_model, save_model
 from hmgen.text.data import Corpus, StreamBatches, load_corpus
 from hmgen.text.evaluate import evaluate, op_counts, rates_dict
+from hmgen.training.boundary import default_rate_targets, detector_stats, rate_loss
 from hmgen.training.checkpoint import load_init
 from hmgen.training.task import Validation, finite
 
@@ -55,6 +57,12 @@ class TextTask:
         self.state = scatter_state(self.model.initial_state(cfg.batch_size, device), rank, world)
         self.step = 0
         self.counts = torch.zeros(self.model.num_layers, 3, dtype=torch.long, device=device)
+        # the detectors, watched from step 1
+        L = self.model.num_layers
+        self.watch = cfg.arch == "hmlstm" and L > 1
+        self.targets = default_rate_targets(L)
+        self.det = torch.zeros(3, max(L - 1, 1), device=device)   # fired, inside the STE window, computed
+        self.reg_sum = 0.0                                        # symbols x the regulariser, since the last log
 
     @property
     def epoch(self) -> float:
@@ -78,7 +86,8 @@ class TextTask:
         x = torch.from_numpy(x.astype(np.int64)).to(self.device)
         y = torch.from_numpy(y.astype(np.int64)).to(self.device)
         z_init = torch.cat([z for _, _, z in self.state], dim=-1)
-        logits, state, z = net(x, self.state, a)                               # (B, T, vocab)
+        pre = [] if self.watch else None
+        logits, state, z = net(x, self.state, a, pre_z=pre) if self.watch else net(x, self.state, a)   # (B, T, vocab)
         self.state = detach_state(state)
         self.step = step + 1
         counts = op_counts(self.model, z.detach(), z_init)
@@ -86,17 +95,42 @@ class TextTask:
             dist.all_reduce(counts)
         self.counts += counts
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        if self.watch:                          # pre[0]: (B, T, L-1) detector pre-activations z~
+            ops = operations(z.detach(), z_init)
+            det = detector_stats(pre[0].detach(), z.detach(), ops, a)
+            if self.world > 1:                  # the log describes the whole global batch
+                dist.all_reduce(det)
+            self.det += det
+            if self.cfg.rate_reg:
+                fired = det[0] / (x.numel() * self.world)                          # (L-1,) F, whole batch
+                reg = self.cfg.rate_reg * rate_loss(pre[0], z, ops, self.targets, fired)
+                part = reg.detach().clone()                                        # all_reduce is in place
+                if self.world > 1:
+                    dist.all_reduce(part)
+                    part = part / self.world
+                self.reg_sum += float(part) * x.numel() * self.world
+                loss = loss + reg
         return loss, x.numel() * self.world
 
     def log_fields(self, loss: float, symbols: int, seconds: float):
         rates = rates_dict(self.counts)
         self.counts.zero_()
+        reg = self.reg_sum / max(symbols, 1)
+        loss -= reg                                  # the loop's loss is the objective: report its two parts
         bpc = loss / math.log(2)
-        fields = {"bpc": finite(bpc), "symbols_per_s": round(symbols / max(seconds, 1e-9)), "layers": rates}
+        fields = {"loss": finite(loss), "bpc": finite(bpc), "symbols_per_s": round(symbols / max(seconds, 1e-9)),
+                  "layers": rates}
         fires = "/".join(f"{r['flush']:.2f}" for r in rates[:-1]) if self.cfg.arch == "hmlstm" else "-"
         updates = "/".join(f"{1 - r['copy']:.2f}" for r in rates)            # share of steps a layer computes
-        return fields, (f"loss {loss:.3f} bpc {bpc:.3f} {fields['symbols_per_s'] / 1000:.1f}k ch/s "
-                        f"z {fires} upd {updates}")
+        text = f"loss {loss:.3f} bpc {bpc:.3f} {fields['symbols_per_s'] / 1000:.1f}k ch/s z {fires} upd {updates}"
+        if self.watch:   # per detector: share of all steps it fired; share of its computed steps inside |z~| < 1/a
+            fields["fire"] = [round(float(f), 4) for f in self.det[0] / max(symbols, 1)]
+            fields["window"] = [round(float(w), 4) for w in self.det[1] / self.det[2].clamp(min=1)]
+            fields["rate_loss"] = finite(reg, 5)
+            text += " win " + "/".join(f"{w:.2f}" for w in fields["window"])
+        self.det.zero_()
+        self.reg_sum = 0.0
+        return fields, text
 
     def validate(self) -> Validation | None:
         ids = self.corpus.splits.get("valid")

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from hmgen.errors import HmgenError, UsageError
 from hmgen.modelio import atomic_write
+from hmgen.training.config import OLD_RUN_DEFAULTS
 
 RUN_FILES = ("checkpoint.safetensors", "checkpoint.json", "best.safetensors", "best.json", "metrics.jsonl")
 
@@ -46,7 +47,7 @@ def clear_run_folder(out: Path) -> None:
 def read_run_config(out: Path) -> dict:
     """The configuration recorded in a run's checkpoint."""
     try:
-        return json.loads((out / "checkpoint.json").read_text())["config"]
+        return {**OLD_RUN_DEFAULTS, **json.loads((out / "checkpoint.json").read_text())["config"]}
     except FileNotFoundError:
         raise RunError(f"{out}: no checkpoint to resume from") from None
     except (OSError, ValueError, KeyError) as e:

@@ -41,6 +41,16 @@ class TrainConfig:
     hidden: list[int] = option([512, 512, 512], "Layer sizes, comma-separated.", fixed=True, min=1)
     out_embed: int = option(512, "Output embedding size (paper: 512 on PTB).", fixed=True, min=1)
     layer_norm: bool = option(True, "Layer normalisation.", fixed=True, flags=("--layer-norm/--no-layer-norm",))
+    # keeping the boundary detectors alive (issue 14; hmgen.training.boundary). The paper has none of these:
+    # hmgen's choices for new runs are LN on c only and the rate regulariser (benchmarks/RESULTS.md, "Hierarchy").
+    ln_terms: bool = option(False, "Also layer-normalise each pre-activation term (hmgen's first cell; its "
+                                   "gradients explode through time), not only c.", fixed=True,
+                            flags=("--ln-terms/--no-ln-terms",))
+    boundary_init: str = option("torch", "Boundary rows' initialisation: torch (nn.Linear's), or glorot "
+                                         "(the authors' TF code).", fixed=True, choices=("torch", "glorot"))
+    boundary_lr: float = option(1.0, "Learning rate of the boundary rows, as a multiple of --lr.", above=0)
+    rate_reg: float = option(0.03, "Weight of the firing-rate regulariser pulling each detector toward its "
+                                   "target rate (H-Net's ratio loss; 0 = off). Text only.", min=0)
     # optimisation (paper §4.1: Adam 0.002, clip 1, LR / 50 on plateau)
     batch_size: int = option(64, "Streams (text) or lines (handwriting) per batch.", fixed=True, min=1,
                              flags=("--batch-size", "-b"))
@@ -86,13 +96,18 @@ class TrainConfig:
 
     def model_config(self, vocab_size: int):
         from hmgen.cell.reference import ModelConfig
-        return ModelConfig(vocab_size, self.arch, self.embed_dim, list(self.hidden), self.out_embed, self.layer_norm)
+        return ModelConfig(vocab_size, self.arch, self.embed_dim, list(self.hidden), self.out_embed, self.layer_norm,
+                           self.ln_terms)
 
     @classmethod
     def from_dict(cls, d: dict, where: str | None = None) -> "TrainConfig":
         """Options from a config file or a run's record; `where` (a file name) prefixes the messages."""
         return cls(**{"data": None, **parse_options(d, where)})
 
+
+# What a run recorded before these options existed meant: such a run resumes with its old cell and objective,
+# whatever the defaults for new runs are.
+OLD_RUN_DEFAULTS = {"ln_terms": True, "boundary_init": "torch", "boundary_lr": 1.0, "rate_reg": 0.0}
 
 OPTIONS = {f.name: f for f in fields(TrainConfig)}
 TYPES = typing.get_type_hints(TrainConfig)

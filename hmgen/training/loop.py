@@ -22,6 +22,7 @@ import torch.distributed as dist
 from hmgen.cell.reference import count_parameters
 from hmgen.device import pick_device
 from hmgen.errors import HmgenError, UsageError
+from hmgen.training.boundary import BoundaryRowsLR, glorot_boundary_rows, group_grad_norms
 from hmgen.training.checkpoint import (check_run_folder, clear_run_folder, load_checkpoint, read_run_config,
                                        save_checkpoint)
 from hmgen.training.config import TrainConfig, resume_changes
@@ -182,6 +183,10 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     torch.manual_seed(cfg.seed)                 # the task builds its model before drawing anything else
     task = make_task(cfg, device, rank, world, data)
     model = task.model
+    rnn = model.rnn if cfg.arch == "hmlstm" else None      # the HM-LSTM stack of either task
+    if rnn is not None and cfg.boundary_init == "glorot":
+        glorot_boundary_rows(rnn)
+    rows_lr = BoundaryRowsLR(rnn, cfg.boundary_lr) if rnn is not None and cfg.boundary_lr != 1.0 else None
     opt, sched = make_optimizer(cfg, model)
     if init:
         task.init_from(init)
@@ -253,6 +258,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
     next_ckpt = (step // cfg.ckpt_every + 1) * cfg.ckpt_every
     last_eval, stop_reason = None, "steps"
+    grad_max = 0.0                              # the largest pre-clip gradient norm since the last log line
     with StopSignals() as signals:
         while True:
             if total is not None and step >= total:
@@ -278,8 +284,15 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * (step + 1) / cfg.warmup
             loss.backward()
+            log_now = (step + 1) % cfg.log_every == 0 or step + 1 == total
+            groups = group_grad_norms(model) if log_now and rank == 0 else {}    # before clipping
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            grad_max = max(grad_max, float(grad_norm))
+            if rows_lr:
+                rows_lr.before()
             opt.step()
+            if rows_lr:
+                rows_lr.after()
             step += 1
             step_loss = loss.detach()
             if distributed:   # the log describes the whole global batch, not this process's share
@@ -288,14 +301,15 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
             loss_sum += step_loss.item() * weight
             weight_since += weight
 
-            if step % cfg.log_every == 0 or step == total:
+            if log_now:
                 fields, stats = task.log_fields(loss_sum / weight_since, weight_since, time.time() - t_log)
                 rec = {"step": step, "epoch": round(epoch, 4), "loss": finite(loss_sum / weight_since),
                        "lr": opt.param_groups[0]["lr"], "slope": round(a, 4), "grad_norm": round(float(grad_norm), 4),
+                       "grad_norm_max": round(grad_max, 4), "grad_groups": {k: round(v, 4) for k, v in groups.items()},
                        **fields, "seconds": round(seconds(), 1)}
                 reporter.write(rec)
                 reporter.update(step, stats)
-                t_log, weight_since, loss_sum = time.time(), 0, 0.0
+                t_log, weight_since, loss_sum, grad_max = time.time(), 0, 0.0, 0.0
             if not task.at_boundary:
                 continue
             if step >= next_eval:

@@ -1,0 +1,131 @@
+"""Keeping the boundary detectors alive during training (issue 14), and watching them.
+
+With the step function forward and the hard-sigmoid straight-through backward (eq. 8-9), a detector whose
+pre-activation z~ leaves the window |z~| < 1/a gets no gradient from the language-model loss at all; in
+hmgen's first runs every detector left it within ~50-100 Adam updates (a layer that never fires, or fires at
+every step) and never came back. The paper adds no term for this (its FLUSH reset is the only cost of firing).
+
+Here:
+  boundary_rows   where the detector's parameters live (one row of each term's weight, of b, of the LN gains);
+  group_grad_norms  gradient norms per parameter group, each layer's boundary rows apart from its gate rows;
+  detector_stats    per detector: firing rate and share of computed steps inside the STE window;
+  rate_loss       a regulariser pulling each layer's firing rate toward a target (H-Net's ratio loss,
+                  Hwang, Wang & Gu 2025), which also gives a saturated detector a gradient again.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from hmgen.cell.reference import COPY, HMLSTM
+
+
+def default_rate_targets(layers: int) -> list[float]:
+    """Firing rate per detector (layers 1..L-1), as a share of all time steps (hmgen's choice; the paper has
+    no target). Layer 1 about once per word (char-PTB and English: ~0.18 word ends per character), each
+    layer above about a quarter as often; the paper's Fig. 3 sample has 56 and 9 boundaries in 270 characters
+    (0.21, 0.033)."""
+    return [round(0.2 * 0.25 ** l, 4) for l in range(layers - 1)]
+
+
+def boundary_rows(rnn: HMLSTM) -> list[list[tuple[nn.Parameter, int]]]:
+    """Per detector layer: the (parameter, row) pairs that compute z~ (eq. 5-7's extra row)."""
+    out = []
+    for layer in rnn.layers:
+        if not layer.has_boundary:
+            continue
+        r = 4 * layer.hidden
+        rows = [(lin.weight, r) for lin in (layer.bu, layer.rec, layer.td) if lin is not None]
+        rows.append((layer.bias, r))
+        for norm in (layer.ln_bu, layer.ln_rec, layer.ln_td):
+            if norm is not None and norm.ln is not None and norm.ln.weight.shape[0] > r:
+                rows.append((norm.ln.weight, r))
+        out.append(rows)
+    return out
+
+
+@torch.no_grad()
+def group_grad_norms(model: nn.Module) -> dict[str, float]:
+    """Gradient norms (call before clipping) of a model with an HM-LSTM stack `model.rnn`: each layer's gate
+    rows ("L1.gates"), each detector's rows ("L1.boundary"), and everything else ("other": embeddings, output
+    module, attention window)."""
+    inside = {id(p) for p in model.rnn.parameters()}
+    other = [p.grad for p in model.parameters() if id(p) not in inside and p.grad is not None]
+    out = {}
+    detectors = iter(boundary_rows(model.rnn))
+    for l, layer in enumerate(model.rnn.layers):
+        grads = {id(p): p.grad for p in layer.parameters() if p.grad is not None}
+        if layer.has_boundary:
+            rows = [(p, r) for p, r in next(detectors) if p.grad is not None]
+            out[f"L{l + 1}.boundary"] = sum(float(p.grad[r].norm()) ** 2 for p, r in rows) ** 0.5
+            for p, r in rows:                      # the gate rows: the same tensors without the boundary row
+                grads[id(p)] = torch.cat([p.grad[:r], p.grad[r + 1:]])
+        out[f"L{l + 1}.gates"] = sum(float(g.norm()) ** 2 for g in grads.values()) ** 0.5
+    out["other"] = sum(float(g.norm()) ** 2 for g in other) ** 0.5
+    return out
+
+
+def computed(ops: torch.Tensor) -> torch.Tensor:
+    """(batch, T, L) op codes -> (batch, T, L-1) float mask of the steps where a detector was evaluated
+    (a COPY step computes nothing and keeps z = z_{t-1} = 0)."""
+    return (ops[..., :-1] != COPY).to(torch.float32)
+
+
+@torch.no_grad()
+def detector_stats(pre_z: torch.Tensor, z: torch.Tensor, ops: torch.Tensor, a: float) -> torch.Tensor:
+    """(3, L-1) sums for one segment: boundaries fired, steps inside the STE window |z~| < 1/a among the
+    computed steps, and computed steps. pre_z: (batch, T, L-1); z, ops: (batch, T, L)."""
+    live = computed(ops)
+    inside = (pre_z.abs() < 1 / a).to(torch.float32) * live
+    return torch.stack([z[..., :-1].sum((0, 1)), inside.sum((0, 1)), live.sum((0, 1))]).float()
+
+
+def rate_loss(pre_z: torch.Tensor, z: torch.Tensor, ops: torch.Tensor, targets: list[float],
+              fired: torch.Tensor | None = None) -> torch.Tensor:
+    """H-Net's ratio loss per detector, summed over layers: N/(N-1) * ((N-1) F G + (1-F)(1-G)), N = 1/target,
+    F = the share of steps that fired (hard, no gradient), G = the mean firing probability sigm(z~) over the
+    same steps (COPY steps count as 0). It is minimised at F = G = target; the gradient reaches z~ through the
+    sigmoid everywhere, so a detector outside the STE window is pulled back (hmgen's choice of soft proxy:
+    the hard sigmoid would have no gradient exactly where it is needed).
+    pre_z: (batch, T, L-1); z, ops: (batch, T, L); fired: F given (the whole batch's under DDP: the loss is
+    linear in G for a given F, so averaging the processes' gradients then gives the one-process gradient)."""
+    live = computed(ops)
+    F_ = z[..., :-1].detach().float().mean((0, 1)) if fired is None else fired      # (L-1,)
+    G = (torch.sigmoid(pre_z.float()) * live).mean((0, 1))               # (L-1,)
+    N = 1.0 / torch.tensor(targets, dtype=G.dtype, device=G.device)
+    return (N / (N - 1) * ((N - 1) * F_ * G + (1 - F_) * (1 - G))).sum()
+
+
+class BoundaryRowsLR:
+    """A smaller learning rate for the detectors' rows: after the optimiser's step, each boundary row moves
+    only `scale` times as far. (Adam is invariant to a gradient's scale, so scaling the gradient would not
+    do it; the rows share their tensors with the gate rows, so a separate parameter group cannot either.)"""
+
+    def __init__(self, rnn: HMLSTM, scale: float):
+        self.rows = [pr for layer in boundary_rows(rnn) for pr in layer]
+        self.scale = scale
+        self.saved: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def before(self):
+        self.saved = [p[r].clone() for p, r in self.rows]
+
+    @torch.no_grad()
+    def after(self):
+        for (p, r), old in zip(self.rows, self.saved):
+            p[r] = old + self.scale * (p[r] - old)
+
+
+@torch.no_grad()
+def glorot_boundary_rows(rnn: HMLSTM) -> None:
+    """Glorot-uniform init of each term's boundary row, bias 0: the initialisation in what appears to be the
+    authors' TensorFlow code (a separate in x 1 kernel for z~)."""
+    for layer in rnn.layers:
+        if not layer.has_boundary:
+            continue
+        r = 4 * layer.hidden
+        for lin in (layer.bu, layer.rec, layer.td):
+            if lin is not None:
+                bound = (6.0 / (lin.weight.shape[1] + 1)) ** 0.5
+                lin.weight[r].uniform_(-bound, bound)
+        layer.bias[r] = 0.0
