@@ -1,9 +1,16 @@
 """The command line: one-line errors, exit codes, JSON for scripts."""
 import json
+import os
 import subprocess
+from pathlib import Path
+
+import pytest
+import torch
 
 from hmgen import __version__
 from tests.conftest import HMGEN
+
+DATA = Path(__file__).parent / "data"
 
 
 def run(*args, timeout=300):
@@ -91,3 +98,136 @@ def test_training_shows_a_progress_bar_on_a_terminal(tmp_path):
 
 def test_quiet_training_shows_no_progress_bar(tmp_path):
     assert "bpc" not in stderr_through_a_terminal(train_args(tmp_path) + ["--quiet"])
+
+
+# ----------------------------------------------------------------------------- bad values stop at the edge
+
+def in_process(args, input=None):
+    """The command in-process (typer's runner): same parsing, error lines and exit codes, no start-up cost."""
+    from typer.testing import CliRunner
+
+    from hmgen.cli import app
+    return CliRunner().invoke(app, args, input=input, prog_name="hmgen")
+
+
+@pytest.mark.parametrize("args", [
+    ["sample", "-t", "inf", "-n", "5"],
+    ["sample", "--device", "bogus", "-n", "5"],
+    ["eval", "x.txt", "--device", "bogus"],
+    ["eval", "x.txt", "--threads", "0"],
+    ["eval", "x.txt", "--threads", "-1"],
+    ["eval", "x.txt", "--max-symbols", "0"],
+    ["eval", "x.txt", "--max-symbols", "-5"],
+    ["handwrite", "hi", "-o", "-", "--bias", "inf"],
+    ["train", "x.txt", "-b", "0"],
+    ["train", "x.txt", "--lr", "-1"],
+    ["train", "x.txt", "--threads", "0"],
+    ["compress", "--threads", "0"],
+    ["compress", "--lanes", "0"],
+    ["sample", "--no-such-option"],
+])
+def test_a_bad_option_value_is_one_usage_line_with_status_2(args):
+    r = in_process(args)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("hmgen: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("command", [["sample", "-n", "5"], ["eval", "x.txt"], ["boundaries", "x"],
+                                     ["train", "x.txt"], ["compress"]])
+def test_asking_for_a_missing_cuda_device_is_one_usage_line(command):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    r = in_process(command + ["--device", "cuda"])
+    assert r.exit_code == 2 and r.stderr == "hmgen: no CUDA device available (use --device cpu)\n"
+
+
+# ----------------------------------------------------------------------------- eval: what is evaluated
+
+def test_eval_refuses_a_split_of_a_plain_file(byte_model, tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("the cat sat on the mat. " * 20)
+    r = in_process(["eval", str(f), "--split", "test", "-m", str(byte_model)])
+    assert r.exit_code == 2 and "has no splits" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_eval_refuses_a_corpus_folder_without_a_test_split_naming_its_splits(byte_model, tmp_path):
+    for split in ("train", "valid"):
+        (tmp_path / f"x.{split}.txt").write_text("the cat sat on the mat. " * 20)
+    r = in_process(["eval", str(tmp_path), "-m", str(byte_model)])
+    assert r.exit_code == 2 and "no test split (it has: train, valid)" in r.stderr
+    assert in_process(["eval", str(tmp_path), "--split", "valid", "-m", str(byte_model), "-q"]).exit_code == 0
+
+
+def test_eval_uses_a_plain_folder_whole(byte_model, tmp_path):
+    (tmp_path / "a.txt").write_text("the cat sat. ")
+    (tmp_path / "b.txt").write_text("on the mat. ")
+    r = in_process(["eval", str(tmp_path), "-m", str(byte_model), "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["symbols"] == len("the cat sat. on the mat. ") - 1
+
+
+def test_eval_says_when_pieces_run_side_by_side_lose_context(byte_model, tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("the cat sat on the mat. " * 2000)
+    r = in_process(["eval", str(f), "-m", str(byte_model), "--json", "--max-symbols", "25000"])   # 2 x >= 10k
+    assert r.exit_code == 0 and json.loads(r.stdout)["streams"] == 2 and "zero state" in r.stderr
+    one = in_process(["eval", str(f), "-m", str(byte_model), "--json", "--max-symbols", "3000", "--streams", "1"])
+    assert json.loads(one.stdout)["streams"] == 1 and "note" not in one.stderr
+
+
+# ----------------------------------------------------------------------------- standard output going wrong
+
+def test_every_command_stops_quietly_with_141_when_the_reader_leaves():
+    for args in (["sample", "-n", "200"], ["decompress", "-c", str(DATA / "golden.hmz")]):
+        p = subprocess.Popen(HMGEN + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p.stdout.close()                              # the reader left before the first byte
+        err = p.stderr.read()
+        assert p.wait(timeout=300) == 141 and err == b"", (args, err)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_standard_output_is_one_line_error():
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run(HMGEN + ["sample", "-n", "50"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr == "hmgen: standard output: No space left on device\n"
+
+
+def test_a_closed_standard_output_is_one_line_error():
+    r = subprocess.run(HMGEN + ["decompress", "-c", str(DATA / "golden.hmz")], stderr=subprocess.PIPE,
+                       text=True, timeout=300, preexec_fn=lambda: os.close(1))
+    assert r.returncode == 1 and r.stderr == "hmgen: standard output: Bad file descriptor\n"
+
+
+# ----------------------------------------------------------------------------- help
+
+COMMANDS = ["train", "sample", "eval", "boundaries", "models", "handwrite", "compress", "decompress"]
+
+
+@pytest.mark.parametrize("command", [[]] + [[c] for c in COMMANDS])
+def test_help_is_whole_at_80_columns(command):
+    from typer.testing import CliRunner
+
+    from hmgen.cli import app
+    r = CliRunner().invoke(app, command + ["--help"], prog_name="hmgen", env={"COLUMNS": "80"}, terminal_width=80)
+    assert r.exit_code == 0
+    assert "…" not in r.stdout and max(map(len, r.stdout.splitlines())) <= 80
+
+
+def test_help_names_the_exit_statuses_and_offers_completion():
+    r = in_process(["--help"])
+    assert "Exit status" in r.stdout and "141" in r.stdout
+    assert "--install-completion" in r.stdout and "--show-completion" in r.stdout
+    assert "3 warning" in in_process(["compress", "--help"]).stdout
+
+
+# ----------------------------------------------------------------------------- handwrite output
+
+def test_handwrite_writes_a_png_to_standard_output():
+    r = in_process(["handwrite", "hi", "--png", "-", "--seed", "1"])
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout_bytes.startswith(b"\x89PNG") and not list(Path(".").glob("-"))
+
+
+def test_handwrite_refuses_two_outputs_on_standard_output():
+    r = in_process(["handwrite", "hi", "-o", "-", "--png", "-"])
+    assert r.exit_code == 2 and "choose one" in r.stderr

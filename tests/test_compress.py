@@ -392,12 +392,15 @@ def test_a_corrupt_archive_fails_with_one_line_and_leaves_nothing_behind(tmp_pat
     assert hmgen("decompress", "-t", str(f)).returncode == 1
 
 
-def test_bad_inputs_give_exit_codes_like_gzip(tmp_path):
+def test_bad_inputs_give_exit_codes_like_gzip_but_a_skipped_file_is_3(tmp_path):
     (tmp_path / "x.txt").write_bytes(b"x")
     (tmp_path / "y.hmz").write_bytes(b"not an archive")
     missing = hmgen("compress", "-k", "-q", str(tmp_path / "nope"), str(tmp_path / "x.txt"))
     assert missing.returncode == 1 and (tmp_path / "x.txt.hmz").exists()    # the others are still processed
-    assert hmgen("decompress", str(tmp_path / "x.txt")).returncode == 2     # unknown suffix: a warning
+    assert hmgen("decompress", str(tmp_path / "x.txt")).returncode == 3     # unknown suffix: a warning
+    both = hmgen("decompress", str(tmp_path / "x.txt"), str(tmp_path / "nope.hmz"))
+    assert both.returncode == 1                                             # an error outranks a warning
+    assert hmgen("compress", "--lanes", "0", str(tmp_path / "x.txt")).returncode == 2   # usage error: distinct
     r = hmgen("decompress", str(tmp_path / "y.hmz"))
     assert r.returncode == 1 and b"not an hmgen archive" in r.stderr and b"Traceback" not in r.stderr
 

@@ -5,64 +5,88 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 import typer
 from typer.core import TyperGroup
 
 from hmgen import __version__
 from hmgen.cli import archive, handwrite, text, train
+from hmgen.cli.common import READER_LEFT, named_stdout, silence_stdout
 from hmgen.errors import HmgenError
 
 HELP = """HM-LSTM models: train, evaluate, sample, compress, show boundaries, write by hand.
 
+\b
 Examples:
-
-  hmgen sample --prime "the" -n 300          continue a text with the bundled model
-
-  hmgen sample -n 1000 --seed 1 | wc -c      everything writes to stdout, progress to stderr
-
+  hmgen sample --prime "the" -n 300        continue a text (bundled model)
+  hmgen sample -n 1000 --seed 1 | wc -c    text to stdout, progress to stderr
   hmgen train ptb:data/ptb --hidden 512,512,512 --out runs/ptb
-
   hmgen eval ptb:data/ptb --split test --model runs/ptb/best --json
-
-  hmgen models                                bundled models with their figures
-
-  hmgen compress notes.txt                    notes.txt.hmz (gzip-style: -d -c -k -f -t -l)
-
-  hmgen boundaries "the quick brown fox" -o b.svg     where each layer's segments end
-
-  hmgen handwrite "hello world" -o out.svg    synthetic handwriting as SVG
+  hmgen models                             bundled models with their figures
+  hmgen compress notes.txt                 notes.txt.hmz (like gzip: -dcktfl)
+  hmgen boundaries "the quick fox" -o b.svg    where each layer's segments end
+  hmgen handwrite "hello world" -o out.svg     synthetic handwriting as SVG
 """
+
+EXIT_STATUS = """Exit status: 0 success; 1 error; 2 usage error (a bad option or argument: nothing was done);
+141 the reader of standard output left (`hmgen sample | head`), quietly, as gzip and xz."""
 
 
 def one_line(e: OSError) -> str:
-    """An OSError as the one line a user reads: "PATH: reason"."""
+    """An OSError as the one line a user reads: "PATH: reason" (PATH may be "standard output")."""
     reason = e.strerror or str(e)
     return f"{e.filename}: {reason}" if e.filename else reason
 
 
+# click's UsageError: typer re-exports only its subclass BadParameter (and vendors click in recent versions)
+ClickUsageError = typer.BadParameter.__bases__[0]
+
+
+@contextmanager
+def one_line_errors():
+    """The one place where a failure the user can act on becomes one line on stderr and its exit status
+    (README "Exit status"); a reader that left stops every command the same way."""
+    try:
+        yield
+    except BrokenPipeError:                      # `hmgen sample | head -c 10`: quietly, like gzip and xz
+        silence_stdout()
+        raise typer.Exit(READER_LEFT) from None
+    except ClickUsageError as e:                 # a bad option or argument, found by typer (type, min, callback)
+        if type(e).__name__ == "NoArgsIsHelpError":         # `hmgen` alone: the help, as asked
+            raise
+        where = e.ctx.command_path if e.ctx is not None else "hmgen"
+        typer.echo(f"hmgen: {e.format_message()} (see {where} -h)", err=True)
+        raise typer.Exit(2) from None
+    except (HmgenError, OSError) as e:
+        if os.environ.get("HMGEN_DEBUG"):
+            raise
+        silence_stdout()
+        typer.echo(f"hmgen: {e if isinstance(e, HmgenError) else one_line(e)}", err=True)
+        raise typer.Exit(getattr(e, "exit_code", 1)) from None
+
+
 class Commands(TyperGroup):
-    """The one place where a failure the user can act on becomes one line on stderr and an exit code."""
+    """Parsing (make_context: options, --help, --version) and running (invoke) both under one_line_errors."""
+
+    def make_context(self, *args, **kwargs):
+        with one_line_errors():
+            return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
-        try:
+        with one_line_errors():
             return super().invoke(ctx)
-        except BrokenPipeError:
-            raise
-        except (HmgenError, OSError) as e:
-            if os.environ.get("HMGEN_DEBUG"):
-                raise
-            typer.echo(f"hmgen: {e if isinstance(e, HmgenError) else one_line(e)}", err=True)
-            raise typer.Exit(getattr(e, "exit_code", 1)) from None
 
 
 app = typer.Typer(
     cls=Commands,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help=HELP,
+    epilog=EXIT_STATUS,
 )
 
 
@@ -90,14 +114,30 @@ app.command(help=archive.DECOMPRESS_HELP)(archive.decompress)
 
 def main():
     if os.environ.get("HMGEN_DEBUG"):
-        return app()
+        return app(prog_name="hmgen")
+    sys.stdout = named_stdout()
+    status = run()
+    try:                                         # what is still buffered must reach its reader, or the
+        sys.stdout.flush()                       # status must say that it did not
+    except BrokenPipeError:
+        status = status or READER_LEFT
+    except OSError as e:
+        if not status:
+            typer.echo(f"hmgen: {one_line(e)}", err=True)
+        status = status or 1
+    silence_stdout()
+    raise SystemExit(status)
+
+
+def run() -> int:
+    """The command's exit status."""
     try:
-        app(standalone_mode=True)
-    except SystemExit:
-        raise
-    except BrokenPipeError:                      # `hmgen sample | head`: the reader left; not an error
-        sys.stderr.close()
-        raise SystemExit(0)
+        app(prog_name="hmgen")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    except BrokenPipeError:
+        return READER_LEFT
     except Exception as e:                       # a bug in hmgen: never a traceback for the user
         typer.echo(f"hmgen: internal error: {type(e).__name__}: {e} (HMGEN_DEBUG=1 shows the traceback)", err=True)
-        raise SystemExit(1)
+        return 1
+    return 0

@@ -9,8 +9,11 @@ from typing import Optional
 
 import typer
 
-from hmgen.cli.common import progress_bar, torch_threads
+from hmgen.cli.options import device_option, json_option, model_option, quiet_option, set_threads, threads_option
 from hmgen.errors import HmgenError, UsageError
+from hmgen.progress import Bar
+
+SKIPPED = 3   # exit status: a file was left alone with a warning (gzip says 2; hmgen's 2 is a usage error)
 
 
 def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:
@@ -41,10 +44,12 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
     from hmgen.archive import files as archive
     from hmgen.archive.format import FormatError, MAX_LANES
 
+    from hmgen.cli import one_line
+
     exit_on_termination()
     # One thread by default: a coding step is many small tensor operations, which gain little from a second
     # thread on a quiet machine and lose up to ~30x beside another busy process (benchmarks/RESULTS.md).
-    torch_threads(threads or 1)
+    set_threads(threads or 1)
     if not 1 <= lanes <= MAX_LANES:
         raise UsageError(f"--lanes must be between 1 and {MAX_LANES}")
     files = files or ["-"]
@@ -54,7 +59,7 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
             try:
                 info = archive.list_path(path)
             except (FormatError, OSError) as e:
-                typer.echo(f"hmgen: {path}: {e}" if isinstance(e, FormatError) else f"hmgen: {e}", err=True)
+                typer.echo(f"hmgen: {path}: {e}" if isinstance(e, FormatError) else f"hmgen: {one_line(e)}", err=True)
                 status = 1
                 continue
             rows.append({"file": path, "compressed": info.compressed, "original": info.original,
@@ -82,13 +87,13 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
     for path in files:
         size = os.path.getsize(path) if path != "-" and os.path.isfile(path) else None
         try:
-            with progress_bar(quiet or (size or 0) < (1 << 16) and path != "-", path if path != "-" else "stdin") as bar:
+            with Bar(path if path != "-" else "stdin", quiet or (size or 0) < (1 << 16) and path != "-",
+                     total=None if decompress else size, unit="bytes") as bar:
                 done = [0]
 
                 def advance(k: int):
                     done[0] += k
-                    if bar is not None:
-                        bar(done[0], size if not decompress else None)
+                    bar.update(done[0])
 
                 if decompress:
                     res = archive.decompress_path(path, engines, model, keep=keep or stdout, force=force,
@@ -98,10 +103,13 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
                                                 to_stdout=stdout, lanes=lanes, progress=advance)
         except archive.Skipped as e:
             typer.echo(f"hmgen: {e}", err=True)
-            status = max(status, 2)
+            status = status or SKIPPED                      # an error (1) outranks a warning
             continue
+        except BrokenPipeError:
+            raise                                           # the reader left: stop (README "Exit status")
         except (HmgenError, OSError, ValueError) as e:      # reported per file; the next file is tried
-            shown = f"{path}: {e}" if isinstance(e, FormatError) and not str(e).startswith(path) else str(e)
+            shown = (f"{path}: {e}" if isinstance(e, FormatError) and not str(e).startswith(path)
+                     else one_line(e) if isinstance(e, OSError) else str(e))
             typer.echo(f"hmgen: {shown}", err=True)
             status = 1
             continue
@@ -112,17 +120,16 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
 
 ARCHIVE_HELP = """
 
+\b
 Examples:
-
-  hmgen compress notes.txt              writes notes.txt.hmz, removes notes.txt once the archive is verified
-
-  hmgen compress -k -v *.txt            keep the inputs, print sizes, bpc and speed
-
+  hmgen compress notes.txt          notes.txt.hmz (then removes notes.txt)
+  hmgen compress -k -v *.txt        keep the inputs; print sizes, bpc, speed
   cat f | hmgen compress | hmgen decompress | cmp - f
+  hmgen decompress notes.txt.hmz    (or compress -d); -t tests, -l lists
 
-  hmgen decompress notes.txt.hmz        (also: hmgen compress -d), -t tests, -l lists
-
-Exit status: 0 success, 1 error, 2 warning (a file skipped)."""
+Exit status: 0 success; 1 error (the other files are still done); 2 usage
+error (nothing done); 3 warning: a file was skipped (gzip says 2); 141 the
+reader of standard output left."""
 
 
 def archive_options(files, stdout, keep, force, test, list_, verbose, quiet, model, device, lanes, threads, as_json):
@@ -137,12 +144,12 @@ FORCE = typer.Option(False, "--force", "-f", help="Overwrite existing output; wr
 TEST = typer.Option(False, "--test", "-t", help="Decompress and verify, write nothing.")
 LIST = typer.Option(False, "--list", "-l", help="List archive contents: sizes, ratio, bpc, model.")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="More detail in the summary line.")
-QUIET = typer.Option(False, "--quiet", "-q", help="No summary line, no progress bar.")
-MODEL = typer.Option(None, "--model", "-m", help="Byte-level model (name or path). Decompression uses the archive's own by default.")
-DEVICE = typer.Option("cpu", "--device", help="cpu, cuda or auto. Archives decode on any device.")
+QUIET = quiet_option("No summary line, no progress bar.")
+MODEL = model_option("Byte-level model (name or path). Decompression uses the archive's own by default.")
+DEVICE = device_option()
 LANES = typer.Option(256, "--lanes", help="At most this many lanes coded in parallel (more: faster, slightly larger).")
-THREADS = typer.Option(None, "--threads", help="torch CPU threads (default 1: coding steps are small).")
-JSON = typer.Option(False, "--json", help="With -l: print JSON.")
+THREADS = threads_option("torch CPU threads (default 1: coding steps are small).")
+JSON = json_option("With -l: print JSON.")
 
 
 COMPRESS_HELP = "Compress files with the model's next-byte probabilities and a range coder (.hmz)." + ARCHIVE_HELP

@@ -1,15 +1,19 @@
-"""What several commands share: the progress bar, thread count, writing an output file."""
+"""Where command output goes wrong: a file that cannot be written, a standard output that is closed, full,
+or whose reader left. One policy for every command (README "Exit status")."""
 from __future__ import annotations
 
+import errno
+import io
+import os
 import sys
 from contextlib import contextmanager
 
 from hmgen.errors import HmgenError
 
-
-def torch_threads(n: int):
-    import torch
-    torch.set_num_threads(n)
+# `hmgen sample | head -c 10`: when the reader of stdout leaves, every command stops quietly with this status,
+# 128 + SIGPIPE, what a shell reports for gzip, xz or cat (they die of SIGPIPE); hmgen's cleanup still runs,
+# so no partial file is left behind.
+READER_LEFT = 141
 
 
 @contextmanager
@@ -21,25 +25,58 @@ def writing(path):
         raise HmgenError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
-class progress_bar:
-    """A rich progress bar on stderr when it is a terminal and not quiet; otherwise nothing."""
+class Stdout(io.FileIO):
+    """File descriptor 1 with its name in its errors: "hmgen: standard output: No space left on device"."""
 
-    def __init__(self, quiet: bool, label: str):
-        self.enabled = not quiet and sys.stderr.isatty()
-        self.label = label
+    def write(self, b) -> int:
+        try:
+            return super().write(b)
+        except OSError as e:
+            e.filename = "standard output"
+            raise
 
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        self.progress = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-        self.progress.start()
-        task = self.progress.add_task(self.label, total=None)
-        return lambda done, total: self.progress.update(task, completed=done, total=total)
 
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.stop()
-        return False
+class ClosedStdout(io.RawIOBase):
+    """Standard output closed by the caller (`hmgen compress -c f >&-`): every write fails, as in gzip."""
+
+    silenced = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        if self.silenced:
+            return len(b)
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF), "standard output")
+
+
+def named_stdout():
+    """sys.stdout rebuilt over `Stdout` (same encoding and buffering), or over ClosedStdout when fd 1 is closed."""
+    old = sys.stdout
+    try:
+        raw = Stdout(1, "w", closefd=False)
+    except OSError:
+        raw = ClosedStdout()
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding=getattr(old, "encoding", None) or "utf-8",
+                            errors=getattr(old, "errors", None) or "strict",
+                            line_buffering=bool(getattr(old, "line_buffering", False)))
+
+
+def silence_stdout() -> None:
+    """After a failed write to stdout, make the interpreter's final flush harmless (no "Exception ignored"
+    lines): what stdout still holds goes nowhere."""
+    try:
+        sys.stdout.flush()
+        return
+    except (OSError, ValueError):
+        pass
+    raw = getattr(getattr(sys.stdout, "buffer", None), "raw", None)
+    if isinstance(raw, ClosedStdout):
+        raw.silenced = True
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from hmgen.cli.common import writing
+from hmgen.cli.options import finite, model_option
 from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.errors import HmgenError, UsageError
 
@@ -15,19 +16,19 @@ from hmgen.errors import HmgenError, UsageError
 def handwrite(
     text: Optional[str] = typer.Argument(None, help='Text to write; "-" reads it from stdin. Newlines start new lines.'),
     output: Optional[str] = typer.Option(None, "--output", "-o", help='SVG file to write; "-" writes the SVG to stdout.'),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Handwriting model: a bundled name or a path (default: handwriting-small)."),
-    bias: float = typer.Option(BIAS, "--bias", "-b", min=0.0, help="0 = unbiased, varied, harder to read; higher = neater, more alike (Graves 2013 §5.4)."),
+    model: Optional[str] = model_option("Handwriting model: a bundled name or a path (default: handwriting-small)."),
+    bias: float = typer.Option(BIAS, "--bias", "-b", min=0.0, callback=finite, help="0 = unbiased, varied, harder to read; higher = neater, more alike (Graves 2013 §5.4)."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same SVG."),
     style: Optional[int] = typer.Option(None, "--style", min=0, help="Write in the hand of line N of the model's style bank (--list-styles)."),
     list_styles: bool = typer.Option(False, "--list-styles", help="Print the model's style bank and exit."),
     width: int = typer.Option(40, "--width", "-w", min=1, help="Wrap lines longer than this many characters."),
-    line_height: float = typer.Option(LINE_HEIGHT, "--line-height", min=1.0, help="Pixels per line of handwriting."),
-    margin: float = typer.Option(MARGIN, "--margin", min=0.0, help="Margin around the text, pixels."),
+    line_height: float = typer.Option(LINE_HEIGHT, "--line-height", min=1.0, callback=finite, help="Pixels per line of handwriting."),
+    margin: float = typer.Option(MARGIN, "--margin", min=0.0, callback=finite, help="Margin around the text, pixels."),
     color: str = typer.Option("black", "--color", help="Ink colour (SVG colour: a name, #rrggbb, rgb(...))."),
-    stroke_width: float = typer.Option(STROKE_WIDTH, "--stroke-width", min=0.01, help="Pen width, pixels."),
+    stroke_width: float = typer.Option(STROKE_WIDTH, "--stroke-width", min=0.01, callback=finite, help="Pen width, pixels."),
     background: str = typer.Option("white", "--background", help='Background colour, or "none" for transparent.'),
     smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="Smooth the strokes (Savitzky-Golay) when drawing."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Also write a PNG rendering (black ink on white) to this file."),
+    png: Optional[str] = typer.Option(None, "--png", help='Also write a PNG (black ink on white) to this file; "-" writes it to stdout.'),
     max_steps_per_char: int = typer.Option(25, "--max-steps-per-char", min=1, help="Hard cap on pen points per character."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop characters the model cannot write instead of failing."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Report each line's steps and why it stopped, on stderr."),
@@ -55,8 +56,12 @@ def handwrite(
         return
     if text is None:
         raise UsageError("no text: give TEXT, or - to read it from stdin")
-    if output is None:
-        raise UsageError("no output: give -o FILE.svg, or -o - for stdout")
+    if output is None and png is None:
+        raise UsageError("no output: give -o FILE.svg (- for stdout), or --png FILE.png")
+    if output == "-" and png == "-":
+        raise UsageError("-o - and --png - both write to stdout; choose one")
+    if png == "-" and sys.stdout.isatty():
+        raise HmgenError("PNG data not written to a terminal (redirect stdout, or give --png FILE.png)")
     for name, value in (("--color", color), ("--background", background)):
         if not re.fullmatch(r"#[0-9a-fA-F]{3,8}|[a-zA-Z]+|rgba?\([0-9., %]+\)", value):
             raise UsageError(f"{name}: not an SVG colour: {value!r}")
@@ -87,9 +92,14 @@ def handwrite(
     if output == "-":
         sys.stdout.write(svg + "\n")
         sys.stdout.flush()
-    else:
+    elif output is not None:
         with writing(output):
             Path(output).write_text(svg + "\n")
     if png is not None:
-        with writing(png):
-            png.write_bytes(to_png(offsets, hm.cfg.line_height, line_height, margin, stroke_width, smooth))
+        image = to_png(offsets, hm.cfg.line_height, line_height, margin, stroke_width, smooth)
+        if png == "-":
+            sys.stdout.buffer.write(image)
+            sys.stdout.buffer.flush()
+        else:
+            with writing(png):
+                Path(png).write_bytes(image)

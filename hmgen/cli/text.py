@@ -8,8 +8,14 @@ from typing import Optional
 
 import typer
 
-from hmgen.cli.common import progress_bar, writing
+from hmgen.cli.common import writing
+from hmgen.cli.options import device_option, finite, json_option, model_option, quiet_option, set_threads, threads_option
 from hmgen.errors import HmgenError, UsageError
+from hmgen.progress import Bar
+
+# eval's default: pieces side by side, but none shorter than this many symbols (hmgen's choice: the state
+# carries context over a few hundred symbols, so a cut every 10k costs ~0.01 bpc, not the 2+ bpc of tiny pieces)
+MIN_PIECE = 10_000
 
 
 def open_model(model: Optional[str], device: str = "cpu"):
@@ -20,14 +26,14 @@ def open_model(model: Optional[str], device: str = "cpu"):
 def sample(
     prime: str = typer.Option("", "--prime", "-p", help="Text to continue (printed first unless --no-echo)."),
     length: int = typer.Option(500, "--length", "-n", min=0, help="Characters to generate after the prime."),
-    temperature: float = typer.Option(1.0, "--temperature", "-t", min=0.0, help="0 = greedy; <1 safer, >1 wilder."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", min=0.0, callback=finite, help="0 = greedy; <1 safer, >1 wilder."),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Sample among the k likeliest symbols."),
     top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling: the smallest set with this much probability."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same bytes."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="A bundled model's name or a model path (default: english-small)."),
+    model: Optional[str] = model_option(),
     echo: bool = typer.Option(True, "--echo/--no-echo", help="Print the prime before the continuation."),
-    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (shown only when stdout is not a terminal)."),
+    device: str = device_option(),
+    quiet: bool = quiet_option("No progress bar (shown only when stdout is not a terminal)."),
 ):
     """Generate text, streaming to stdout as it is produced.
 
@@ -44,46 +50,47 @@ def sample(
     out.write(first)
     out.flush()
     # the text is the progress on a terminal; into a pipe or a file, show a bar on stderr instead
-    with progress_bar(quiet or sys.stdout.isatty(), "sample") as advance:
+    with Bar("sample", quiet or sys.stdout.isatty(), total=length) as bar:
         for done, chunk in enumerate(chunks, 2):
             out.write(chunk)
             out.flush()
-            if advance and done % 50 == 0:
-                advance(done, length)
+            if done % 50 == 0:
+                bar.update(done)
     if sys.stdout.isatty():
         out.write(b"\n")
     out.flush()
 
 
 def evaluate_cmd(
-    data: str = typer.Argument(..., help="A file or folder, or a corpus (ptb:DIR, text8[:DIR], enwik8[:DIR], a folder with splits)."),
-    split: Optional[str] = typer.Option(None, help="Split of a corpus: train, valid or test (default: test; a plain file is used whole)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="A bundled model's name or a model path."),
-    max_symbols: Optional[int] = typer.Option(None, help="Evaluate on the first N symbols only."),
-    streams: int = typer.Option(16, min=1, help="Pieces of the data evaluated side by side (each starts from a zero state)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
-    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    data: str = typer.Argument(..., help="A plain file or folder (evaluated whole), or a corpus with splits: ptb:DIR, text8[:DIR], enwik8[:DIR], a folder with *train*/*valid*/*test* files."),
+    split: Optional[str] = typer.Option(None, help="Split of a corpus: train, valid or test (default: test). A plain file or folder has no splits."),
+    model: Optional[str] = model_option(),
+    max_symbols: Optional[int] = typer.Option(None, min=1, help="Evaluate on the first N symbols only."),
+    streams: Optional[int] = typer.Option(None, min=1, help=f"Pieces of the data run side by side: faster, but each starts from a zero state, so the context before it is lost and the figure is a little worse than with 1 (default: up to 16 pieces of at least {MIN_PIECE:,} symbols)."),
+    device: str = device_option(),
+    threads: Optional[int] = threads_option(),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option("No progress bar and no note."),
 ):
     """Bits per character of a model on a file or a named split, with per-layer UPDATE/COPY/FLUSH rates.
 
     hmgen eval ptb:data/ptb --split test --model runs/ptb/best --json
     """
-    import torch
-
     from hmgen.text.data import load_eval_ids
     from hmgen.text.evaluate import evaluate
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     lm = open_model(model, device)
-    ids = load_eval_ids(data, split, lm.vocab)
+    ids = load_eval_ids(data, split, lm.vocab)[: None if max_symbols is None else max_symbols + 1]
     if len(ids) < 2:
         raise HmgenError(f"{data}: need at least 2 symbols to evaluate")
-    with progress_bar(quiet, "eval") as advance:
-        r = evaluate(lm.model, ids, streams=streams, max_symbols=max_symbols, device=device, progress=advance)
-    r = {"model": lm.name, "data": data, "split": split, **r}
+    streams = streams or max(1, min(16, (len(ids) - 1) // MIN_PIECE))
+    if streams > 1 and not quiet:
+        typer.echo(f"note: {streams} pieces side by side, each from a zero state (the context before each cut "
+                   f"is lost); --streams 1 gives the figure with full context", err=True)
+    with Bar("eval", quiet) as bar:
+        r = evaluate(lm.model, ids, streams=streams, device=device, progress=bar.update)
+    r = {"model": lm.name, "data": data, "split": split, "streams": streams, **r}
     if as_json:
         typer.echo(json.dumps(r))
         return
@@ -96,12 +103,12 @@ def evaluate_cmd(
 def boundaries(
     text: Optional[str] = typer.Argument(None, help="The text to read; - reads standard input."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the text from this UTF-8 file instead."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="A bundled model's name or a model path (default: english-small)."),
+    model: Optional[str] = model_option(),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Also draw the hierarchy as SVG into this file (- = to stdout)."),
     width: Optional[int] = typer.Option(None, "--width", "-w", min=20, help="Columns per row (default: the terminal's; SVG: 100 characters)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the raw z matrix, operations and counts as JSON."),
-    device: str = typer.Option("cpu", help="cpu, cuda, ..."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No terminal picture (with -o) and no progress bar."),
+    as_json: bool = json_option("Print the raw z matrix, operations and counts as JSON."),
+    device: str = device_option(),
+    quiet: bool = quiet_option("No terminal picture (with -o) and no progress bar."),
 ):
     """Show where each layer's boundary detector fires on a text: one row per layer under the text.
 
@@ -125,8 +132,8 @@ def boundaries(
     from hmgen.modelio import atomic_write
 
     lm = open_model(model, device)
-    with progress_bar(quiet or len(text) < 2000, "boundaries") as advance:
-        b = analyse(lm, text, progress=advance)
+    with Bar("boundaries", quiet or len(text) < 2000) as bar:
+        b = analyse(lm, text, progress=bar.update)
     if output:
         svg = render_svg(b, width or 100)
         if output == "-":
@@ -143,7 +150,7 @@ def boundaries(
             console.print(line, no_wrap=True, overflow="ignore", crop=False)
 
 
-def models(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
+def models(as_json: bool = json_option("Print as JSON.")):
     """List the bundled models, text and handwriting, with their size and figures."""
     from hmgen.modelio import list_models
 

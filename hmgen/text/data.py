@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from hmgen.errors import DataError
+from hmgen.errors import DataError, UsageError
 
 
 class VocabError(DataError):
@@ -149,13 +149,18 @@ def split_90_5_5(ids: np.ndarray) -> dict[str, np.ndarray]:
     return {"train": ids[:a], "valid": ids[a:b], "test": ids[b:]}
 
 
+def split_files(folder: Path) -> dict[str, list[Path]]:
+    """A folder's files named *train* / *valid* / *test* (its splits, when there is a train file)."""
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith("."))
+    return {s: [f for f in files if s in f.name.lower()] for s in ("train", "valid", "test")}
+
+
 def load_path(path: str, valid: str | None = None) -> Corpus:
     """Any text file or folder, byte-level."""
     p = Path(path)
     splits: dict[str, np.ndarray] = {}
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-        named = {s: [f for f in files if s in f.name.lower()] for s in ("train", "valid", "test")}
+        named = split_files(p)
         if named["train"]:
             for s, fs in named.items():
                 if fs:
@@ -194,13 +199,18 @@ def load_corpus(spec: str, valid: str | None = None, download: bool = False) -> 
 
 
 def load_eval_ids(spec: str, split: str | None, vocab: Vocab) -> np.ndarray:
-    """Data to evaluate a model on: a named split of a corpus, or a whole file/folder (any split)."""
-    if split is None and Path(spec).is_file():
+    """Data to evaluate a model on: a plain file or folder, whole (it has no splits: asking for one is a
+    usage error), or a split of a corpus (default: test; a corpus without one is refused, naming its splits)."""
+    p = Path(spec)
+    if p.is_file() or (p.is_dir() and not split_files(p)["train"]):
+        if split is not None:
+            raise UsageError(f"{spec}: a plain {'file' if p.is_file() else 'folder'} has no splits; it is "
+                             f"evaluated whole (leave out --split {split})")
         return vocab.encode(read_bytes(spec))
     corpus = load_corpus(spec)
-    if split is None:   # a corpus: its test split, else its validation split
-        split = "test" if "test" in corpus.splits else "valid"
-    ids = corpus.split(split)
+    if split is None and "test" not in corpus.splits:
+        raise UsageError(f"{spec} has no test split (it has: {', '.join(corpus.splits)}); choose one with --split")
+    ids = corpus.split(split or "test")
     if corpus.vocab != vocab:
         return vocab.encode(corpus.vocab.decode(ids))
     return ids
