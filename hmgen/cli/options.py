@@ -15,13 +15,6 @@ def finite(value: Optional[float]) -> Optional[float]:
     return value
 
 
-def positive(value: Optional[float]) -> Optional[float]:
-    """Typer callback: a finite number above 0 (a learning rate, a clip norm)."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise typer.BadParameter(f"{value} is not a finite number above 0")
-    return value
-
-
 def device_name(value: Optional[str]) -> Optional[str]:
     """Typer callback: every --device goes through hmgen.device.pick_device ("auto" becomes what it picks)."""
     if value is None:
