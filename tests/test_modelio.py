@@ -34,7 +34,10 @@ def test_model_files_are_safetensors_and_json_only(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
     meta = json.loads((tmp_path / "m.json").read_text())
     assert meta["format"] == "hmgen-model" and meta["model"]["arch"] == "hmlstm" and meta["vocab"]["kind"] == "bytes"
-    assert (tmp_path / "m.safetensors").read_bytes()[:8] != b"\x80\x02\x8a\x0alZ"   # not a pickle/zip
+    data = (tmp_path / "m.safetensors").read_bytes()
+    n = int.from_bytes(data[:8], "little")                  # safetensors: a u64 header length, then a JSON header
+    assert data[8:9] == b"{" and isinstance(json.loads(data[8:8 + n]), dict)
+    assert not data.startswith((b"\x80", b"PK"))            # neither a pickle nor a zip (torch.save)
 
 
 def test_a_pickle_in_place_of_weights_is_refused_not_executed(tmp_path):

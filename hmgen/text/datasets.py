@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ import zlib
 from pathlib import Path
 
 from hmgen.errors import DataError
+from hmgen.progress import Bar
 
 URLS = {
     "text8": "http://mattmahoney.net/dc/text8.zip",
@@ -90,20 +90,12 @@ def _download(url: str, dest, progress: bool) -> None:
     """Stream `url` into the open binary file `dest`, with a rich progress bar when asked and on a terminal."""
     with urllib.request.urlopen(url, timeout=60) as r:
         total = int(r.headers.get("Content-Length") or 0) or None
-        if not (progress and sys.stderr.isatty()):
+        with Bar(f"downloading {url.rsplit('/', 1)[-1]}", not progress, total=total, unit="bytes") as bar:
+            done = 0
             while block := r.read(CHUNK):
                 dest.write(block)
-            return
-        from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
-        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(f"downloading {url.rsplit('/', 1)[-1]}", total=total)
-            while block := r.read(CHUNK):
-                dest.write(block)
-                bar.advance(task, len(block))
+                done += len(block)
+                bar.update(done)
 
 
 def fetch(name: str, directory: str | os.PathLike | None = None, download: bool = False, *,

@@ -10,7 +10,6 @@ import math
 import os
 import platform
 import signal
-import sys
 import threading
 import time
 from dataclasses import asdict
@@ -21,6 +20,7 @@ import torch.distributed as dist
 
 from hmgen.cell.reference import count_parameters
 from hmgen.device import pick_device
+from hmgen.progress import Bar
 from hmgen.errors import HmgenError, UsageError
 from hmgen.training.boundary import BoundaryRowsLR, glorot_boundary_rows, group_grad_norms
 from hmgen.training.checkpoint import (check_run_folder, clear_run_folder, load_checkpoint, read_run_config,
@@ -121,19 +121,11 @@ class StopSignals:
 
 
 class Reporter:
-    """Rich progress bar on stderr (only on a terminal, not with quiet) and the JSON-lines metrics log."""
+    """The progress bar (hmgen.progress: stderr, on a terminal, not with quiet) and the JSON-lines metrics log."""
 
     def __init__(self, path: Path | None, total: int | None, done: int, quiet: bool, enabled: bool = True):
         self.log = open(path, "a") if (path and enabled) else None
-        self.progress = None
-        if enabled and not quiet and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-            self.progress = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[stats]}"), console=Console(stderr=True), transient=False)
-            self.progress.start()
-            self.task = self.progress.add_task("train", total=total, completed=done, stats="")
+        self.bar = Bar("train", quiet or not enabled, total=total, done=done, keep=True)
 
     def write(self, record: dict) -> None:
         if self.log:
@@ -141,16 +133,13 @@ class Reporter:
             self.log.flush()
 
     def update(self, step: int, stats: str) -> None:
-        if self.progress:
-            self.progress.update(self.task, completed=step, stats=stats)
+        self.bar.update(step, note=stats)
 
     def print(self, text: str) -> None:
-        if self.progress:
-            self.progress.console.print(text)
+        self.bar.print(text)
 
     def close(self) -> None:
-        if self.progress:
-            self.progress.stop()
+        self.bar.close()
         if self.log:
             self.log.close()
 
