@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hmgen.errors import UsageError
 from hmgen.text.data import DataError, StreamBatches, Vocab, VocabError, load_corpus, load_eval_ids, ptb_text
 
 PTB = Path(__file__).resolve().parents[2] / "shared" / "data" / "text" / "ptb"
@@ -96,7 +97,9 @@ def test_eval_data_is_converted_to_the_models_vocabulary(tmp_path):
     assert load_eval_ids(str(f), None, Vocab("bytes")).tolist() == [97, 98, 99]
 
 
-def test_eval_of_a_folder_corpus_defaults_to_its_held_out_split(tmp_path):
+def test_eval_of_a_folder_corpus_without_a_test_split_is_refused_naming_its_splits(tmp_path):
     (tmp_path / "x.train.txt").write_text("a" * 500)
     (tmp_path / "x.valid.txt").write_text("b" * 50)
-    assert bytes(load_eval_ids(str(tmp_path), None, Vocab("bytes")).astype("uint8")) == b"b" * 50
+    with pytest.raises(UsageError, match=r"no test split \(it has: train, valid\)"):
+        load_eval_ids(str(tmp_path), None, Vocab("bytes"))
+    assert bytes(load_eval_ids(str(tmp_path), "valid", Vocab("bytes")).astype("uint8")) == b"b" * 50
