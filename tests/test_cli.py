@@ -91,11 +91,13 @@ def train_args(tmp_path):
             "--batch-size", "2", "--seq-len", "8", "--steps", "6", "--log-every", "2", "--eval-every", "1000"]
 
 
+@pytest.mark.slow
 def test_training_shows_a_progress_bar_on_a_terminal(tmp_path):
     shown = stderr_through_a_terminal(train_args(tmp_path))
     assert "train" in shown and "bpc" in shown and "ch/s" in shown and "6/6" in shown
 
 
+@pytest.mark.slow
 def test_quiet_training_shows_no_progress_bar(tmp_path):
     assert "bpc" not in stderr_through_a_terminal(train_args(tmp_path) + ["--quiet"])
 
@@ -166,12 +168,18 @@ def test_eval_uses_a_plain_folder_whole(byte_model, tmp_path):
     assert json.loads(r.stdout)["symbols"] == len("the cat sat. on the mat. ") - 1
 
 
+def test_eval_runs_pieces_side_by_side_only_when_each_is_long():
+    from hmgen.cli.text import MIN_PIECE, default_streams
+    assert default_streams(MIN_PIECE) == 1 and default_streams(2 * MIN_PIECE + 1) == 2
+    assert default_streams(100 * MIN_PIECE) == 16
+
+
 def test_eval_says_when_pieces_run_side_by_side_lose_context(byte_model, tmp_path):
     f = tmp_path / "t.txt"
-    f.write_text("the cat sat on the mat. " * 2000)
-    r = in_process(["eval", str(f), "-m", str(byte_model), "--json", "--max-symbols", "25000"])   # 2 x >= 10k
-    assert r.exit_code == 0 and json.loads(r.stdout)["streams"] == 2 and "zero state" in r.stderr
-    one = in_process(["eval", str(f), "-m", str(byte_model), "--json", "--max-symbols", "3000", "--streams", "1"])
+    f.write_text("the cat sat on the mat. " * 20)
+    r = in_process(["eval", str(f), "-m", str(byte_model), "--json", "--streams", "4"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["streams"] == 4 and "zero state" in r.stderr
+    one = in_process(["eval", str(f), "-m", str(byte_model), "--json"])
     assert json.loads(one.stdout)["streams"] == 1 and "note" not in one.stderr
 
 

@@ -61,6 +61,11 @@ def sample(
     out.flush()
 
 
+def default_streams(symbols: int) -> int:
+    """Up to 16 pieces side by side, none shorter than MIN_PIECE symbols."""
+    return max(1, min(16, symbols // MIN_PIECE))
+
+
 def evaluate_cmd(
     data: str = typer.Argument(..., help="A plain file or folder (evaluated whole), or a corpus with splits: ptb:DIR, text8[:DIR], enwik8[:DIR], a folder with *train*/*valid*/*test* files."),
     split: Optional[str] = typer.Option(None, help="Split of a corpus: train, valid or test (default: test). A plain file or folder has no splits."),
@@ -84,7 +89,7 @@ def evaluate_cmd(
     ids = load_eval_ids(data, split, lm.vocab)[: None if max_symbols is None else max_symbols + 1]
     if len(ids) < 2:
         raise HmgenError(f"{data}: need at least 2 symbols to evaluate")
-    streams = streams or max(1, min(16, (len(ids) - 1) // MIN_PIECE))
+    streams = streams or default_streams(len(ids) - 1)
     if streams > 1 and not quiet:
         typer.echo(f"note: {streams} pieces side by side, each from a zero state (the context before each cut "
                    f"is lost); --streams 1 gives the figure with full context", err=True)
