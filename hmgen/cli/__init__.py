@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from hmgen import __version__
 from hmgen.cli import archive, handwrite, text, train
-from hmgen.cli.common import READER_LEFT, named_stdout, silence_stdout
+from hmgen.cli.common import READER_LEFT, named_stdout, one_line, silence_stdout
 from hmgen.errors import HmgenError
 
 HELP = """HM-LSTM models: train, evaluate, sample, compress, show boundaries, write by hand.
@@ -31,12 +31,6 @@ Examples:
 
 EXIT_STATUS = """Exit status: 0 success; 1 error; 2 usage error (a bad option or argument: nothing was done);
 141 the reader of standard output left (`hmgen sample | head`), quietly, as gzip and xz."""
-
-
-def one_line(e: OSError) -> str:
-    """An OSError as the one line a user reads: "PATH: reason" (PATH may be "standard output")."""
-    reason = e.strerror or str(e)
-    return f"{e.filename}: {reason}" if e.filename else reason
 
 
 # click's UsageError: typer re-exports only its subclass BadParameter (and vendors click in recent versions)

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from hmgen.cli.common import one_line
 from hmgen.cli.options import device_option, json_option, model_option, quiet_option, set_threads, threads_option
 from hmgen.errors import HmgenError, UsageError
 from hmgen.progress import Bar
@@ -43,8 +44,6 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
                     threads: Optional[int], as_json: bool):
     from hmgen.archive import files as archive
     from hmgen.archive.format import FormatError, MAX_LANES
-
-    from hmgen.cli import one_line
 
     exit_on_termination()
     # One thread by default: a coding step is many small tensor operations, which gain little from a second

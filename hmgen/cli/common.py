@@ -16,6 +16,12 @@ from hmgen.errors import HmgenError
 READER_LEFT = 141
 
 
+def one_line(e: OSError) -> str:
+    """An OSError as the one line a user reads: "PATH: reason" (PATH may be "standard output")."""
+    reason = e.strerror or str(e)
+    return f"{e.filename}: {reason}" if e.filename else reason
+
+
 @contextmanager
 def writing(path):
     """Turn a failed write of `path` into one line naming it (not a temporary file's name)."""
