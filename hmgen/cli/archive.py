@@ -26,7 +26,8 @@ def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:
     line = (f"{path}: {sizes} bytes ({100 * packed / max(1, original):.1f}%, {bpc:.3f} bpc), "
             f"{speed:.1f} kB/s")
     if verbose:
-        line += f", model {st.model}, {st.blocks} block(s), methods {st.methods}, lanes {st.lanes}"
+        line += (f", model {st.model}, {st.blocks} block(s), methods {'/'.join(map(str, st.methods))}, "
+                 f"lanes {'/'.join(map(str, st.lanes))}")
     return line + ("" if res.output in ("stdout", "(test)") else f" -> {res.output}") + (" OK" if res.output == "(test)" else "")
 
 
