@@ -31,12 +31,23 @@ def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:
     return line + ("" if res.output in ("stdout", "(test)") else f" -> {res.output}") + (" OK" if res.output == "(test)" else "")
 
 
+SIGNALLED: list[int] = []          # signals received while coding (see exit_on_termination)
+
+
+def stop_if_signalled() -> None:
+    """Re-raise a signal whose exception was swallowed: numba loads machine code through LLVM callbacks that print
+    and drop a Python exception, so a signal handled in there would let the command run on. Called per progress tick."""
+    if SIGNALLED:
+        raise KeyboardInterrupt if SIGNALLED[0] == signal.SIGINT else SystemExit(128 + SIGNALLED[0])
+
+
 def exit_on_termination() -> None:
     """SIGTERM and SIGHUP (`timeout`, a closed terminal) unwind like Ctrl-C, so the temporary output file is
     removed (hmgen.modelio.atomic_write) instead of being left behind by an abrupt exit."""
     def unwind(signum, frame):
-        raise SystemExit(128 + signum)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+        SIGNALLED.append(signum)
+        stop_if_signalled()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, unwind)
 
 
@@ -92,6 +103,7 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
                 done = [0]
 
                 def advance(k: int):
+                    stop_if_signalled()
                     done[0] += k
                     bar.update(done[0])
 
