@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
-from hmgen.cell.reference import CharLM, ModelConfig, count_parameters
 from hmgen.errors import HmgenError
-from hmgen.handwriting.model import HWConfig, SynthesisNet
 from hmgen.text.data import Vocab
+
+# torch and the modules built on it are imported where a function needs them: `hmgen compress` on a CPU reads
+# a model's weights as numpy arrays (load_arrays) and never imports torch (1.4 s of a small file's time).
 
 TEXT, HANDWRITING = "text", "handwriting"
 FORMATS = {"hmgen-model": TEXT, "hmgen-handwriting-model": HANDWRITING}       # the JSON's "format" -> kind
@@ -109,6 +108,7 @@ def write_model_files(stem: str | os.PathLike, kind: str, tensors: dict, fields:
     """STEM.safetensors (tensors), then STEM.json: format, version, name, the kind's fields, the weights'
     sha256 and meta. Returns the JSON path."""
     stem = Path(stem)
+    from safetensors.torch import save_file
     weights = stem.with_suffix(".safetensors")
     atomic_write(weights, lambda tmp: save_file(tensors, tmp))
     info = {"format": FORMAT[kind], "version": 1, "name": meta.pop("name", stem.name), **fields,
@@ -120,6 +120,7 @@ def write_model_files(stem: str | os.PathLike, kind: str, tensors: dict, fields:
 
 def save_model(stem: str | os.PathLike, model: CharLM, vocab: Vocab, **meta) -> Path:
     """Write a character LM as STEM.safetensors and STEM.json; returns the JSON path."""
+    from hmgen.cell.reference import count_parameters
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     fields = {"model": model.cfg.to_dict(), "vocab": vocab.to_dict(), "parameters": count_parameters(model)}
     return write_model_files(stem, TEXT, tensors, fields, **meta)
@@ -127,6 +128,9 @@ def save_model(stem: str | os.PathLike, model: CharLM, vocab: Vocab, **meta) -> 
 
 def save_hw_model(stem: str | os.PathLike, net: SynthesisNet, styles: list[dict] | None = None, **meta) -> Path:
     """Write a synthesis network and its style bank: net.* weights and style.N (points, 3) offsets."""
+    import torch
+
+    from hmgen.cell.reference import count_parameters
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     bank = []
     for i, s in enumerate(styles or []):
@@ -165,18 +169,25 @@ def read_meta(desc: Path) -> dict:
     return meta
 
 
-def load_weights(desc: Path, build):
-    """build(tensors) over the safetensors file beside desc; any failure is one ModelError line."""
+def load_weights(desc: Path, build, arrays: bool = False):
+    """build(tensors) over the safetensors file beside desc (torch tensors, or numpy arrays with `arrays`);
+    any failure is one ModelError line."""
     weights = desc.with_suffix(".safetensors")
     if not weights.is_file():
         raise ModelError(f"{weights}: weights missing")
     try:
-        return build(load_file(str(weights), device="cpu"))
+        if arrays:
+            from safetensors.numpy import load_file
+        else:
+            from safetensors.torch import load_file
+        return build(load_file(str(weights)))
     except Exception as e:   # corrupt or mismatched files: one clear line, not a traceback
         raise ModelError(f"{weights}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
 def _text_model(desc: Path, meta: dict, device) -> LoadedModel:
+    from hmgen.cell.reference import CharLM, ModelConfig
+
     def build(tensors):
         model = CharLM(ModelConfig(**meta["model"]))
         model.load_state_dict(tensors)
@@ -186,6 +197,8 @@ def _text_model(desc: Path, meta: dict, device) -> LoadedModel:
 
 
 def _handwriting_model(desc: Path, meta: dict, device) -> HandwritingModel:
+    from hmgen.handwriting.model import HWConfig, SynthesisNet
+
     def build(tensors):
         net = SynthesisNet(HWConfig(**meta["model"]))
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
@@ -195,7 +208,7 @@ def _handwriting_model(desc: Path, meta: dict, device) -> HandwritingModel:
     return HandwritingModel(net.to(device).eval(), net.cfg, styles, meta, desc)
 
 
-def load(name_or_path: str | None = None, device: str | torch.device = "cpu", kind: str | None = None):
+def load(name_or_path: str | None = None, device: str = "cpu", kind: str | None = None):
     """A text (LoadedModel) or handwriting (HandwritingModel) model, whichever the file holds;
     with `kind`, only that kind (default name: that kind's bundled model), else a ModelError saying
     which command takes the model."""
@@ -208,12 +221,24 @@ def load(name_or_path: str | None = None, device: str | torch.device = "cpu", ki
     return (_text_model if found == TEXT else _handwriting_model)(desc, meta, device)
 
 
-def load_model(name_or_path: str | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+def load_arrays(name_or_path: str | None = None) -> tuple[str, dict, dict[str, np.ndarray]]:
+    """A character LM's (name, JSON description, weights as numpy arrays by state_dict name), without torch."""
+    name_or_path = name_or_path or DEFAULT[TEXT]
+    desc = resolve(name_or_path, TEXT)
+    meta = read_meta(desc)
+    found = FORMATS[meta["format"]]
+    if found != TEXT:
+        raise ModelError(f"{name_or_path} is a {found} model: use {COMMAND[found]}")
+    arrays = load_weights(desc, lambda t: t, arrays=True)
+    return meta.get("name") or desc.stem, meta, arrays
+
+
+def load_model(name_or_path: str | None = None, device: str = "cpu") -> LoadedModel:
     """A character LM (default english-small)."""
     return load(name_or_path, device, TEXT)
 
 
-def load_hw_model(name_or_path: str | None = None, device: str | torch.device = "cpu") -> HandwritingModel:
+def load_hw_model(name_or_path: str | None = None, device: str = "cpu") -> HandwritingModel:
     """A handwriting synthesis model (default handwriting-small)."""
     return load(name_or_path, device, HANDWRITING)
 

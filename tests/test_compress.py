@@ -93,25 +93,34 @@ def test_english_compresses_below_three_bits_per_byte(small):
     assert 8 * payload / len(TEXT) < 3.0
 
 
-def code_both_ways(q, data: bytes, m: int, mix: bool) -> bytes:
-    """The model path alone (method 3, or 2 without mixing): words, checked to decode back to data."""
-    words = C.code_block(q, m, len(data), True, data=data, mix=mix)
-    assert C.code_block(q, m, len(data), False, words=words, mix=mix) == data
+def code_both_ways(q, data: bytes, m: int, method: int = C.MIXED) -> bytes:
+    """The model path alone (method 4 by default; 3 mixed byte tables, 2 the network alone): words, checked to
+    decode back to data."""
+    words = C.code_block(q, m, len(data), True, data=data, method=method)
+    assert C.code_block(q, m, len(data), False, words=words, method=method) == data
     return words.astype("<u4").tobytes()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(min_size=1, max_size=400), m=st.integers(1, 64))
-def test_the_mixed_model_path_round_trips_any_bytes_in_any_lane_layout(tiny, data, m):
-    code_both_ways(tiny, data, min(m, len(data)), mix=True)
+@given(data=st.binary(min_size=1, max_size=400), m=st.integers(1, 64), method=st.sampled_from([C.MIXED_BYTES, C.MIXED]))
+def test_the_mixed_model_paths_round_trip_any_bytes_in_any_lane_layout(tiny, data, m, method):
+    code_both_ways(tiny, data, min(m, len(data)), method)
 
 
-def test_the_mixer_learns_from_the_block_what_the_network_does_not_know(tiny):
+@pytest.mark.parametrize("method", [C.MIXED_BYTES, C.MIXED])
+def test_the_mixer_learns_from_the_block_what_the_network_does_not_know(tiny, method):
     passage = random.Random(3).randbytes(300)
     data = passage + passage[::-1] + passage                         # the third part repeats the first
-    mixed = code_both_ways(tiny, data, len(data), mix=True)          # one lane: the repeat follows the original
-    alone = code_both_ways(tiny, data, len(data), mix=False)
+    mixed = code_both_ways(tiny, data, len(data), method)            # one lane: the repeat follows the original
+    alone = code_both_ways(tiny, data, len(data), C.NETWORK)
     assert len(mixed) < 0.75 * len(alone)
+
+
+def test_coding_bit_by_bit_costs_no_more_than_coding_byte_tables(small):
+    data = Path(C.__file__).read_bytes()[:3000]                      # prose and code the model never saw
+    bits = code_both_ways(small, data, 300, C.MIXED)
+    table = code_both_ways(small, data, 300, C.MIXED_BYTES)
+    assert len(bits) <= len(table)
 
 
 def test_mixed_archives_do_not_depend_on_the_thread_count(small):
@@ -169,23 +178,28 @@ def test_reduced_float32_matmul_precision_does_not_change_the_archive(small):
     try:
         torch.set_float32_matmul_precision("medium")
         out = io.BytesIO()
-        C.compress(io.BytesIO((DATA / "golden.txt").read_bytes()), out, small, "english-small")
+        C.compress(io.BytesIO((DATA / "golden-v3.txt").read_bytes()), out, small, "english-small")
     finally:
         torch.set_float32_matmul_precision(before)
-    assert out.getvalue() == (DATA / "golden-v2.hmz").read_bytes()
+    assert out.getvalue() == (DATA / "golden-v3.hmz").read_bytes()
 
 
 @pytest.mark.parametrize("isa", ["default", "avx2"])
-def test_archives_are_identical_under_other_cpu_instruction_sets(isa):
+def test_torchs_engine_codes_identically_under_other_cpu_instruction_sets(isa):
     """ATEN_CPU_CAPABILITY makes torch use its scalar / AVX2 kernels instead of the best available.
-    torch reads only lower-case values (it ignores "DEFAULT" with a warning), so first check it took effect."""
+    torch reads only lower-case values (it ignores "DEFAULT" with a warning), so first check it took effect.
+    (The CLI's CPU engine is numba's: tests/test_integer_numba.py compiles it for a generic CPU.)"""
     env = dict(os.environ, ATEN_CPU_CAPABILITY=isa)
     probe = "import torch; print(torch.backends.cpu.get_cpu_capability())"
     used = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout.strip()
     if used != isa.upper():
         pytest.skip(f"this CPU cannot run torch's {isa} kernels (torch used {used})")
-    run = lambda e: subprocess.run(HMGEN + ["compress", "-c", str(DATA / "golden.txt")], capture_output=True, env=e).stdout
-    assert run(env) == (DATA / "golden-v2.hmz").read_bytes()
+    code = ("import io, sys, torch; from hmgen.archive import format as C; from hmgen.cell.integer import QuantLM; "
+            "from hmgen.modelio import load_model; torch.set_num_threads(1); out = io.BytesIO(); "
+            "C.compress(open(sys.argv[1], 'rb'), out, QuantLM(load_model('english-small').model), 'english-small'); "
+            "sys.stdout.buffer.write(out.getvalue())")
+    run = subprocess.run([sys.executable, "-c", code, str(DATA / "golden-v3.txt")], capture_output=True, env=env)
+    assert run.stdout == (DATA / "golden-v3.hmz").read_bytes(), run.stderr
 
 
 def test_a_version_1_archive_made_on_2026_11_22_still_decodes(small):
@@ -194,12 +208,20 @@ def test_a_version_1_archive_made_on_2026_11_22_still_decodes(small):
     assert back.getvalue() == (DATA / "golden.txt").read_bytes()
 
 
-def test_a_version_2_archive_still_decodes_and_is_reproduced_exactly(small):
+def test_a_version_2_archive_made_on_2026_11_28_still_decodes(small):
     archive = (DATA / "golden-v2.hmz").read_bytes()
-    assert archive[4] == 2
+    assert archive[4] == 2 and C.list_archive(io.BytesIO(archive)).methods == ["mixed-bytes"]
     back = io.BytesIO()
     C.decompress(io.BytesIO(archive), back, small, "english-small")
     assert back.getvalue() == (DATA / "golden.txt").read_bytes()
+
+
+def test_a_version_3_archive_still_decodes_and_is_reproduced_exactly(small):
+    archive = (DATA / "golden-v3.hmz").read_bytes()
+    assert archive[4] == 3 and C.list_archive(io.BytesIO(archive)).methods == ["mixed"]
+    back = io.BytesIO()
+    C.decompress(io.BytesIO(archive), back, small, "english-small")
+    assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
     again = io.BytesIO()
     C.compress(io.BytesIO(back.getvalue()), again, small, "english-small")
     assert again.getvalue() == archive
@@ -315,10 +337,10 @@ def mutations(archive: bytes, count: int, seed: int = 0):
         yield bytes(b)
 
 
-@pytest.mark.parametrize("name", ["golden.hmz", "golden-v2.hmz"])
+@pytest.mark.parametrize("name", ["golden.hmz", "golden-v2.hmz", "golden-v3.hmz"])
 def test_every_corruption_of_a_real_archive_is_detected(small, name):
     archive = (DATA / name).read_bytes()
-    original = (DATA / "golden.txt").read_bytes()
+    original = (DATA / ("golden-v3.txt" if name == "golden-v3.hmz" else "golden.txt")).read_bytes()
     for bad in mutations(archive, 400):
         out = io.BytesIO()
         with pytest.raises(C.FormatError):

@@ -16,13 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-import torch
-
-from hmgen.device import pick_device as torch_device
-from hmgen.archive.format import (DEFAULT_LANES, FormatError, Header, Listing, Stats, compress, decompress,
-                            list_archive, read_header)
-from hmgen.modelio import ModelError, atomic_write, load_model
-from hmgen.cell.integer import QuantLM
+from hmgen.archive.format import (DEFAULT_LANES, Engine, FormatError, Header, Listing, Stats, compress, decompress,
+                                  list_archive, read_header)
+from hmgen.modelio import ModelError, atomic_write, load_arrays, load_model
 
 SUFFIX = ".hmz"
 SPOOL = 64 << 20          # decoded bytes held in memory before stdout output spills to a temporary file
@@ -33,22 +29,38 @@ class Skipped(Exception):
 
 
 class Engines:
-    """Integer models by name, built once per run: (QuantLM, its name)."""
+    """Integer models by name, built once per run: (engine, its name). On the CPU the compiled engine
+    (hmgen.cell.integer_numba, no torch); on another device torch's (hmgen.cell.integer). Same integers."""
 
     def __init__(self, device: str = "cpu"):
         self.device = device
-        self.cache: dict[str, tuple[QuantLM, str]] = {}
+        self.cache: dict[str, tuple[Engine, str]] = {}
 
-    def get(self, model: str | None) -> tuple[QuantLM, str]:
+    def get(self, model: str | None) -> tuple[Engine, str]:
         key = model or ""
         if key not in self.cache:
-            lm = load_model(model)
-            if lm.vocab.kind != "bytes":
-                raise ModelError(f"model {lm.name!r} has a character vocabulary; compression needs a byte-level model")
-            self.cache[key] = (QuantLM(lm.model, self.device), lm.name)
+            self.cache[key] = self.cpu_engine(model) if self.device == "cpu" else self.torch_engine(model)
         return self.cache[key]
 
-    def for_archive(self, head: Header, model: str | None) -> tuple[QuantLM, str]:
+    @staticmethod
+    def cpu_engine(model: str | None) -> tuple[Engine, str]:
+        from hmgen.cell.integer_numba import IntegerLM
+        name, meta, arrays = load_arrays(model)
+        if meta.get("vocab", {}).get("kind") != "bytes":
+            raise ModelError(f"model {name!r} has a character vocabulary; compression needs a byte-level model")
+        try:
+            return IntegerLM(meta["model"], arrays), name
+        except (KeyError, ValueError, TypeError) as e:
+            raise ModelError(f"model {name!r}: its weights do not match its description ({type(e).__name__})") from None
+
+    def torch_engine(self, model: str | None) -> tuple[Engine, str]:
+        from hmgen.cell.integer import QuantLM
+        lm = load_model(model)
+        if lm.vocab.kind != "bytes":
+            raise ModelError(f"model {lm.name!r} has a character vocabulary; compression needs a byte-level model")
+        return QuantLM(lm.model, self.device), lm.name
+
+    def for_archive(self, head: Header, model: str | None) -> tuple[Engine, str]:
         """The model an archive names (or the one given), refusing a model with other weights."""
         try:
             q, name = self.get(model or head.name)
@@ -58,10 +70,6 @@ class Engines:
             raise FormatError(f"archive needs model {head.name!r} (weights sha256 {head.weights_hash.hex()[:16]}…), "
                               f"which is not installed: pass --model PATH") from None
         return q, name
-
-
-def pick_device(name: str) -> str:
-    return str(torch_device(name))
 
 
 class CompareSink(io.RawIOBase):
@@ -126,7 +134,7 @@ def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool,
     return Result(stats["st"], str(dst))
 
 
-def verify(archive: Path, original: Path, q: QuantLM, name: str) -> None:
+def verify(archive: Path, original: Path, q: Engine, name: str) -> None:
     with open(archive, "rb") as a, open(original, "rb") as o:
         sink = CompareSink(o)
         decompress(a, sink, q, name)

@@ -1,8 +1,8 @@
 """`.hmz` archives: per block, the smallest of the model's range code, raw LZMA2, or the bytes stored.
 
-Format, version 2 (all integers little-endian; every record carries a CRC32 of its own header fields):
+Format, version 3 (all integers little-endian; every record carries a CRC32 of its own header fields):
 
-  header   magic b"\\x89HMZ" | version u8 = 2 | scheme u8 (hmgen.cell.integer.SCHEME) | name length u8 | model name
+  header   magic b"\\x89HMZ" | version u8 = 3 | scheme u8 (hmgen.cell.integer.SCHEME) | name length u8 | model name
            (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
   block    b"B" | method u8 | transform u8 | coded length n u32 (1..BLOCK) | lane length m u32 | payload bytes u32 |
            CRC32 of the block's input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload
@@ -17,17 +17,20 @@ bytes, then stored by `method`:
   0 stored   payload = the n bytes
   1 LZMA     payload = raw LZMA2 at preset 9e (xz's own coder without its container)
   2 network  payload = u32 words of one range-coder stream driven by the integer model alone (as in version 1)
-  3 mixed    the same, the model's next-byte distribution mixed with what is learned from the block so far
-             (hmgen.archive.mixer)
+  3 mixed-bytes  the same, the model's next-byte distribution mixed with what is learned from the block so far
+             (hmgen.archive.mixer), as 256-entry frequency tables (version 2; still decoded, no longer written)
+  4 mixed    the same models and mixer, each byte coded as its 8 bits (high bit first; bit d of every running lane,
+             then bit d + 1), each bit's probability refined by two adaptive probability maps (version 3)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 16 MiB block of `xz -9e`'s size.
 
-Methods 2 and 3 cut the n bytes into L = ceil(n / m) contiguous lanes of m bytes (the last may be shorter),
+Methods 2-4 cut the n bytes into L = ceil(n / m) contiguous lanes of m bytes (the last may be shorter),
 coded in parallel as one batch: at step t the coder receives the t-th byte of every lane still running, in
 lane order, each lane having started from the model's initial state as if it followed a newline. Every lane
 of a block shares one range coder stream. The decoder replays the same steps, so it reproduces the encoder's
-frequencies exactly (hmgen.cell.integer), and checks the block's CRC32 before writing any of it.
+frequencies exactly (hmgen.cell.integer, hmgen.cell.integer_numba), and checks the block's CRC32 before writing any of it.
 
+Version 2 (still decoded): as version 3 without method 4.
 Version 1 (still decoded): the same header with version 1, blocks b"B" | n u32 | m u32 | words u32 | CRC32 of
 the input u32 | CRC32 of the payload u32 | CRC32 of these u32 | words x u32 (method 2, no transform).
 """
@@ -37,19 +40,29 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Protocol
 
 import constriction
 import numpy as np
-import torch
 
 from hmgen.archive import methods
 from hmgen.archive.mixer import Mixer
-from hmgen.cell.integer import SCHEME, QuantLM
+from hmgen.cell.scheme import SCHEME
 from hmgen.errors import HmgenError
 
+
+class Engine(Protocol):
+    """The integer model: hmgen.cell.integer_numba.IntegerLM (CPU, compiled, no torch) or hmgen.cell.integer.QuantLM
+    (torch, any device). Both compute exactly the same integers, so either decodes what the other coded."""
+    hash: bytes                                                  # sha256 of the float weights
+
+    def initial_state(self, lanes: int): ...
+
+    def next_frequencies(self, symbols: np.ndarray, state) -> tuple[np.ndarray, object]: ...
+
+
 MAGIC = b"\x89HMZ"
-VERSION = 2
+VERSION = 3
 BLOCK = 16 << 20          # input bytes per block
 MAX_LANES = 4096
 MIN_LANE = 2048           # default: lanes of at least this many bytes (fewer, longer lanes code better)...
@@ -57,8 +70,9 @@ SMALL_LANE = 256          # ...down to this for small blocks, cut into up to SMA
 SMALL_LANES = 16          # cost time, and the adaptive models share what every lane has learned
 DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger batches, faster)
 START = 10                # every lane starts as if after a newline
-STORED, LZMA, NETWORK, MIXED = range(4)
-METHOD_NAMES = ("stored", "lzma", "network", "mixed")
+STORED, LZMA, NETWORK, MIXED_BYTES, MIXED = range(5)
+METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed")
+CODED = (NETWORK, MIXED_BYTES, MIXED)      # the methods that run the model
 BLOCK_HEAD = struct.Struct("<BBIIIIII")    # method, transform, n, m, payload bytes, data crc, payload crc, header crc
 BLOCK_HEAD_V1 = struct.Struct("<IIIIII")   # n, m, words, data crc, payload crc, header crc
 END_HEAD = struct.Struct("<QIII")          # total, blocks, data crc, header crc
@@ -96,10 +110,10 @@ def header_bytes(name: str, weights_hash: bytes) -> bytes:
     return head + struct.pack("<I", zlib.crc32(head))
 
 
-def code_block(q: QuantLM, m: int, n: int, encode: bool, data: bytes | None = None,
-               words: np.ndarray | None = None, progress: Callable[[int], None] | None = None, mix: bool = True):
-    """Encode `data` (n bytes, lanes of m) into uint32 words, or decode n bytes from `words`: method 3 (mixed),
-    or with mix=False method 2 (the network alone)."""
+def code_block(q: Engine, m: int, n: int, encode: bool, data: bytes | None = None,
+               words: np.ndarray | None = None, progress: Callable[[int], None] | None = None, method: int = MIXED):
+    """Encode `data` (n bytes, lanes of m) into uint32 words, or decode n bytes from `words`, by `method`:
+    2 (the network alone), 3 (mixed, byte tables) or 4 (mixed, bit by bit)."""
     lanes = -(-n // m)
     last = n - (lanes - 1) * m                                   # length of the last lane
     grid = np.zeros((lanes, m), dtype=np.uint8)                  # (lanes, m): lane k is input[k*m:(k+1)*m]
@@ -109,22 +123,34 @@ def code_block(q: QuantLM, m: int, n: int, encode: bool, data: bytes | None = No
     else:
         coder = constriction.stream.queue.RangeDecoder(words)
     state = q.initial_state(lanes)
-    mixer = Mixer(n, lanes, m) if mix else None
-    prev = torch.full((lanes,), START, dtype=torch.long, device=q.device)
+    mixer = Mixer(n, lanes, m, bitwise=method == MIXED) if method != NETWORK else None
+    prev = np.full(lanes, START, dtype=np.int64)
     done = 0
     for t in range(m):
-        freq, state = q.step(prev, state)
+        freq, state = q.next_frequencies(prev, state)
         k = lanes if t < last else lanes - 1                     # lanes still running at step t
-        probs = freq[:k].cpu().numpy().astype(np.float64)        # exact integers, float64 by format
-        if mixer is not None:
-            probs = mixer.predict(probs, grid, t)
-        if encode:
-            coder.encode(grid[:k, t].astype(np.int32), FAMILY, probs)
+        probs = freq[:k]                                         # exact integers, float64 by format
+        if method == MIXED:                                      # 8 binary decisions per byte, high bit first
+            mixer.prepare(probs, grid, t)
+            if encode:
+                p1 = mixer.predict_byte_bits(grid, t, k).reshape(-1)             # (8 k,) bit-major
+                bits = (grid[:k, t][None, :] >> np.arange(7, -1, -1)[:, None]) & 1
+                coder.encode(bits.reshape(-1).astype(np.int32), FAMILY, binary(p1))
+            else:
+                nodes = np.ones(k, dtype=np.int64)
+                for d in range(8):
+                    nodes = 2 * nodes + coder.decode(FAMILY, binary(mixer.predict_bits(grid, t, k, d, nodes)))
+                grid[:k, t] = nodes - 256
         else:
-            grid[:k, t] = coder.decode(FAMILY, probs)
+            if mixer is not None:
+                probs = mixer.predict(probs, grid, t)
+            if encode:
+                coder.encode(grid[:k, t].astype(np.int32), FAMILY, probs)
+            else:
+                grid[:k, t] = coder.decode(FAMILY, probs)
         if mixer is not None:
             mixer.update(grid, t, k)
-        prev = torch.from_numpy(grid[:, t].astype(np.int64)).to(q.device)
+        prev = grid[:, t].astype(np.int64)
         done += k
         if progress is not None and (t % 16 == 15 or t == m - 1):
             progress(done)
@@ -134,7 +160,12 @@ def code_block(q: QuantLM, m: int, n: int, encode: bool, data: bytes | None = No
     return grid.reshape(-1)[:n].tobytes()
 
 
-def encode_block(q: QuantLM, data: bytes, max_lanes: int, min_lane: int | None,
+def binary(p1: np.ndarray) -> np.ndarray:
+    """(n,) P(1) in 12 bits -> (n, 2) float64 integer frequencies [P(0), P(1)] for the range coder."""
+    return np.stack([4096 - p1, p1], axis=1).astype(np.float64)
+
+
+def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
                  progress: Callable[[int], None] | None) -> tuple[bytes, bytes, str, int]:
     """One block -> (record header, payload, method name, lanes): the smallest of the candidates."""
     transform, coded = methods.forward(data)
@@ -151,7 +182,7 @@ def encode_block(q: QuantLM, data: bytes, max_lanes: int, min_lane: int | None,
     return rec, payload, METHOD_NAMES[method], -(-n // m) if m else 0
 
 
-def compress(src: BinaryIO, dst: BinaryIO, q: QuantLM, name: str, max_lanes: int = DEFAULT_LANES,
+def compress(src: BinaryIO, dst: BinaryIO, q: Engine, name: str, max_lanes: int = DEFAULT_LANES,
              progress: Callable[[int], None] | None = None, min_lane: int | None = None, block: int = BLOCK) -> Stats:
     """Read src to its end, write one archive member to dst. The lane layout is stored, so the decoder needs
     none of these settings."""
@@ -217,7 +248,7 @@ def read_header(src: BinaryIO, magic: bytes | None = None) -> Header:
         raise FormatError("not an hmgen archive (bad magic number)")
     fixed = read_exact(src, 3, "header")
     version, scheme, length = fixed
-    if version not in (1, VERSION):
+    if version not in (1, 2, VERSION):
         raise FormatError(f"archive format version {version}; this hmgen reads versions 1 to {VERSION}")
     raw = read_exact(src, length + 32, "header")
     (crc,) = struct.unpack("<I", read_exact(src, 4, "header"))
@@ -290,10 +321,10 @@ def read_block(src: BinaryIO, index: int) -> Block:
     method, transform, n, m, size, data_crc, payload_crc, crc = BLOCK_HEAD.unpack(raw)
     if zlib.crc32(b"B" + raw[:-4]) != crc:
         raise FormatError(f"damaged archive (block {index + 1} header CRC mismatch)")
-    lanes_ok = 1 <= m <= n and -(-n // m) <= MAX_LANES if method in (NETWORK, MIXED) else m == 0
+    lanes_ok = 1 <= m <= n and -(-n // m) <= MAX_LANES if method in CODED else m == 0
     if not (method <= MIXED and transform <= methods.LAST and 1 <= n <= BLOCK and lanes_ok and size <= n
             and (method != STORED or (size == n and transform == methods.NONE))
-            and (method not in (NETWORK, MIXED) or size % 4 == 0)):
+            and (method not in CODED or size % 4 == 0)):
         raise FormatError(f"damaged archive (block {index + 1} header out of range)")
     return Block(method, transform, n, m, data_crc, None, 1 + BLOCK_HEAD.size + size, payload_crc)
 
@@ -308,14 +339,14 @@ def read_block_v1(src: BinaryIO, index: int) -> Block:
     return Block(NETWORK, methods.NONE, n, m, data_crc, None, 1 + BLOCK_HEAD_V1.size + 4 * words, payload_crc)
 
 
-def check_model(head: Header, q: QuantLM, name: str) -> None:
+def check_model(head: Header, q: Engine, name: str) -> None:
     if head.weights_hash != q.hash:
         raise FormatError(
             f"archive was made with model {head.name!r} (weights sha256 {head.weights_hash.hex()[:16]}…); "
             f"{name!r} has {q.hash.hex()[:16]}… — decompress with --model {head.name}")
 
 
-def decode_block(blk: Block, model: Callable[[], tuple[QuantLM, str]], index: int,
+def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int,
                  progress: Callable[[int], None] | None) -> bytes:
     """A block's input, checked against its CRC32."""
     try:
@@ -326,7 +357,7 @@ def decode_block(blk: Block, model: Callable[[], tuple[QuantLM, str]], index: in
         else:
             q, _ = model()
             words = np.frombuffer(blk.payload, dtype="<u4").astype(np.uint32)
-            coded = code_block(q, blk.m, blk.n, False, words=words, progress=progress, mix=blk.method == MIXED)
+            coded = code_block(q, blk.m, blk.n, False, words=words, progress=progress, method=blk.method)
         data = methods.inverse(blk.transform, coded)
     except (AssertionError, ValueError, KeyError, RuntimeError, methods.LZMAError) as e:  # constriction, lzma
         raise FormatError(f"damaged archive (block {index} does not decode: {type(e).__name__})") from None
@@ -337,7 +368,7 @@ def decode_block(blk: Block, model: Callable[[], tuple[QuantLM, str]], index: in
     return data
 
 
-def decompress(src: BinaryIO, dst: BinaryIO | None, q: QuantLM | Callable[[Header], tuple[QuantLM, str]],
+def decompress(src: BinaryIO, dst: BinaryIO | None, q: Engine | Callable[[Header], tuple[Engine, str]],
                name: str = "", head: Header | None = None, progress: Callable[[int], None] | None = None) -> Stats:
     """Decode every member from src (the first header already read if `head` is given); dst None = test only.
     `q` is the integer model, or a function giving (model, name) for a member's header, called only when a

@@ -33,54 +33,30 @@ saving; both give identical integers (tested).
 """
 from __future__ import annotations
 
-import decimal
 import functools
-import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from hmgen.cell import scheme
 from hmgen.cell.reference import CharLM
+from hmgen.cell.scheme import (C_BITS, C_MAX, EXP_ONE, EXP_RANGE, GATE, LEVELS, LN_EPS, PRE, R, SCHEME,  # noqa: F401
+                               ln_shift)
 
-SCHEME = 1
-LEVELS = 127            # weights and h: integers in [-127, 127]
-PRE = 256               # pre-activations: units of 1/256
-GATE = 1 << 15          # sigmoid / tanh outputs: units of 2^-15
-C_BITS = 12             # cell state: units of 2^-12
-C_MAX = (1 << 22) - 1   # |c| < 1024
-R = 12 * PRE            # sigmoid/tanh tables cover pre-activations in [-12, 12]; saturated beyond
-EXP_ONE = 1 << 30       # frequency of the most likely symbol
-EXP_RANGE = 30 * PRE    # exp table covers logit gaps up to 30 nats; beyond, frequency 0
-LN_EPS = 1e-5           # torch.nn.LayerNorm's default eps
 F64 = torch.float64
 
 
 @functools.cache
 def tables() -> dict[str, torch.Tensor]:
-    """sigmoid and tanh on the Q8 grid [-R, R] (index k + R), and exp(-d/256) for d in [0, EXP_RANGE];
-    correctly rounded by `decimal`, so identical on every machine (libm is not)."""
-    ctx = decimal.Context(prec=40)
-    D = decimal.Decimal
-
-    def rnd(x: decimal.Decimal) -> int:
-        return int(x.to_integral_value(rounding=decimal.ROUND_HALF_EVEN, context=ctx))
-
-    sig, tanh = [], []
-    for k in range(-R, R + 1):
-        e = ctx.exp(D(-k) / PRE)                                   # exp(-x)
-        sig.append(rnd(ctx.divide(GATE, 1 + e)))                   # 1 / (1 + e^-x)
-        e2 = e * e                                                 # exp(-2x), exact at this precision
-        tanh.append(rnd(ctx.divide(GATE * (1 - e2), 1 + e2)))
-    exp = [rnd(EXP_ONE * ctx.exp(D(-d) / PRE)) for d in range(EXP_RANGE + 1)]
-    return {"sigmoid": torch.tensor(sig, dtype=F64), "tanh": torch.tensor(tanh, dtype=F64),
-            "exp": torch.tensor(exp, dtype=F64)}
+    """scheme.tables() as float64 tensors (exact: every entry is an integer below 2^31)."""
+    return {k: torch.from_numpy(v).to(F64) for k, v in scheme.tables().items()}
 
 
 def quantise(weight: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Per-matrix symmetric quantisation: (integers in [-127, 127] as float64, scale s = max |w|)."""
-    w = weight.detach().double().cpu()
-    s = float(w.abs().max()) or 1.0
-    return torch.round(w * (LEVELS / s)), s
+    w, s = scheme.quantise(weight.detach().double().cpu().numpy())
+    return torch.from_numpy(w), s
 
 
 def exact_dtype(bound: float) -> torch.dtype:
@@ -116,7 +92,7 @@ class QLinear:
         self.unit = s / LEVELS * in_unit                           # real value of one unit of T
         self.shift = ln_shift(n, self.bound)
         t_unit = self.unit * 2 ** self.shift
-        self.eps = float(max(1, round(n * n * LN_EPS / (t_unit * t_unit))))
+        self.eps = scheme.ln_eps(n, t_unit)
         self.gain = None if norm is None else (norm.weight.detach().double() * PRE).to(device)   # (out,)
         self.scale = self.unit * PRE
 
@@ -132,13 +108,6 @@ class QLinear:
         return layer_norm(t, self.gain, self.eps, self.shift)
 
 
-def ln_shift(n: int, bound: float) -> int:
-    """Right shift of LN inputs (|t| <= bound, n of them) that keeps sum t^2 exact in float64 (< 2^53) and
-    n * sum t^2 and (sum t)^2 inside int64 (< 2^62)."""
-    shift = 0
-    while n * (bound / 2 ** shift) ** 2 >= 2.0 ** 53 or (n * bound / 2 ** shift) ** 2 >= 2.0 ** 62:
-        shift += 1
-    return shift
 
 
 def layer_norm(t: torch.Tensor, gain: torch.Tensor, eps: float, shift: int = 0) -> torch.Tensor:
@@ -155,12 +124,7 @@ def layer_norm(t: torch.Tensor, gain: torch.Tensor, eps: float, shift: int = 0) 
 
 def weights_hash(lm: CharLM) -> bytes:
     """sha256 over the float weights (names, shapes, little-endian float32 bytes): the model's identity."""
-    h = hashlib.sha256()
-    for name, t in sorted(lm.state_dict().items()):
-        t = t.detach().cpu().contiguous().float()
-        h.update(f"{name}:{tuple(t.shape)};".encode())
-        h.update(t.numpy().astype("<f4").tobytes())
-    return h.digest()
+    return scheme.weights_hash({k: v.detach().cpu().float().numpy() for k, v in lm.state_dict().items()})
 
 
 @dataclass
@@ -313,6 +277,12 @@ class QuantLM:
             z_below = z[l]
         st = QState(h, c, z, e)
         return self.frequencies(st), st
+
+    def next_frequencies(self, symbols: np.ndarray, st: QState) -> tuple[np.ndarray, QState]:
+        """step() for the archive coder, which works in numpy (as hmgen.cell.integer_numba.IntegerLM does):
+        symbols (batch,) int64 -> (batch, vocab) float64 integer frequencies, and the new state."""
+        freq, st = self.step(torch.from_numpy(np.ascontiguousarray(symbols, np.int64)).to(self.device), st)
+        return freq.cpu().numpy(), st
 
     def frequencies(self, st: QState) -> torch.Tensor:
         """Output module (eq. 11-12) in integers -> (batch, vocab) float64 integer frequencies."""

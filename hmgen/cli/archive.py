@@ -58,9 +58,11 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
     from hmgen.archive.format import FormatError, MAX_LANES
 
     exit_on_termination()
-    # One thread by default: a coding step is many small tensor operations, which gain little from a second
-    # thread on a quiet machine and lose up to ~30x beside another busy process (benchmarks/RESULTS.md).
-    set_threads(threads or 1)
+    # On the CPU the compiled engine codes on one thread and torch is never imported. Elsewhere torch's engine,
+    # one CPU thread by default: its steps are many small operations, which gain little from a second thread on
+    # a quiet machine and lose up to ~30x beside another busy process (benchmarks/RESULTS.md).
+    if device != "cpu":
+        set_threads(threads or 1)
     if not 1 <= lanes <= MAX_LANES:
         raise UsageError(f"--lanes must be between 1 and {MAX_LANES}")
     files = files or ["-"]
@@ -93,7 +95,7 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
         raise HmgenError("compressed data not written to a terminal (use -f to force, or redirect stdout)")
     if decompress and "-" in files and sys.stdin.isatty() and not force:
         raise HmgenError("compressed data not read from a terminal (redirect stdin)")
-    engines = archive.Engines(archive.pick_device(device))
+    engines = archive.Engines(device)
     status = 0
     for path in files:
         size = os.path.getsize(path) if path != "-" and os.path.isfile(path) else None
@@ -160,7 +162,7 @@ QUIET = quiet_option("No summary line, no progress bar.")
 MODEL = model_option("Byte-level model (name or path). Decompression uses the archive's own by default.")
 DEVICE = device_option()
 LANES = typer.Option(256, "--lanes", help="At most this many lanes coded in parallel (more: faster, slightly larger).")
-THREADS = threads_option("torch CPU threads (default 1: coding steps are small).")
+THREADS = threads_option("CPU threads for torch with --device cuda (default 1); the CPU engine uses one.")
 JSON = json_option("With -l: print JSON.")
 
 

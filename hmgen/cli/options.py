@@ -19,6 +19,8 @@ def device_name(value: Optional[str]) -> Optional[str]:
     """Typer callback: every --device goes through hmgen.device.pick_device ("auto" becomes what it picks)."""
     if value is None:
         return None
+    if value == "cpu":                        # needs no check, and no torch import (compress on a CPU runs without)
+        return value
     from hmgen.device import pick_device
     return str(pick_device(value))
 

@@ -1,0 +1,93 @@
+"""The compiled CPU engine (hmgen.cell.integer_numba.IntegerLM) computes exactly QuantLM's integers
+(hmgen.cell.integer), so an archive made by either decodes with the other, on any machine."""
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hmgen.archive import format as C
+from hmgen.cell import integer as Q
+from hmgen.cell.integer_numba import IntegerLM
+from hmgen.modelio import load_arrays, load_model
+from tests.conftest import HMGEN
+from tests.test_integer import MODELS, grid_model
+
+DATA = Path(__file__).parent / "data"
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def twins(model) -> tuple[Q.QuantLM, IntegerLM]:
+    arrays = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    return Q.QuantLM(model), IntegerLM(model.cfg.to_dict(), arrays)
+
+
+def both_frequencies(q: Q.QuantLM, nb: IntegerLM, rows: np.ndarray):
+    """(T, lanes, vocab) frequencies from each engine, both fed the same symbols."""
+    sq, sn = q.initial_state(rows.shape[0]), nb.initial_state(rows.shape[0])
+    prev = np.full(rows.shape[0], C.START, np.int64)
+    out_q, out_n = [], []
+    for t in range(rows.shape[1]):
+        fq, sq = q.next_frequencies(prev, sq)
+        fn, sn = nb.next_frequencies(prev, sn)
+        out_q.append(fq)
+        out_n.append(fn.copy())
+        prev = rows[:, t].astype(np.int64)
+    return np.stack(out_q), np.stack(out_n)
+
+
+@pytest.mark.parametrize("arch, layer_norm, ln_terms", MODELS)
+def test_the_compiled_engine_gives_quantlms_frequencies_at_every_step(arch, layer_norm, ln_terms):
+    model = grid_model(arch, layer_norm, ln_terms).float()
+    q, nb = twins(model)
+    rows = np.random.default_rng(3).integers(0, model.cfg.vocab_size, (7, 80))
+    fq, fn = both_frequencies(q, nb, rows)
+    assert np.array_equal(fq, fn)
+
+
+def test_on_english_small_both_engines_agree_and_have_the_same_identity():
+    name, meta, arrays = load_arrays("english-small")
+    nb = IntegerLM(meta["model"], arrays)
+    q = Q.QuantLM(load_model("english-small").model)
+    assert nb.hash == q.hash
+    text = Path(C.__file__).read_bytes()                             # prose and code, never seen in training
+    rows = np.frombuffer(text[:9 * 60], np.uint8).reshape(9, 60)
+    fq, fn = both_frequencies(q, nb, rows)
+    assert np.array_equal(fq, fn)
+
+
+def test_an_archive_made_by_either_engine_is_the_golden_one():
+    name, meta, arrays = load_arrays("english-small")
+    text = (DATA / "golden-v3.txt").read_bytes()
+    golden = (DATA / "golden-v3.hmz").read_bytes()
+    for engine in (IntegerLM(meta["model"], arrays), Q.QuantLM(load_model("english-small").model)):
+        out = io.BytesIO()
+        C.compress(io.BytesIO(text), out, engine, "english-small")
+        assert out.getvalue() == golden
+
+
+def test_compress_and_decompress_on_the_cpu_never_import_torch(tmp_path):
+    probe = ("import sys, runpy\n"
+             "sys.argv = ['hmgen'] + sys.argv[1:]\n"
+             "try:\n    runpy.run_module('hmgen', run_name='__main__')\n"
+             "except SystemExit as e:\n    code = e.code\n"
+             "sys.stderr.write('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n")
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"Nothing here needs torch.\n" * 20)
+    for args in (["compress", "-k", str(src)], ["decompress", "-c", str(src) + ".hmz"]):
+        r = subprocess.run([sys.executable, "-c", probe] + args, capture_output=True)
+        assert r.returncode == 0 and r.stderr.endswith(b"NO-TORCH"), r.stderr
+
+
+@pytest.mark.slow
+def test_the_compiled_engine_codes_identically_when_compiled_for_a_generic_cpu(tmp_path):
+    """NUMBA_CPU_NAME=generic compiles for the baseline x86-64 instruction set (no AVX, no FMA), into a fresh
+    cache: the archive must not change."""
+    env = dict(os.environ, NUMBA_CPU_NAME="generic", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    r = subprocess.run(HMGEN + ["compress", "-c", str(DATA / "golden-v3.txt")], capture_output=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (DATA / "golden-v3.hmz").read_bytes()
