@@ -1,6 +1,6 @@
 """hmgen compress against gzip -9, bzip2 -9, xz -9e and zstd -19 on a public benchmark set, in one run.
 
-    python benchmarks/compress.py [--cap 131072] [--threads 1] [--models english-small ...] [FILE ...]
+    python benchmarks/compress.py [--cap 131072] [--models english-small ...] [--end-to-end] [FILE ...]
 
 The set is built from what a Debian machine with Python has, and from the project's shared data (each file's
 source is printed): English prose the models never trained on (the English validation split; licence texts),
@@ -9,9 +9,13 @@ binary, random bytes, zeros, a repetitive file; each capped at --cap bytes. File
 are added. A missing source is reported and skipped.
 
 Prints a markdown table (bpc = 8 x compressed bytes / input bytes; hmgen/xz = size ratio; kB/s = input bytes
-per second, in-process for hmgen, so without the start-up) and writes benchmarks/results/compress.json. Every
-archive is decoded and compared with its input; a row over the format's bound (xz -9e + 0.1 % + 64 bytes)
-is marked "OVER BOUND".
+per second, in-process for hmgen with the CLI's CPU engine, so without the start-up) and writes
+benchmarks/results/compress.json. Every archive is decoded and compared with its input; a row over the format's
+bound (xz -9e + 0.1 % + 64 bytes) is marked "OVER BOUND".
+
+--end-to-end adds the command-line figures (start-up included, median of 3): `hmgen compress -c` and
+`hmgen decompress -c` of 200,000 and 4,096 bytes of held-out prose, on a quiet machine and beside one busy
+process (a Python loop spinning on one core), and the ratio busy / quiet.
 """
 from __future__ import annotations
 
@@ -28,16 +32,19 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import importlib.util
+import statistics
+import tempfile
 import time
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from hmgen.archive import format as C                      # noqa: E402
-from hmgen.cell.integer import QuantLM                       # noqa: E402
-from hmgen.modelio import list_models, load_model          # noqa: E402
+from hmgen.archive.files import Engines                     # noqa: E402
+from hmgen.modelio import list_models                       # noqa: E402
+
+TORCH = Path(importlib.util.find_spec("torch").origin).parent if importlib.util.find_spec("torch") else Path("/nonexistent")
 
 TOOLS = {"gzip -9": (["gzip", "-9", "-c"], ["gzip", "-d", "-c"]),
          "bzip2 -9": (["bzip2", "-9", "-c"], ["bzip2", "-d", "-c"]),
@@ -77,7 +84,7 @@ SET = [
      plain(Path("/usr/share/doc/python3/python-policy.html"))),
     ("iso_3166-1.xml", "markup", "/usr/share/xml/iso-codes/iso_3166-1.xml", plain(Path("/usr/share/xml/iso-codes/iso_3166-1.xml"))),
     ("graph_break_registry.json", "markup", "torch/_dynamo/graph_break_registry.json (installed torch)",
-     plain(Path(torch.__file__).parent / "_dynamo/graph_break_registry.json")),
+     plain(TORCH / "_dynamo/graph_break_registry.json")),
     ("bash.1", "man page", "/usr/share/man/man1/bash.1.gz (troff source)", gz(Path("/usr/share/man/man1/bash.1.gz"))),
     ("dpkg.log", "log", "/var/log/dpkg.log", plain(Path("/var/log/dpkg.log"))),
     ("ls", "binary", "/usr/bin/ls", plain(Path("/usr/bin/ls"))),
@@ -99,7 +106,7 @@ def run_tool(name: str, data: bytes) -> dict:
     return {"bytes": len(packed), "enc_s": t_enc, "dec_s": t_dec}
 
 
-def run_hmgen(q: QuantLM, name: str, data: bytes) -> dict:
+def run_hmgen(q, name: str, data: bytes) -> dict:
     out = io.BytesIO()
     t = time.perf_counter()
     st = C.compress(io.BytesIO(data), out, q, name)
@@ -117,22 +124,22 @@ def main():
     ap.add_argument("files", nargs="*", help="more files to add to the set")
     ap.add_argument("--models", nargs="*", default=None, help="default: every bundled byte-level model")
     ap.add_argument("--cap", type=int, default=128 << 10, help="bytes per file at most")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--end-to-end", action="store_true", help="also time the commands, quiet and beside a busy process")
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/compress.json"))
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     names = args.models or [m["name"] for m in list_models() if m["kind"] == "text" and m["vocab"] == "bytes"]
     models = {}
+    engines = Engines("cpu")
     for n in names:
-        lm = load_model(n)
-        models[lm.name] = QuantLM(lm.model)
+        q, name = engines.get(n)
+        models[name] = q
     tools = [t for t in TOOLS if shutil.which(TOOLS[t][0][0])]
     inputs = SET + [(Path(f).name, "given", f, plain(Path(f))) for f in args.files]
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start",
-              "torch_threads": args.threads, "cap": args.cap, "files": {}}
+              "engine": "hmgen.cell.integer_numba (the CLI's CPU engine, 1 thread)", "cap": args.cap, "files": {}}
     cols = tools + [f"hmgen {m}" for m in models]
-    print(f"{report['date']}; {report['machine']}; hmgen on {args.threads} thread(s); bytes of output, and bpc\n")
+    print(f"{report['date']}; {report['machine']}; hmgen's CPU engine (1 thread); bytes of output, and bpc\n")
     print("| file | kind | bytes | " + " | ".join(cols) + " | " +
           " | ".join(f"{m} / xz | {m} kB/s c / d | {m} methods" for m in models) + " |")
     print("|---|---|---:|" + "---:|" * len(cols) + "---:|---:|---|" * len(models))
@@ -159,8 +166,49 @@ def main():
     print("\nSources:")
     for name, info in report["files"].items():
         print(f"- {name}: {info['source']}")
+    if args.end_to_end:
+        report["end_to_end"] = end_to_end(next(iter(models)))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def timed(cmd: list[str], stdin: Path, stdout: Path) -> float:
+    with open(stdin, "rb") as i, open(stdout, "wb") as o:
+        t = time.perf_counter()
+        subprocess.run(cmd, stdin=i, stdout=o, check=True)
+        return time.perf_counter() - t
+
+
+def end_to_end(model: str) -> list[dict]:
+    """Median of 3 wall times of `hmgen compress -c` / `decompress -c` (start-up included), quiet and busy."""
+    hmgen = [sys.executable, "-m", "hmgen"]
+    prose = xz_file(SHARED / "text/english/english.valid.txt.xz", 400_000)(200_000)
+    rows = []
+    print("\nEnd to end (median of 3 runs; busy = beside one Python process spinning on a core):\n")
+    print("| input | compress quiet | decompress quiet | kB/s c / d quiet | compress busy | decompress busy | busy / quiet c / d |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, arc, back = Path(tmp, "in"), Path(tmp, "in.hmz"), Path(tmp, "back")
+        for size in (200_000, 4_096):
+            src.write_bytes(prose[:size])
+            row = {"bytes": size, "model": model}
+            for mode in ("quiet", "busy"):
+                spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if mode == "busy" else None
+                try:
+                    c = statistics.median(timed(hmgen + ["compress", "-c", "-m", model], src, arc) for _ in range(3))
+                    d = statistics.median(timed(hmgen + ["decompress", "-c"], arc, back) for _ in range(3))
+                finally:
+                    if spinner:
+                        spinner.kill()
+                assert back.read_bytes() == src.read_bytes(), "end-to-end round trip"
+                row[mode] = {"compress_s": c, "decompress_s": d}
+            q, b = row["quiet"], row["busy"]
+            print(f"| {size:,} bytes of held-out prose | {q['compress_s']:.2f} s | {q['decompress_s']:.2f} s | "
+                  f"{size / q['compress_s'] / 1e3:.1f} / {size / q['decompress_s'] / 1e3:.1f} | {b['compress_s']:.2f} s | "
+                  f"{b['decompress_s']:.2f} s | {b['compress_s'] / q['compress_s']:.2f} / "
+                  f"{b['decompress_s'] / q['decompress_s']:.2f} |", flush=True)
+            rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":
