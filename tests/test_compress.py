@@ -297,6 +297,20 @@ def test_repetitive_and_random_blocks_are_stored_by_lzma_and_as_they_are(tiny):
     assert C.list_archive(io.BytesIO(archive)).methods == ["lzma", "stored"]
 
 
+def test_machine_code_gets_xzs_x86_filter_and_comes_out_smaller_than_xz(tiny):
+    import shutil
+    code = Path(shutil.which("ls") or sys.executable).resolve().read_bytes()[:100_000]
+    if not C.methods.looks_like_x86(code):
+        pytest.skip("no x86 machine code here (ls is another instruction set's)")
+    archive = roundtrip(tiny, code)
+    assert C.list_archive(io.BytesIO(archive)).methods == ["lzma-x86"]
+    assert len(archive) < xz_size(code)
+
+
+def test_text_is_not_taken_for_machine_code():
+    assert not C.methods.looks_like_x86(TEXT) and not C.methods.looks_like_x86((DATA / "golden-v3.txt").read_bytes())
+
+
 def test_crlf_line_ends_cost_next_to_nothing(small):
     lf = TEXT.replace(b". ", b".\n")
     crlf = lf.replace(b"\n", b"\r\n")

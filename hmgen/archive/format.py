@@ -16,6 +16,7 @@ Input is read in blocks of at most BLOCK bytes (bounded memory, stdin streams). 
 bytes, then stored by `method`:
   0 stored   payload = the n bytes
   1 LZMA     payload = raw LZMA2 at preset 9e (xz's own coder without its container)
+  5 LZMA-x86 payload = raw x86 BCJ + LZMA2 at preset 9e (`xz --x86`), tried on blocks that look like machine code
   2 network  payload = u32 words of one range-coder stream driven by the integer model alone (as in version 1)
   3 mixed-bytes  the same, the model's next-byte distribution mixed with what is learned from the block so far
              (hmgen.archive.mixer), as 256-entry frequency tables (version 2; still decoded, no longer written)
@@ -30,7 +31,7 @@ lane order, each lane having started from the model's initial state as if it fol
 of a block shares one range coder stream. The decoder replays the same steps, so it reproduces the encoder's
 frequencies exactly (hmgen.cell.integer, hmgen.cell.integer_numba), and checks the block's CRC32 before writing any of it.
 
-Version 2 (still decoded): as version 3 without method 4.
+Version 2 (still decoded): as version 3 without methods 4 and 5.
 Version 1 (still decoded): the same header with version 1, blocks b"B" | n u32 | m u32 | words u32 | CRC32 of
 the input u32 | CRC32 of the payload u32 | CRC32 of these u32 | words x u32 (method 2, no transform).
 """
@@ -70,8 +71,8 @@ SMALL_LANE = 256          # ...down to this for small blocks, cut into up to SMA
 SMALL_LANES = 16          # cost time, and the adaptive models share what every lane has learned
 DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger batches, faster)
 START = 10                # every lane starts as if after a newline
-STORED, LZMA, NETWORK, MIXED_BYTES, MIXED = range(5)
-METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed")
+STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86 = range(6)
+METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86")
 CODED = (NETWORK, MIXED_BYTES, MIXED)      # the methods that run the model
 BLOCK_HEAD = struct.Struct("<BBIIIIII")    # method, transform, n, m, payload bytes, data crc, payload crc, header crc
 BLOCK_HEAD_V1 = struct.Struct("<IIIIII")   # n, m, words, data crc, payload crc, header crc
@@ -174,6 +175,8 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
     words = code_block(q, m, n, True, data=coded, progress=progress)
     candidates = [(len(data), STORED, methods.NONE, 0, data),        # ties go to the simpler method
                   (None, LZMA, transform, 0, methods.lzma_compress(coded)),
+                  *([(None, LZMA_X86, transform, 0, methods.lzma_compress(coded, x86=True))]
+                    if methods.looks_like_x86(coded) else []),
                   (None, MIXED, transform, m, words.astype("<u4").tobytes())]
     size, method, transform, m, payload = min(((len(c[4]), *c[1:]) for c in candidates), key=lambda c: c[0])
     n = len(data) if method == STORED else n
@@ -322,7 +325,7 @@ def read_block(src: BinaryIO, index: int) -> Block:
     if zlib.crc32(b"B" + raw[:-4]) != crc:
         raise FormatError(f"damaged archive (block {index + 1} header CRC mismatch)")
     lanes_ok = 1 <= m <= n and -(-n // m) <= MAX_LANES if method in CODED else m == 0
-    if not (method <= MIXED and transform <= methods.LAST and 1 <= n <= BLOCK and lanes_ok and size <= n
+    if not (method <= LZMA_X86 and transform <= methods.LAST and 1 <= n <= BLOCK and lanes_ok and size <= n
             and (method != STORED or (size == n and transform == methods.NONE))
             and (method not in CODED or size % 4 == 0)):
         raise FormatError(f"damaged archive (block {index + 1} header out of range)")
@@ -352,8 +355,8 @@ def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int
     try:
         if blk.method == STORED:
             coded = blk.payload
-        elif blk.method == LZMA:
-            coded = methods.lzma_decompress(blk.payload, blk.n)
+        elif blk.method in (LZMA, LZMA_X86):
+            coded = methods.lzma_decompress(blk.payload, blk.n, x86=blk.method == LZMA_X86)
         else:
             q, _ = model()
             words = np.frombuffer(blk.payload, dtype="<u4").astype(np.uint32)
@@ -363,7 +366,7 @@ def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int
         raise FormatError(f"damaged archive (block {index} does not decode: {type(e).__name__})") from None
     if zlib.crc32(data) != blk.data_crc:
         raise FormatError(f"damaged archive (block {index} decodes to data with the wrong CRC32)")
-    if progress is not None and blk.method in (STORED, LZMA):
+    if progress is not None and blk.method not in CODED:
         progress(blk.n)
     return data
 

@@ -5,7 +5,9 @@ restores the block exactly:
   0 none
   1 CRLF: every "\\r\\n" becomes "\\n"; the inverse puts "\\r" before every "\\n". Windows line ends then cost the
     model nothing: it was trained on "\\n" and never saw "\\r".
-LZMA: raw LZMA2 (no .xz container: its ~60 bytes of headers and index would be wasted) at xz's preset 9e.
+LZMA: raw LZMA2 (no .xz container: its ~60 bytes of headers and index would be wasted) at xz's preset 9e; for
+blocks that look like x86 machine code, also xz's x86 branch filter (BCJ) before LZMA2 (`xz --x86`): calls and
+jumps become absolute addresses, which repeat (/usr/bin/ls: 0.95 x the size of `xz -9e`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ NONE, CRLF = 0, 1
 LAST = CRLF
 LZMAError = lzma.LZMAError
 FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+X86_FILTERS = [{"id": lzma.FILTER_X86}] + FILTERS
 
 
 def forward(data: bytes) -> tuple[int, bytes]:
@@ -31,13 +34,19 @@ def inverse(transform: int, coded: bytes) -> bytes:
     return coded
 
 
-def lzma_compress(data: bytes) -> bytes:
-    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=FILTERS)
+def lzma_compress(data: bytes, x86: bool = False) -> bytes:
+    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=X86_FILTERS if x86 else FILTERS)
 
 
-def lzma_decompress(payload: bytes, n: int) -> bytes:
+def looks_like_x86(data: bytes) -> bool:
+    """Worth trying the x86 filter: E8 (call) bytes at over 0.5 % of the block, as in machine code; text has
+    almost none. (Only a cost question: the encoder keeps whichever payload is smallest.)"""
+    return data.count(b"\xe8") * 200 > len(data)
+
+
+def lzma_decompress(payload: bytes, n: int, x86: bool = False) -> bytes:
     """Exactly n bytes from a raw LZMA2 payload; anything else is a damaged block."""
-    d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=FILTERS)
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=X86_FILTERS if x86 else FILTERS)
     out = d.decompress(payload, max_length=n + 1)
     if len(out) != n or not d.eof or d.unused_data:
         raise LZMAError("LZMA2 payload does not hold the block")
