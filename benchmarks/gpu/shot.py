@@ -231,8 +231,15 @@ def device_info(log: Log, device: str) -> dict:
                                               capture_output=True, text=True, timeout=30).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         info["constriction"] = None
+    try:   # the archive's adaptive part (hmgen.archive.mixer) is numba-compiled on every device
+        info["numba"] = subprocess.run([sys.executable, "-c", "import numba; print(numba.__version__)"],
+                                       capture_output=True, text=True, timeout=60).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        info["numba"] = None
+    if not info["numba"]:
+        info["constriction"] = None          # compress cannot run: the step is skipped with a note
     log(f"device: {info.get('gpu', 'CPU')}; torch {info['torch']}; python {info['python']}; "
-        f"constriction {info['constriction'] or 'not importable'}")
+        f"constriction {info['constriction'] or 'not importable'}; numba {info['numba'] or 'not importable'}")
     return info
 
 
@@ -507,8 +514,8 @@ def compress_check(log: Log, work: Path, exported: dict, data: Path, device: str
                    have_constriction: bool) -> dict:
     """Archives of the first 1 MB of English validation text, made on `device`, decoded there too."""
     if not have_constriction:
-        log("compress: skipped (constriction cannot be imported: carry its wheel, see README.md)")
-        return {"skipped": "constriction not importable"}
+        log("compress: skipped (constriction or numba cannot be imported: carry constriction's wheel, see README.md)")
+        return {"skipped": "constriction or numba not importable"}
     valid = next(iter(sorted((data / "english").glob("*valid*"))), None)
     if valid is None:
         return {"skipped": "no English validation file"}
