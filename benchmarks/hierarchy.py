@@ -40,6 +40,8 @@ VARIANTS = {
     "authors": {**PLAIN, "layer_norm": False, "boundary_init": "glorot"},   # the authors' TF code: no LN
     "ln-c+rate": {**PLAIN, "ln_terms": False, "rate_reg": 0.03},  # + H-Net ratio loss toward per-layer targets
     "ln-c+blr0.1": {**PLAIN, "ln_terms": False, "boundary_lr": 0.1},         # + boundary rows at 1/10 of the LR
+    "ln-c+rate+blr0.1": {**PLAIN, "ln_terms": False, "rate_reg": 0.03, "boundary_lr": 0.1},   # both remedies
+    "ln-c+rate0.1": {**PLAIN, "ln_terms": False, "rate_reg": 0.1},          # a stronger pull toward the targets
     "authors+rate": {**PLAIN, "layer_norm": False, "boundary_init": "glorot", "rate_reg": 0.03},
 }
 

@@ -229,7 +229,10 @@ def load_arrays(name_or_path: str | None = None) -> tuple[str, dict, dict[str, n
     found = FORMATS[meta["format"]]
     if found != TEXT:
         raise ModelError(f"{name_or_path} is a {found} model: use {COMMAND[found]}")
-    arrays = load_weights(desc, lambda t: t, arrays=True)
+    try:
+        arrays = load_weights(desc, lambda t: t, arrays=True)
+    except ModelError:      # e.g. bfloat16 weights, which numpy cannot hold: torch reads them, as float32
+        arrays = load_weights(desc, lambda t: {k: v.float().numpy() for k, v in t.items()})
     return meta.get("name") or desc.stem, meta, arrays
 
 

@@ -91,3 +91,16 @@ def test_the_compiled_engine_codes_identically_when_compiled_for_a_generic_cpu(t
     r = subprocess.run(HMGEN + ["compress", "-c", str(DATA / "golden-v3.txt")], capture_output=True, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout == (DATA / "golden-v3.hmz").read_bytes()
+
+
+def test_a_model_saved_in_bfloat16_loads_for_the_cpu_engine_with_the_same_identity(tmp_path):
+    from safetensors.torch import load_file, save_file
+    name, meta, arrays = load_arrays("english-small")
+    src = Path(load_model("english-small").path)
+    half = {k: v.to(torch.bfloat16) for k, v in load_file(str(src.with_suffix(".safetensors"))).items()}
+    save_file(half, str(tmp_path / "m.safetensors"))
+    (tmp_path / "m.json").write_text(src.read_text())
+    _, _, loaded = load_arrays(str(tmp_path / "m.json"))
+    nb = IntegerLM(meta["model"], loaded)
+    q = Q.QuantLM(load_model(str(tmp_path / "m.json")).model)
+    assert nb.hash == q.hash and loaded["embed.weight"].dtype == np.float32

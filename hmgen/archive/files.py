@@ -28,6 +28,14 @@ class Skipped(Exception):
     """A file left alone with a warning (gzip's exit status 2), e.g. an unknown suffix."""
 
 
+def coder_compiled() -> bool:
+    """Whether the compiled coder (engine and mixer) is in numba's disk cache; if not, its first use compiles it."""
+    from hmgen.archive import mixer
+    from hmgen.cell import integer_numba
+    from hmgen.jit import compiled
+    return compiled(integer_numba.layer_step, integer_numba.frequencies, mixer.predict_depth, mixer.update)
+
+
 class Engines:
     """Integer models by name, built once per run: (engine, its name). On the CPU the compiled engine
     (hmgen.cell.integer_numba, no torch); on another device torch's (hmgen.cell.integer). Same integers."""

@@ -96,6 +96,8 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
     if decompress and "-" in files and sys.stdin.isatty() and not force:
         raise HmgenError("compressed data not read from a terminal (redirect stdin)")
     engines = archive.Engines(device)
+    if not quiet and sys.stderr.isatty() and not archive.coder_compiled():
+        typer.echo("hmgen: first run: compiling the coder for this CPU (once, about 15 s)", err=True)
     status = 0
     for path in files:
         size = os.path.getsize(path) if path != "-" and os.path.isfile(path) else None
