@@ -445,7 +445,28 @@ def test_cli_errors(tmp_path, hw_model):
     r = run(["handwrite", "hello", "-m", str(hw_model), "-o", "-", "--color", 'red"/><script'])
     assert r.returncode == 2 and "colour" in r.stderr
     r = run(["handwrite", "hello", "-m", str(hw_model), "-o", str(tmp_path / "no" / "dir.svg")])
-    assert r.returncode == 1 and "cannot write" in r.stderr
+    assert r.returncode == 1 and "cannot write" in r.stderr and not (tmp_path / "no").exists()
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_partial_one(tmp_path, hw_model, monkeypatch):
+    out = tmp_path / "out.svg"
+    out.write_text("the user's old drawing")
+    real_write = Path.write_bytes
+
+    def half_then_full(self, data):                 # the disk fills up half-way through the write
+        real_write(self, data[:len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_full)
+    r = run(["handwrite", "hello", "-m", str(hw_model), "-o", str(out)])
+    assert r.returncode == 1 and "No space left" in r.stderr
+    assert out.read_text() == "the user's old drawing" and [p.name for p in tmp_path.iterdir()] == ["out.svg"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_writing_to_a_device_writes_it_and_never_replaces_it(hw_model):
+    r = run(["handwrite", "hello", "-m", str(hw_model), "-o", "/dev/full"])
+    assert r.returncode == 1 and "No space left" in r.stderr and not Path("/dev/full").is_file()
 
 
 # ----------------------------------------------------------------------------- training through hmgen train

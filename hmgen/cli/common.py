@@ -31,6 +31,24 @@ def writing(path):
         raise HmgenError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
+def save_output(path: str, data: bytes) -> None:
+    """Write a command's output file: a regular file (new or replaced) through a temporary file beside it, renamed
+    into place only once complete, so a failure leaves no partial file; a device or pipe (/dev/null, a FIFO) is
+    written as it is. The folder must exist (a mistyped one is an error, not created)."""
+    from pathlib import Path
+
+    from hmgen.modelio import atomic_write
+    p = Path(path)
+    with writing(path):
+        if p.exists() and not p.is_file():
+            with open(p, "wb") as f:
+                f.write(data)
+        elif not p.parent.is_dir():
+            raise FileNotFoundError(2, "No such file or directory")
+        else:
+            atomic_write(p, lambda tmp: Path(tmp).write_bytes(data))
+
+
 class Stdout(io.FileIO):
     """File descriptor 1 with its name in its errors: "hmgen: standard output: No space left on device"."""
 

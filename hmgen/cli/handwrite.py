@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from hmgen.cli.common import writing
+from hmgen.cli.common import save_output
 from hmgen.cli.options import finite, model_option
 from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.errors import HmgenError, UsageError
@@ -93,13 +92,11 @@ def handwrite(
         sys.stdout.write(svg + "\n")
         sys.stdout.flush()
     elif output is not None:
-        with writing(output):
-            Path(output).write_text(svg + "\n")
+        save_output(output, (svg + "\n").encode())       # a failed write leaves no partial SVG behind
     if png is not None:
         image = to_png(offsets, hm.cfg.line_height, line_height, margin, stroke_width, smooth)
         if png == "-":
             sys.stdout.buffer.write(image)
             sys.stdout.buffer.flush()
         else:
-            with writing(png):
-                Path(png).write_bytes(image)
+            save_output(png, image)
