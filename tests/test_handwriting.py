@@ -530,3 +530,15 @@ def test_real_iam_xml_files_match_the_aligned_npz():
         seg = z["strokes"][z["line_start"][i]:z["line_start"][i + 1]].astype(np.int64)
         xy = z["first_xy"][i] + np.cumsum(seg[:, :2], 0)
         assert np.array_equal(pts[:, :2], xy) and np.array_equal(pts[:, 2], seg[:, 2])
+
+
+def test_handwriting_training_applies_the_rate_regulariser_as_text_does(tmp_path, iam_dir):
+    common = ["--hidden", "8,8", "--mixtures", "3", "--window", "2", "--batch-size", "2", "--seq-len", "16",
+              "--eval-every", "4", "--ckpt-every", "4", "--log-every", "2", "--threads", "1", "--steps", "4", "-q"]
+    for reg, out in (("0.03", tmp_path / "on"), ("0", tmp_path / "off")):
+        r = run(["train", f"iam:{iam_dir}", "--rate-reg", reg, "--out", str(out)] + common)
+        assert r.returncode == 0, r.stderr
+    logged = lambda out: [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if '"step"' in ln]
+    on, off = logged(tmp_path / "on"), logged(tmp_path / "off")
+    assert all(rec["rate_loss"] > 0 for rec in on if "z_rates" in rec)
+    assert not any("rate_loss" in rec for rec in off)

@@ -238,6 +238,21 @@ def add_term(s, dst, n, prod, gain, eps, shift, scale):
 
 
 @njit(cache=True, nogil=True)
+def add_gated(s, act, n, gate, always, w, x, gain, eps, shift, scale, src, dst):
+    """s[i] += the Q8 term of w @ x[act[i]] for the active lanes i < n whose gate is set (all when `always`):
+    a gated-off term is not computed at all."""
+    m = 0
+    for i in range(n):
+        if always or gate[act[i]] != 0:
+            src[m], dst[m] = act[i], i
+            m += 1
+    if m > 0:
+        prod = np.empty((m, w.shape[0]), w.dtype)
+        products(w, x, src, m, prod)
+        add_term(s, dst, m, prod, gain, eps, shift, scale)
+
+
+@njit(cache=True, nogil=True)
 def layer_step(first, hier, has_boundary, symbols, x_table, h, c, z, e, h_above, h_below, z_below,
                rec_w, rec_g, rec_eps, rec_shift, rec_scale, td_w, td_g, td_eps, td_shift, td_scale,
                bu_w, bu_g, bu_eps, bu_shift, bu_scale, bias, lo, hi, gates, ln_c, c_eps, c_shift, embed):
@@ -254,37 +269,18 @@ def layer_step(first, hier, has_boundary, symbols, x_table, h, c, z, e, h_above,
     if n == 0:
         return
     s = np.zeros((n, rows), np.int64)                        # (active lanes, 4H[+1]) Q8 pre-activations
-    prod = np.empty((n, rows), rec_w.dtype)
-    every = np.arange(n)
-    products(rec_w, h, act, n, prod)                         # U_l^l h_{t-1}^l: never gated
-    add_term(s, every, n, prod, rec_g, rec_eps, rec_shift, rec_scale)
     src = np.empty(n, np.int64)
     dst = np.empty(n, np.int64)
+    add_gated(s, act, n, z, True, rec_w, h, rec_g, rec_eps, rec_shift, rec_scale, src, dst)   # U_l^l h_{t-1}^l
     if td_w.shape[0] > 0:                                    # U_{l+1}^l h_{t-1}^{l+1}, gated by z_{t-1}^l
-        m = 0
-        for i in range(n):
-            if z[act[i]] != 0:
-                src[m], dst[m] = act[i], i
-                m += 1
-        if m > 0:
-            prod_td = np.empty((m, rows), td_w.dtype)
-            products(td_w, h_above, src, m, prod_td)
-            add_term(s, dst, m, prod_td, td_g, td_eps, td_shift, td_scale)
+        add_gated(s, act, n, z, False, td_w, h_above, td_g, td_eps, td_shift, td_scale, src, dst)
     if first:                                                # input term and bias: a table row
         for i in range(n):
             s[i] += x_table[symbols[act[i]]]
-    else:
+    else:                                                    # W_{l-1}^l h_t^{l-1}, gated by z_t^{l-1}
         for i in range(n):
             s[i] += bias
-        m = 0
-        for i in range(n):                                   # W_{l-1}^l h_t^{l-1}, gated by z_t^{l-1}
-            if not hier or z_below[act[i]] != 0:
-                src[m], dst[m] = act[i], i
-                m += 1
-        if m > 0:
-            prod_bu = np.empty((m, rows), bu_w.dtype)
-            products(bu_w, h_below, src, m, prod_bu)
-            add_term(s, dst, m, prod_bu, bu_g, bu_eps, bu_shift, bu_scale)
+        add_gated(s, act, n, z_below, not hier, bu_w, h_below, bu_g, bu_eps, bu_shift, bu_scale, src, dst)
     u = np.empty(H, np.int64)
     c_new = np.empty(H, np.int64)
     for i in range(n):

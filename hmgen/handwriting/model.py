@@ -129,27 +129,35 @@ class SynthesisNet(nn.Module):
         w = torch.bmm(phi[:, None, :], onehot)[:, 0]
         return phi, kappa, w
 
-    def step(self, x, state, onehot=None, mask=None, a: float = 1.0):
-        """One point (B, 3) -> mixture parameters (B, 1+6M), new state, phi (B, U) or None, z (B, L)."""
+    def step(self, x, state, onehot=None, mask=None, a: float = 1.0, pre_z: list | None = None):
+        """One point (B, 3) -> mixture parameters (B, 1+6M), new state, phi (B, U) or None, z (B, L).
+        pre_z: optional list; the detectors' pre-activations z~ (B, 1) are appended, layer by layer."""
         rnn, kappa, w = state
         inp = torch.cat([x, w], -1) if self.cfg.conditional else x
-        rnn = self.rnn.step(self.rnn.project_input(inp), rnn, a)
+        rnn = self.rnn.step(self.rnn.project_input(inp), rnn, a, pre_z=pre_z)
         phi = None
         if self.cfg.conditional:
             phi, kappa, w = self.attend(rnn[0][0], kappa, onehot, mask)
         hs = torch.cat([h for h, _, _ in rnn] + ([w] if self.cfg.conditional else []), -1)
         return self.head(hs), (rnn, kappa, w), phi, torch.cat([z for _, _, z in rnn], -1)
 
-    def forward(self, x, state, onehot=None, mask=None, a: float = 1.0, keep_phi: bool = False):
-        """x: (B, T, 3) normalised inputs -> params (B, T, 1+6M), final state, z (B, T, L), [phi (B, T, U)]."""
-        outs, zs, phis = [], [], []
+    def forward(self, x, state, onehot=None, mask=None, a: float = 1.0, keep_phi: bool = False,
+                pre_z: list | None = None):
+        """x: (B, T, 3) normalised inputs -> params (B, T, 1+6M), final state, z (B, T, L), [phi (B, T, U)].
+        pre_z: optional list; receives the detectors' pre-activations z~ as one (B, T, L-1) tensor."""
+        outs, zs, phis, pres = [], [], [], []
         for t in range(x.shape[1]):
-            p, state, phi, z = self.step(x[:, t], state, onehot, mask, a)
+            step_pre = [] if pre_z is not None else None
+            p, state, phi, z = self.step(x[:, t], state, onehot, mask, a, pre_z=step_pre)
+            if step_pre:
+                pres.append(torch.cat(step_pre, -1))
             outs.append(p)
             zs.append(z)
             if keep_phi:
                 phis.append(phi)
         params = torch.stack(outs, 1)
+        if pre_z is not None and pres:
+            pre_z.append(torch.stack(pres, 1))                          # (B, T, L-1)
         extra = torch.stack(phis, 1) if keep_phi and phis and phis[0] is not None else None
         return params, state, torch.stack(zs, 1), extra
 

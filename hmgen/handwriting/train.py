@@ -22,6 +22,8 @@ from hmgen.handwriting.data import (HandwritingDataError, load_iam, line_height_
                                     select)
 from hmgen.handwriting.model import HWConfig, SynthesisNet, encode_text, mixture_nll, normalise, text_batch
 from hmgen.modelio import load_hw_model, save_hw_model
+from hmgen.cell.reference import operations
+from hmgen.training.boundary import default_rate_targets, rate_loss
 from hmgen.training.checkpoint import load_init
 from hmgen.training.task import Validation, finite
 
@@ -153,7 +155,10 @@ class HandwritingTask:
         self.styles = [{"text": p.text, "line_id": p.line_id, "offsets": normalise(p.offsets, self.hw)}
                        for p in self.data.styles]
         self.n_batches = math.ceil(len(self.data.train) / cfg.batch_size)
-        self.batch_no, self.batch, self.z_sum = 0, None, 0.0
+        self.batch_no, self.batch, self.z_sum, self.reg_sum = 0, None, 0.0, 0.0
+        # the firing-rate regulariser (hmgen.training.boundary), as for text: live detectors (issue 14)
+        self.regularise = cfg.rate_reg > 0 and self.hw.arch == "hmlstm" and len(self.hw.hidden) > 1
+        self.targets = default_rate_targets(len(self.hw.hidden))
 
     @property
     def epoch(self) -> float:
@@ -178,7 +183,9 @@ class HandwritingTask:
             self.state, self.s0 = self.model.initial_state(len(idx), self.device), 0
         x, y, m, onehot, tmask = self.batch                                  # x, y (B, T, 3), m (B, T)
         seg = slice(self.s0, self.s0 + self.cfg.seq_len)
-        params, state, z, _ = net(x[:, seg], self.state, onehot, tmask, a)
+        z_init = torch.cat([zl for _, _, zl in self.state[0]], -1)            # (B, L): z carried in
+        pre = [] if self.regularise else None
+        params, state, z, _ = net(x[:, seg], self.state, onehot, tmask, a, pre_z=pre)
         layers, kappa, w = state
         self.state = ([tuple(t.detach() for t in layer) for layer in layers], kappa.detach(), w.detach())
         msk = m[:, seg]
@@ -187,12 +194,22 @@ class HandwritingTask:
         self.s0 += self.cfg.seq_len
         if self.s0 >= x.shape[1]:
             self.batch, self.batch_no = None, self.batch_no + 1
-        return (mixture_nll(params, y[:, seg], self.hw.mixtures) * msk).sum() / points, int(points)
+        loss = (mixture_nll(params, y[:, seg], self.hw.mixtures) * msk).sum() / points
+        if self.regularise:                     # pre[0]: (B, T, L-1); padding steps count like the others
+            reg = self.cfg.rate_reg * rate_loss(pre[0], z, operations(z.detach(), z_init), self.targets)
+            self.reg_sum += float(reg.detach()) * int(points)
+            loss = loss + reg
+        return loss, int(points)
 
     def log_fields(self, loss: float, points: int, seconds: float):
         z_rates = [round(float(v) / points, 4) for v in self.z_sum[:-1]]
-        self.z_sum = 0.0
+        reg = self.reg_sum / max(points, 1)
+        self.z_sum, self.reg_sum = 0.0, 0.0
         fields = {"points_per_s": round(points / max(seconds, 1e-9)), "z_rates": z_rates}
+        if self.regularise:                     # the loop's loss is NLL + this; both parts reported
+            fields["rate_loss"] = finite(reg, 5)
+            loss -= reg
+            fields["loss"] = finite(loss)
         zs = "/".join(f"{v:.2f}" for v in z_rates) or "-"
         return fields, f"nll/pt {loss:.3f} {fields['points_per_s']} pt/s z {zs}"
 

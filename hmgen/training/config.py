@@ -50,7 +50,7 @@ class TrainConfig:
                                          "(the authors' TF code).", fixed=True, choices=("torch", "glorot"))
     boundary_lr: float = option(1.0, "Learning rate of the boundary rows, as a multiple of --lr.", above=0)
     rate_reg: float = option(0.03, "Weight of the firing-rate regulariser pulling each detector toward its "
-                                   "target rate (H-Net's ratio loss; 0 = off). Text only.", min=0)
+                                   "target rate (H-Net's ratio loss; 0 = off).", min=0)
     # optimisation (paper §4.1: Adam 0.002, clip 1, LR / 50 on plateau)
     batch_size: int = option(64, "Streams (text) or lines (handwriting) per batch.", fixed=True, min=1,
                              flags=("--batch-size", "-b"))
