@@ -7,6 +7,7 @@ matched its CRC32. On any failure the temporary file is removed and the input le
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -14,10 +15,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, ContextManager
 
-from hmgen.archive.format import (DEFAULT_LANES, Engine, FormatError, Header, Listing, Stats, compress, decompress,
-                                  list_archive, read_header)
+from hmgen.archive.format import (DEFAULT_LANES, Engine, FormatError, Header, Listing, Stats, code_block, compress,
+                                  decompress, list_archive, read_header)
 from hmgen.modelio import ModelError, atomic_write, load_arrays, load_model
 
 SUFFIX = ".hmz"
@@ -36,18 +37,30 @@ def coder_compiled() -> bool:
     return compiled(integer_numba.layer_step, integer_numba.frequencies, mixer.predict_depth, mixer.update)
 
 
+def warm_up(q: Engine) -> None:
+    """Load every compiled function the coder runs (or compile it, on a first run), by coding one byte both ways."""
+    words = code_block(q, 1, 1, True, data=b"\n")
+    code_block(q, 1, 1, False, words=words)
+
+
 class Engines:
     """Integer models by name, built once per run: (engine, its name). On the CPU the compiled engine
-    (hmgen.cell.integer_numba, no torch); on another device torch's (hmgen.cell.integer). Same integers."""
+    (hmgen.cell.integer_numba, no torch); on another device torch's (hmgen.cell.integer). Same integers.
+    `guard` wraps the loading of compiled code (warm_up): the CLI defers signals there, because an exception
+    raised inside numba's LLVM callbacks can crash the interpreter."""
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", guard: Callable[[], ContextManager] = contextlib.nullcontext):
         self.device = device
+        self.guard = guard
         self.cache: dict[str, tuple[Engine, str]] = {}
 
     def get(self, model: str | None) -> tuple[Engine, str]:
         key = model or ""
         if key not in self.cache:
-            self.cache[key] = self.cpu_engine(model) if self.device == "cpu" else self.torch_engine(model)
+            q, name = self.cpu_engine(model) if self.device == "cpu" else self.torch_engine(model)
+            with self.guard():
+                warm_up(q)
+            self.cache[key] = (q, name)
         return self.cache[key]
 
     @staticmethod

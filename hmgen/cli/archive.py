@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from typing import Optional
 
 import typer
@@ -32,6 +33,7 @@ def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:
 
 
 SIGNALLED: list[int] = []          # signals received while coding (see exit_on_termination)
+DEFERRING: list[bool] = [False]    # inside numba's loading or compiling: record a signal, act on it after
 
 
 def stop_if_signalled() -> None:
@@ -41,12 +43,25 @@ def stop_if_signalled() -> None:
         raise KeyboardInterrupt if SIGNALLED[0] == signal.SIGINT else SystemExit(128 + SIGNALLED[0])
 
 
+@contextmanager
+def signals_deferred():
+    """While numba loads or compiles the coder, a signal is recorded and acted on right after: an exception raised
+    from a handler inside its LLVM callbacks can crash the interpreter (SIGSEGV) instead of unwinding."""
+    DEFERRING[0] = True
+    try:
+        yield
+    finally:
+        DEFERRING[0] = False
+    stop_if_signalled()
+
+
 def exit_on_termination() -> None:
     """SIGTERM and SIGHUP (`timeout`, a closed terminal) unwind like Ctrl-C, so the temporary output file is
     removed (hmgen.modelio.atomic_write) instead of being left behind by an abrupt exit."""
     def unwind(signum, frame):
         SIGNALLED.append(signum)
-        stop_if_signalled()
+        if not DEFERRING[0]:
+            stop_if_signalled()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, unwind)
 
@@ -95,7 +110,7 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
         raise HmgenError("compressed data not written to a terminal (use -f to force, or redirect stdout)")
     if decompress and "-" in files and sys.stdin.isatty() and not force:
         raise HmgenError("compressed data not read from a terminal (redirect stdin)")
-    engines = archive.Engines(device)
+    engines = archive.Engines(device, guard=signals_deferred)
     if not quiet and sys.stderr.isatty() and not archive.coder_compiled():
         typer.echo("hmgen: first run: compiling the coder for this CPU (once, about 15 s)", err=True)
     status = 0
