@@ -2,7 +2,7 @@
 
 Format, version 3 (all integers little-endian; every record carries a CRC32 of its own header fields):
 
-  header   magic b"\\x89HMZ" | version u8 = 3 | scheme u8 (hmgen.cell.integer.SCHEME) | name length u8 | model name
+  header   magic b"\\x89HMZ" | version u8 = 3 | scheme u8 (hmgen.cell.scheme.SCHEME) | name length u8 | model name
            (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
   block    b"B" | method u8 | transform u8 | coded length n u32 (1..BLOCK) | lane length m u32 | payload bytes u32 |
            CRC32 of the block's input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload

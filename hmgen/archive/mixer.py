@@ -100,6 +100,7 @@ class Mixer:
         self.squash, self.stretch = curves()
         self.rates = rates()
         self.orders = np.array(ORDERS, dtype=np.int64)
+        self.bitwise = bitwise
         if bitwise:                                                                  # method 4's state
             self.sums = np.zeros((lanes, 512), dtype=np.int64)                       # network mass per node
             row = (self.squash[np.clip((np.arange(33) - 16) * 128, -2047, 2047) + 2047] * 16) << 10 | APM_START
@@ -120,7 +121,7 @@ class Mixer:
         """Learn from the bytes of step t (grid[:k, t]), lane by lane."""
         update(grid, t, k, self.tables, self.weights, self.match_p, self.match_table, self.match_ptr,
                self.match_len, self.rows, self.inputs, self.sets, self.mixed, self.rates, self.stretch)
-        if hasattr(self, "apm1"):
+        if self.bitwise:
             update_apm(grid, t, k, self.apm1, self.apm2, self.apm_idx)
 
     # Method 4: the byte coded as its 8 bits, each with the final P(1) of its node (no 256-entry table).
