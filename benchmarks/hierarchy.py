@@ -43,6 +43,12 @@ VARIANTS = {
     "ln-c+rate+blr0.1": {**PLAIN, "ln_terms": False, "rate_reg": 0.03, "boundary_lr": 0.1},   # both remedies
     "ln-c+rate0.1": {**PLAIN, "ln_terms": False, "rate_reg": 0.1},          # a stronger pull toward the targets
     "authors+rate": {**PLAIN, "layer_norm": False, "boundary_init": "glorot", "rate_reg": 0.03},
+    # the threshold controller (hmgen.training.boundary.RateControl): biases moved toward the target rates
+    "ln-c+ctl+blr0.1": {**PLAIN, "ln_terms": False, "rate_control": 0.3, "boundary_lr": 0.1},
+    "ln-c+ctl": {**PLAIN, "ln_terms": False, "rate_control": 0.3},
+    "ln-c+ctl+rate+blr0.1": {**PLAIN, "ln_terms": False, "rate_control": 0.3, "rate_reg": 0.03, "boundary_lr": 0.1},
+    "ln-c+ctl1+blr0.1": {**PLAIN, "ln_terms": False, "rate_control": 1.0, "boundary_lr": 0.1},
+    "ln-c+ctl1": {**PLAIN, "ln_terms": False, "rate_control": 1.0},
 }
 
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from hmgen.cell.reference import CharLM, ModelConfig, operations
-from hmgen.training.boundary import (BoundaryRowsLR, boundary_rows, default_rate_targets, group_grad_norms,
-                                     rate_loss)
+from hmgen.cell.reference import COPY
+from hmgen.training.boundary import (BoundaryRowsLR, RateControl, boundary_rows, default_rate_targets,
+                                     group_grad_norms, rate_loss, threshold_offsets)
 from tests.test_train import english, text_file, tiny, train_records, write_ptb  # noqa: F401 (fixture)
 from hmgen.training.checkpoint import read_run_config
 from hmgen.training.config import OLD_RUN_DEFAULTS, TrainConfig
@@ -79,6 +80,78 @@ def test_rate_loss_is_smallest_at_the_target():
 def test_default_targets_fall_with_depth():
     t = default_rate_targets(4)
     assert len(t) == 3 and all(0.02 < r < 0.6 for r in t[:2]) and t == sorted(t, reverse=True)
+
+
+def test_rate_leak_keeps_the_value_and_gives_a_saturated_detector_a_gradient():
+    pre = torch.full((1, 50, 1), -30.0, requires_grad=True)      # far outside the window: sigm' ~ 1e-13
+    z, ops = torch.zeros(1, 50, 2), torch.zeros(1, 50, 2, dtype=torch.long)
+    plain = rate_loss(pre, z, ops, [0.2])
+    plain.backward()
+    assert float(pre.grad.abs().max()) < 1e-12
+    pre.grad = None
+    leaky = rate_loss(pre, z, ops, [0.2], leak=0.01)
+    leaky.backward()
+    assert float(leaky.detach()) == float(plain.detach())
+    assert torch.all(-pre.grad > 1e-5)                          # descent raises z~ toward firing
+
+
+def test_threshold_offsets_put_the_target_share_of_steps_above_the_threshold():
+    pre = torch.arange(100, dtype=torch.float32).reshape(1, 100, 1) - 90.0   # -90 .. 9
+    ops = torch.zeros(1, 100, 2, dtype=torch.long)
+    q = threshold_offsets(pre, ops, [0.2])
+    assert int((pre > q[0]).sum()) == 20                        # 20 % of all steps would fire
+    assert -11 < float(q[0]) < -10                              # between the 20th and 21st largest
+
+
+def test_threshold_offsets_count_padding_out_and_skip_a_layer_that_computed_nothing():
+    pre = torch.arange(20, dtype=torch.float32).reshape(1, 20, 1)
+    ops = torch.full((1, 20, 2), COPY, dtype=torch.long)
+    assert torch.isnan(threshold_offsets(pre, ops, [0.2])[0])   # all COPY: no evidence
+    ops[:] = 0
+    mask = torch.zeros(1, 20)
+    mask[0, :10] = 1                                            # only the first 10 steps are real
+    q = threshold_offsets(pre, ops, [0.2], mask)
+    assert int((pre[0, :10, 0] > q[0]).sum()) == 2
+
+
+def test_threshold_offsets_never_ask_a_layer_to_fire_at_more_than_half_its_computed_steps():
+    pre = torch.arange(100, dtype=torch.float32).reshape(1, 100, 1)
+    ops = torch.full((1, 100, 2), COPY, dtype=torch.long)
+    ops[0, :10, 0] = 0                                          # the layer computed 10 of 100 steps
+    q = threshold_offsets(pre, ops, [0.2])                      # 20 of all steps is impossible
+    assert int((pre[0, :10, 0] > q[0]).sum()) == 5
+
+
+def test_rate_control_moves_only_the_boundary_bias():
+    model = small()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    RateControl(model.rnn, 0.5).after(torch.tensor([2.0, float("nan")]))    # layer 2: no evidence, no move
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed == ["rnn.layers.0.bias"]
+    bias = model.rnn.layers[0].bias.detach()
+    assert float(bias[24]) == pytest.approx(float(before["rnn.layers.0.bias"][24]) - 1.0)   # b_z -= gain * q
+    assert torch.equal(bias[:24], before["rnn.layers.0.bias"][:24])
+
+
+def fire_rates(model, x) -> torch.Tensor:
+    pre = []
+    _, _, z = model(x, model.initial_state(x.shape[0]), pre_z=pre)
+    return z[..., :-1].float().mean((0, 1)), pre[0], z
+
+
+def test_rate_control_brings_a_dead_detector_back():
+    model = small(layer_norm=False)
+    x = torch.randint(0, 20, (8, 50))
+    with torch.no_grad():
+        model.rnn.layers[0].bias[24] = -40.0                    # layer 1 never fires, so layer 2 never computes
+        fired, pre, z = fire_rates(model, x)
+        assert float(fired[0]) == 0.0
+        control = RateControl(model.rnn, 1.0)
+        for _ in range(3):
+            fired, pre, z = fire_rates(model, x)
+            control.after(threshold_offsets(pre, operations(z, torch.zeros(8, 3)), [0.2, 0.05]))
+        fired, _, _ = fire_rates(model, x)
+    assert 0.1 <= float(fired[0]) <= 0.3 and 0.0 < float(fired[1]) <= 0.2
 
 
 def test_boundary_rows_move_at_the_scaled_learning_rate():

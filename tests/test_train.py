@@ -127,7 +127,7 @@ def test_resume_continues_exactly(tmp_path, text_file):
     # evaluations (1 at step 4) survives the checkpoint does the resumed run decay at the same step.
     valid = tmp_path / "digits.txt"
     valid.write_text("0123456789 " * 40)
-    opts = dict(valid=str(valid), steps=8, eval_every=2, patience=1, lr_divide=2.0, lr=0.01)
+    opts = dict(valid=str(valid), steps=8, eval_every=2, patience=1, lr_divide=2.0, lr=0.03)
     whole = tiny(text_file, tmp_path / "whole", **opts)
     train(whole, quiet=True)
 
@@ -148,7 +148,7 @@ def test_resume_continues_exactly(tmp_path, text_file):
     assert later(tmp_path / "halves") == later(tmp_path / "whole")
     assert len([r for r in later(tmp_path / "whole") if "loss" in r]) == 4
     lr = {r["step"]: r["lr"] for r in valid_records(tmp_path / "halves")}
-    assert lr[4] == 0.01 and lr[6] == 0.005, "the schedule must act after the resume for this test to mean anything"
+    assert lr[4] == 0.03 and lr[6] == 0.015, "the schedule must act after the resume for this test to mean anything"
 
 
 # ----------------------------------------------------------------------------- the run folder

@@ -23,7 +23,7 @@ from hmgen.handwriting.data import (HandwritingDataError, load_iam, line_height_
 from hmgen.handwriting.model import HWConfig, SynthesisNet, encode_text, mixture_nll, normalise, text_batch
 from hmgen.modelio import load_hw_model, save_hw_model
 from hmgen.cell.reference import operations
-from hmgen.training.boundary import default_rate_targets, rate_loss
+from hmgen.training.boundary import default_rate_targets, rate_loss, threshold_offsets
 from hmgen.training.checkpoint import load_init
 from hmgen.training.task import Validation, finite
 
@@ -158,6 +158,7 @@ class HandwritingTask:
         self.batch_no, self.batch, self.z_sum, self.reg_sum = 0, None, 0.0, 0.0
         # the firing-rate regulariser (hmgen.training.boundary), as for text: live detectors (issue 14)
         self.regularise = cfg.rate_reg > 0 and self.hw.arch == "hmlstm" and len(self.hw.hidden) > 1
+        self.control = cfg.rate_control > 0 and self.hw.arch == "hmlstm" and len(self.hw.hidden) > 1
         self.targets = default_rate_targets(len(self.hw.hidden))
 
     @property
@@ -184,7 +185,7 @@ class HandwritingTask:
         x, y, m, onehot, tmask = self.batch                                  # x, y (B, T, 3), m (B, T)
         seg = slice(self.s0, self.s0 + self.cfg.seq_len)
         z_init = torch.cat([zl for _, _, zl in self.state[0]], -1)            # (B, L): z carried in
-        pre = [] if self.regularise else None
+        pre = [] if self.regularise or self.control else None
         params, state, z, _ = net(x[:, seg], self.state, onehot, tmask, a, pre_z=pre)
         layers, kappa, w = state
         self.state = ([tuple(t.detach() for t in layer) for layer in layers], kappa.detach(), w.detach())
@@ -195,8 +196,11 @@ class HandwritingTask:
         if self.s0 >= x.shape[1]:
             self.batch, self.batch_no = None, self.batch_no + 1
         loss = (mixture_nll(params, y[:, seg], self.hw.mixtures) * msk).sum() / points
+        if self.control:                        # where this step's thresholds should have been (no padding)
+            self.offsets = threshold_offsets(pre[0].detach(), operations(z.detach(), z_init), self.targets, msk)
         if self.regularise:                     # pre[0]: (B, T, L-1); padding steps count like the others
-            reg = self.cfg.rate_reg * rate_loss(pre[0], z, operations(z.detach(), z_init), self.targets)
+            reg = self.cfg.rate_reg * rate_loss(pre[0], z, operations(z.detach(), z_init), self.targets,
+                                                leak=self.cfg.rate_leak)
             self.reg_sum += float(reg.detach()) * int(points)
             loss = loss + reg
         return loss, int(points)
@@ -241,5 +245,7 @@ class HandwritingTask:
     def init_from(self, path: str) -> None:
         """The architecture must match; the normalisation (mean, std, line height) is this run's data's."""
         hm = load_hw_model(path)
-        arch = lambda cfg: {k: v for k, v in cfg.to_dict().items() if k not in ("mean", "std", "line_height")}
+        def arch(cfg) -> dict:                  # ln_terms says nothing where there is no layer norm
+            skip = {"mean", "std", "line_height"} | (set() if cfg.layer_norm else {"ln_terms"})
+            return {k: v for k, v in cfg.to_dict().items() if k not in skip}
         load_init(self.model, path, {"model": arch(self.hw)}, {"model": arch(hm.cfg)}, hm.net.state_dict())

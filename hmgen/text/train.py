@@ -19,7 +19,7 @@ from hmgen.cell.reference import CharLM, detach_state, operations
 from hmgen.modelio import load_model, save_model
 from hmgen.text.data import Corpus, StreamBatches, load_corpus
 from hmgen.text.evaluate import evaluate, op_counts, rates_dict
-from hmgen.training.boundary import default_rate_targets, detector_stats, rate_loss
+from hmgen.training.boundary import default_rate_targets, detector_stats, rate_loss, threshold_offsets
 from hmgen.training.checkpoint import load_init
 from hmgen.training.task import Validation, finite
 
@@ -101,9 +101,15 @@ class TextTask:
             if self.world > 1:                  # the log describes the whole global batch
                 dist.all_reduce(det)
             self.det += det
+            if self.cfg.rate_control:
+                self.offsets = threshold_offsets(pre[0].detach(), ops, self.targets)
+                if self.world > 1:              # every process must move the biases alike
+                    self.offsets = self.offsets.to(self.device).nan_to_num(0.0)
+                    dist.all_reduce(self.offsets)
+                    self.offsets = self.offsets.cpu() / self.world
             if self.cfg.rate_reg:
                 fired = det[0] / (x.numel() * self.world)                          # (L-1,) F, whole batch
-                reg = self.cfg.rate_reg * rate_loss(pre[0], z, ops, self.targets, fired)
+                reg = self.cfg.rate_reg * rate_loss(pre[0], z, ops, self.targets, fired, self.cfg.rate_leak)
                 part = reg.detach().clone()                                        # all_reduce is in place
                 if self.world > 1:
                     dist.all_reduce(part)

@@ -10,7 +10,10 @@ Here:
   group_grad_norms  gradient norms per parameter group, each layer's boundary rows apart from its gate rows;
   detector_stats    per detector: firing rate and share of computed steps inside the STE window;
   rate_loss       a regulariser pulling each layer's firing rate toward a target (H-Net's ratio loss,
-                  Hwang, Wang & Gu 2025), which also gives a saturated detector a gradient again.
+                  Hwang, Wang & Gu 2025), which also gives a saturated detector a gradient again;
+  RateControl     a controller outside the gradient: after each update it moves each detector's bias b_z
+                  toward its target rate, so a detector that stopped firing (or fires always) comes back
+                  whatever its gradients are.
 """
 from __future__ import annotations
 
@@ -81,19 +84,67 @@ def detector_stats(pre_z: torch.Tensor, z: torch.Tensor, ops: torch.Tensor, a: f
 
 
 def rate_loss(pre_z: torch.Tensor, z: torch.Tensor, ops: torch.Tensor, targets: list[float],
-              fired: torch.Tensor | None = None) -> torch.Tensor:
+              fired: torch.Tensor | None = None, leak: float = 0.0) -> torch.Tensor:
     """H-Net's ratio loss per detector, summed over layers: N/(N-1) * ((N-1) F G + (1-F)(1-G)), N = 1/target,
     F = the share of steps that fired (hard, no gradient), G = the mean firing probability sigm(z~) over the
     same steps (COPY steps count as 0). It is minimised at F = G = target; the gradient reaches z~ through the
     sigmoid everywhere, so a detector outside the STE window is pulled back (hmgen's choice of soft proxy:
     the hard sigmoid would have no gradient exactly where it is needed).
+    leak: added to sigm'(z~) in G's gradient (G's value is unchanged). sigm' vanishes far outside the window
+    (4.5e-5 at z~ = -10, below Adam's epsilon once scaled by the loss weight), so a detector that ran off stays
+    off; with a leak the pull back never falls below leak per step (hmgen's choice, issue 14).
     pre_z: (batch, T, L-1); z, ops: (batch, T, L); fired: F given (the whole batch's under DDP: the loss is
     linear in G for a given F, so averaging the processes' gradients then gives the one-process gradient)."""
     live = computed(ops)
     F_ = z[..., :-1].detach().float().mean((0, 1)) if fired is None else fired      # (L-1,)
-    G = (torch.sigmoid(pre_z.float()) * live).mean((0, 1))               # (L-1,)
+    p = torch.sigmoid(pre_z.float())                                     # (batch, T, L-1)
+    if leak:
+        p = p + leak * (pre_z.float() - pre_z.float().detach())         # same value, gradient sigm' + leak
+    G = (p * live).mean((0, 1))                                          # (L-1,)
     N = 1.0 / torch.tensor(targets, dtype=G.dtype, device=G.device)
     return (N / (N - 1) * ((N - 1) * F_ * G + (1 - F_) * (1 - G))).sum()
+
+
+class RateControl:
+    """After each optimiser step, b_z[l] -= gain * q_l, q_l the threshold at which detector l would have
+    fired at its target rate on the step just taken (`threshold_offsets`). z = 1[z~ > 0] (eq. 8), so moving
+    b_z moves the threshold directly: the loss still decides *where* a layer fires, the controller keeps *how
+    often* near the target, whatever the detector's gradients (none outside the STE window). A detector that
+    stopped firing or fires always comes back within ~1/gain updates. hmgen's choice (issue 14; the paper has
+    no such term). Measured in pre-activation units, it cannot wind up as a controller on the rate itself
+    does (a detector whose z~ all sit in a narrow band jumps from 0 % to 90 %)."""
+
+    def __init__(self, rnn: HMLSTM, gain: float):
+        self.rows = [(layer.bias, 4 * layer.hidden) for layer in rnn.layers if layer.has_boundary]
+        self.gain = gain
+
+    @torch.no_grad()
+    def after(self, offsets: torch.Tensor) -> None:
+        """offsets: (L-1,) from threshold_offsets (NaN: no evidence this step, no change)."""
+        for (bias, r), q in zip(self.rows, offsets.tolist()):
+            if q == q:
+                bias[r] -= self.gain * q
+
+
+@torch.no_grad()
+def threshold_offsets(pre_z: torch.Tensor, ops: torch.Tensor, targets: list[float],
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(L-1,) per detector: the value q such that 1[z~ > q] would fire at the target share of all time steps
+    (mask: (batch, T) steps that count, e.g. not padding); NaN where the layer computed nothing (a COPY
+    step evaluates no detector). pre_z: (batch, T, L-1); ops: (batch, T, L)."""
+    live = computed(ops) > 0                                            # (batch, T, L-1)
+    counted = torch.ones_like(live[..., 0]) if mask is None else mask > 0   # (batch, T)
+    out = torch.full((pre_z.shape[-1],), float("nan"))
+    for l, target in enumerate(targets):
+        values = pre_z[..., l][live[..., l] & counted].float()
+        if values.numel() == 0:
+            continue
+        # how many should fire: the target share of all steps, but at most half of the steps it computed (a
+        # layer below that fires rarely must not make this one fire at every chance it gets)
+        k = max(min(int(round(target * int(counted.sum()))), values.numel() // 2), 1)
+        top = torch.topk(values, min(k + 1, values.numel())).values
+        out[l] = (top[k - 1] + top[k]) / 2 if k < values.numel() else top[k - 1] - 1e-3
+    return out
 
 
 class BoundaryRowsLR:

@@ -42,15 +42,21 @@ class TrainConfig:
     out_embed: int = option(512, "Output embedding size (paper: 512 on PTB).", fixed=True, min=1)
     layer_norm: bool = option(True, "Layer normalisation.", fixed=True, flags=("--layer-norm/--no-layer-norm",))
     # keeping the boundary detectors alive (issue 14; hmgen.training.boundary). The paper has none of these:
-    # hmgen's choices for new runs are LN on c only and the rate regulariser (benchmarks/RESULTS.md, "Hierarchy").
+    # hmgen's choices for new runs are LN on c only and the threshold controller with gain 1 (benchmarks/
+    # RESULTS.md, "Hierarchy"); the rate regulariser (the previous choice) stays for experiments.
     ln_terms: bool = option(False, "Also layer-normalise each pre-activation term (hmgen's first cell; its "
                                    "gradients explode through time), not only c.", fixed=True,
                             flags=("--ln-terms/--no-ln-terms",))
     boundary_init: str = option("torch", "Boundary rows' initialisation: torch (nn.Linear's), or glorot "
                                          "(the authors' TF code).", fixed=True, choices=("torch", "glorot"))
     boundary_lr: float = option(1.0, "Learning rate of the boundary rows, as a multiple of --lr.", above=0)
-    rate_reg: float = option(0.03, "Weight of the firing-rate regulariser pulling each detector toward its "
-                                   "target rate (H-Net's ratio loss; 0 = off).", min=0)
+    rate_control: float = option(1.0, "Gain of the controller that moves each detector's bias, after every "
+                                      "update, toward the threshold at which it would have fired at its target "
+                                      "rate (0 = off).", min=0)
+    rate_reg: float = option(0.0, "Weight of the firing-rate regulariser pulling each detector toward its "
+                                  "target rate (H-Net's ratio loss; 0 = off).", min=0)
+    rate_leak: float = option(0.0, "Added to the sigmoid's derivative in the regulariser's gradient, so a "
+                                   "detector far outside its window is still pulled back (0 = off).", min=0)
     # optimisation (paper §4.1: Adam 0.002, clip 1, LR / 50 on plateau)
     batch_size: int = option(64, "Streams (text) or lines (handwriting) per batch.", fixed=True, min=1,
                              flags=("--batch-size", "-b"))
@@ -107,7 +113,7 @@ class TrainConfig:
 
 # What a run recorded before these options existed meant: such a run resumes with its old cell and objective,
 # whatever the defaults for new runs are.
-OLD_RUN_DEFAULTS = {"ln_terms": True, "boundary_init": "torch", "boundary_lr": 1.0, "rate_reg": 0.0}
+OLD_RUN_DEFAULTS = {"ln_terms": True, "boundary_init": "torch", "boundary_lr": 1.0, "rate_reg": 0.0, "rate_leak": 0.0, "rate_control": 0.0}
 
 OPTIONS = {f.name: f for f in fields(TrainConfig)}
 TYPES = typing.get_type_hints(TrainConfig)

@@ -22,7 +22,7 @@ from hmgen.cell.reference import count_parameters
 from hmgen.device import pick_device
 from hmgen.progress import Bar
 from hmgen.errors import HmgenError, UsageError
-from hmgen.training.boundary import BoundaryRowsLR, glorot_boundary_rows, group_grad_norms
+from hmgen.training.boundary import BoundaryRowsLR, RateControl, glorot_boundary_rows, group_grad_norms
 from hmgen.training.checkpoint import (check_run_folder, clear_run_folder, load_checkpoint, read_run_config,
                                        save_checkpoint)
 from hmgen.training.config import TrainConfig, resume_changes
@@ -176,6 +176,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     if rnn is not None and cfg.boundary_init == "glorot":
         glorot_boundary_rows(rnn)
     rows_lr = BoundaryRowsLR(rnn, cfg.boundary_lr) if rnn is not None and cfg.boundary_lr != 1.0 else None
+    control = (RateControl(rnn, cfg.rate_control)
+               if rnn is not None and cfg.rate_control > 0 and len(rnn.layers) > 1 else None)
     opt, sched = make_optimizer(cfg, model)
     if init:
         task.init_from(init)
@@ -282,6 +284,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
             opt.step()
             if rows_lr:
                 rows_lr.after()
+            if control:                             # task.offsets: where this step's thresholds should have been
+                control.after(task.offsets)
             step += 1
             step_loss = loss.detach()
             if distributed:   # the log describes the whole global batch, not this process's share
