@@ -33,7 +33,7 @@ from hmgen.text.data import Vocab
 TEXT, HANDWRITING = "text", "handwriting"
 FORMATS = {"hmgen-model": TEXT, "hmgen-handwriting-model": HANDWRITING}       # the JSON's "format" -> kind
 FORMAT = {kind: fmt for fmt, kind in FORMATS.items()}                         # kind -> "format"
-DEFAULT = {TEXT: "english-small", HANDWRITING: "handwriting-small"}
+DEFAULT = {TEXT: "english-small", HANDWRITING: "handwriting-small-2"}
 COMMAND = {TEXT: "hmgen sample", HANDWRITING: "hmgen handwrite"}             # what each kind is used with
 DEFAULT_MODEL = DEFAULT[TEXT]
 
@@ -242,7 +242,7 @@ def load_model(name_or_path: str | None = None, device: str = "cpu") -> LoadedMo
 
 
 def load_hw_model(name_or_path: str | None = None, device: str = "cpu") -> HandwritingModel:
-    """A handwriting synthesis model (default handwriting-small)."""
+    """A handwriting synthesis model (default handwriting-small-2)."""
     return load(name_or_path, device, HANDWRITING)
 
 

@@ -15,7 +15,7 @@ from hmgen.errors import HmgenError, UsageError
 def handwrite(
     text: Optional[str] = typer.Argument(None, help='Text to write; "-" reads it from stdin. Newlines start new lines.'),
     output: Optional[str] = typer.Option(None, "--output", "-o", help='SVG file to write; "-" writes the SVG to stdout.'),
-    model: Optional[str] = model_option("Handwriting model: a bundled name or a path (default: handwriting-small)."),
+    model: Optional[str] = model_option("Handwriting model: a bundled name or a path (default: handwriting-small-2)."),
     bias: float = typer.Option(BIAS, "--bias", "-b", min=0.0, callback=finite, help="0 = unbiased, varied, harder to read; higher = neater, more alike (Graves 2013 §5.4)."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same SVG."),
     style: Optional[int] = typer.Option(None, "--style", min=0, help="Write in the hand of line N of the model's style bank (--list-styles)."),
