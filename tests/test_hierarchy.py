@@ -133,6 +133,18 @@ def test_rate_control_moves_only_the_boundary_bias():
     assert torch.equal(bias[:24], before["rnn.layers.0.bias"][:24])
 
 
+def test_rate_control_step_limit_doubles_while_the_sign_holds_and_halves_when_it_flips():
+    model = small()
+    control = RateControl(model.rnn, 1.0)
+    bias = model.rnn.layers[0].bias
+    moves = []
+    for q in (50.0, 50.0, 50.0, -50.0, 0.1):
+        before = float(bias[24].detach())
+        control.after(torch.tensor([q, float("nan")]))
+        moves.append(round(float(bias[24].detach()) - before, 6))
+    assert moves == [-1.0, -2.0, -4.0, 2.0, -0.1]              # limits 1, 2, 4, then 2 after the flip
+
+
 def fire_rates(model, x) -> torch.Tensor:
     pre = []
     _, _, z = model(x, model.initial_state(x.shape[0]), pre_z=pre)
@@ -147,7 +159,7 @@ def test_rate_control_brings_a_dead_detector_back():
         fired, pre, z = fire_rates(model, x)
         assert float(fired[0]) == 0.0
         control = RateControl(model.rnn, 1.0)
-        for _ in range(3):
+        for _ in range(12):
             fired, pre, z = fire_rates(model, x)
             control.after(threshold_offsets(pre, operations(z, torch.zeros(8, 3)), [0.2, 0.05]))
         fired, _, _ = fire_rates(model, x)

@@ -190,6 +190,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     if resume:
         meta, tensors = load_checkpoint(out, model, opt, sched)
         task.restore(tensors, meta)
+        if control and "rate_control.state" in tensors:
+            control.state = tensors["rate_control.state"].clone()
         step, decays, elapsed_before = meta["step"], meta["lr_decays"], meta["train_seconds"]
         best = math.inf if meta[task.best_key] is None else meta[task.best_key]
         history = meta.get("history", [])
@@ -214,6 +216,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
 
     def checkpoint():
         tensors, meta = task.carry()            # a collective under DDP: every process takes part
+        if control:
+            tensors = {**tensors, "rate_control.state": control.state}
         if rank == 0:
             save_checkpoint(out, model, opt, sched, tensors, {
                 "task": task.kind, "step": step, task.best_key: finite(best, task.best_digits),
