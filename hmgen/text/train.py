@@ -101,12 +101,14 @@ class TextTask:
             if self.world > 1:                  # the log describes the whole global batch
                 dist.all_reduce(det)
             self.det += det
-            if self.cfg.rate_control:
-                self.offsets = threshold_offsets(pre[0].detach(), ops, self.targets)
-                if self.world > 1:              # every process must move the biases alike
-                    self.offsets = self.offsets.to(self.device).nan_to_num(0.0)
-                    dist.all_reduce(self.offsets)
-                    self.offsets = self.offsets.cpu() / self.world
+            if self.cfg.rate_control:           # every process must move the biases alike: the whole batch's
+                p_z, o = pre[0].detach().contiguous(), ops.contiguous()                 # thresholds
+                if self.world > 1:
+                    parts = [[torch.empty_like(t) for _ in range(self.world)] for t in (p_z, o)]
+                    dist.all_gather(parts[0], p_z)
+                    dist.all_gather(parts[1], o)
+                    p_z, o = torch.cat(parts[0]), torch.cat(parts[1])
+                self.offsets = threshold_offsets(p_z, o, self.targets)
             if self.cfg.rate_reg:
                 fired = det[0] / (x.numel() * self.world)                          # (L-1,) F, whole batch
                 reg = self.cfg.rate_reg * rate_loss(pre[0], z, ops, self.targets, fired, self.cfg.rate_leak)
