@@ -160,7 +160,7 @@ def threshold_offsets(pre_z: torch.Tensor, ops: torch.Tensor, targets: list[floa
         # layer below that fires rarely must not make this one fire at every chance it gets)
         k = max(min(int(round(target * int(counted.sum()))), values.numel() // 2), 1)
         top = torch.topk(values, min(k + 1, values.numel())).values
-        out[l] = (top[k - 1] + top[k]) / 2 if k < values.numel() else top[k - 1] - 1e-3
+        out[l] = float((top[k - 1] + top[k]) / 2 if k < values.numel() else top[k - 1] - 1e-3)   # to the CPU
     return out
 
 
