@@ -7,8 +7,7 @@ import json
 import pytest
 import torch
 
-from hmgen.cell.reference import CharLM, ModelConfig, operations
-from hmgen.cell.reference import COPY
+from hmgen.cell.reference import COPY, CharLM, ModelConfig, operations
 from hmgen.training.boundary import (BoundaryRowsLR, RateControl, boundary_rows, default_rate_targets,
                                      group_grad_norms, rate_loss, threshold_offsets)
 from tests.test_train import english, text_file, tiny, train_records, write_ptb  # noqa: F401 (fixture)

@@ -196,11 +196,11 @@ class HandwritingTask:
         if self.s0 >= x.shape[1]:
             self.batch, self.batch_no = None, self.batch_no + 1
         loss = (mixture_nll(params, y[:, seg], self.hw.mixtures) * msk).sum() / points
+        ops = operations(z.detach(), z_init) if pre is not None else None          # (B, T, L)
         if self.control:                        # where this step's thresholds should have been (no padding)
-            self.offsets = threshold_offsets(pre[0].detach(), operations(z.detach(), z_init), self.targets, msk)
+            self.offsets = threshold_offsets(pre[0].detach(), ops, self.targets, msk)
         if self.regularise:                     # pre[0]: (B, T, L-1); padding steps count like the others
-            reg = self.cfg.rate_reg * rate_loss(pre[0], z, operations(z.detach(), z_init), self.targets,
-                                                leak=self.cfg.rate_leak)
+            reg = self.cfg.rate_reg * rate_loss(pre[0], z, ops, self.targets, leak=self.cfg.rate_leak)
             self.reg_sum += float(reg.detach()) * int(points)
             loss = loss + reg
         return loss, int(points)
