@@ -121,6 +121,17 @@ def test_threshold_offsets_never_ask_a_layer_to_fire_at_more_than_half_its_compu
     assert int((pre[0, :10, 0] > q[0]).sum()) == 5
 
 
+def test_threshold_offsets_leave_a_detector_inside_its_band_alone_and_move_it_to_the_nearer_edge():
+    ops = torch.zeros(1, 100, 2, dtype=torch.long)
+    fires = lambda n: torch.cat([torch.full((n,), 1.0), torch.full((100 - n,), -1.0)]).reshape(1, 100, 1)
+    assert float(threshold_offsets(fires(30), ops, [0.2], band=2)[0]) == 0.0     # 30 % is in [10 %, 40 %]
+    pre = torch.arange(100, dtype=torch.float32).reshape(1, 100, 1) - 49.5     # half of the steps fire
+    q = threshold_offsets(pre, ops, [0.2], band=2)
+    assert int((pre > q[0]).sum()) == 40                                       # down to the upper edge
+    q = threshold_offsets(pre - 45.0, ops, [0.2], band=2)                      # 5 % fire
+    assert int((pre - 45.0 > q[0]).sum()) == 10                                # up to the lower edge
+
+
 def test_rate_control_moves_only_the_boundary_bias():
     model = small()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

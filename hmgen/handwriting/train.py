@@ -198,7 +198,7 @@ class HandwritingTask:
         loss = (mixture_nll(params, y[:, seg], self.hw.mixtures) * msk).sum() / points
         ops = operations(z.detach(), z_init) if pre is not None else None          # (B, T, L)
         if self.control:                        # where this step's thresholds should have been (no padding)
-            self.offsets = threshold_offsets(pre[0].detach(), ops, self.targets, msk)
+            self.offsets = threshold_offsets(pre[0].detach(), ops, self.targets, msk, self.cfg.rate_band)
         if self.regularise:                     # pre[0]: (B, T, L-1); padding steps count like the others
             reg = self.cfg.rate_reg * rate_loss(pre[0], z, ops, self.targets, leak=self.cfg.rate_leak)
             self.reg_sum += float(reg.detach()) * int(points)

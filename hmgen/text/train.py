@@ -108,7 +108,7 @@ class TextTask:
                     dist.all_gather(parts[0], p_z)
                     dist.all_gather(parts[1], o)
                     p_z, o = torch.cat(parts[0]), torch.cat(parts[1])
-                self.offsets = threshold_offsets(p_z, o, self.targets)
+                self.offsets = threshold_offsets(p_z, o, self.targets, band=self.cfg.rate_band)
             if self.cfg.rate_reg:
                 fired = det[0] / (x.numel() * self.world)                          # (L-1,) F, whole batch
                 reg = self.cfg.rate_reg * rate_loss(pre[0], z, ops, self.targets, fired, self.cfg.rate_leak)

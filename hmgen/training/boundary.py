@@ -129,7 +129,8 @@ class RateControl:
 
     @torch.no_grad()
     def after(self, offsets: torch.Tensor) -> None:
-        """offsets: (L-1,) from threshold_offsets (NaN: no evidence this step, no change)."""
+        """offsets: (L-1,) from threshold_offsets (NaN: no evidence this step, no change; 0: inside the band,
+        no move, and the next move starts from the current limit)."""
         for l, ((bias, r), q) in enumerate(zip(self.rows, offsets.tolist())):
             if q != q:
                 continue
@@ -145,22 +146,30 @@ class RateControl:
 
 @torch.no_grad()
 def threshold_offsets(pre_z: torch.Tensor, ops: torch.Tensor, targets: list[float],
-                      mask: torch.Tensor | None = None) -> torch.Tensor:
-    """(L-1,) per detector: the value q such that 1[z~ > q] would fire at the target share of all time steps
-    (mask: (batch, T) steps that count, e.g. not padding); NaN where the layer computed nothing (a COPY
-    step evaluates no detector). pre_z: (batch, T, L-1); ops: (batch, T, L)."""
+                      mask: torch.Tensor | None = None, band: float = 1.0) -> torch.Tensor:
+    """(L-1,) per detector: how far the threshold 1[z~ > q] must move (from 0, where eq. 8 puts it) for the
+    detector to fire at a share of all time steps inside [target / band, target * band]: 0 while it already
+    does, else the threshold at the nearer edge (band 1: at the target itself). mask: (batch, T) steps that
+    count, e.g. not padding; NaN where the layer computed nothing (a COPY step evaluates no detector).
+    pre_z: (batch, T, L-1); ops: (batch, T, L)."""
     live = computed(ops) > 0                                            # (batch, T, L-1)
     counted = torch.ones_like(live[..., 0]) if mask is None else mask > 0   # (batch, T)
+    steps = int(counted.sum())
     out = torch.full((pre_z.shape[-1],), float("nan"))
     for l, target in enumerate(targets):
         values = pre_z[..., l][live[..., l] & counted].float()
         if values.numel() == 0:
             continue
-        # how many should fire: the target share of all steps, but at most half of the steps it computed (a
-        # layer below that fires rarely must not make this one fire at every chance it gets)
-        k = max(min(int(round(target * int(counted.sum()))), values.numel() // 2), 1)
-        top = torch.topk(values, min(k + 1, values.numel())).values
-        out[l] = float((top[k - 1] + top[k]) / 2 if k < values.numel() else top[k - 1] - 1e-3)   # to the CPU
+        values = torch.sort(values, descending=True).values
+
+        def threshold(rate: float) -> float:
+            # how many should fire: the share of all steps, but at most half of the steps it computed (a
+            # layer below that fires rarely must not make this one fire at every chance it gets)
+            k = max(min(int(round(rate * steps)), values.numel() // 2), 1)
+            return float((values[k - 1] + values[k]) / 2 if k < values.numel() else values[k - 1] - 1e-3)
+
+        low, high = threshold(target * band), threshold(target / band)   # low <= high: more fire above low
+        out[l] = min(max(0.0, low), high)                               # to the CPU, as a plain float
     return out
 
 

@@ -53,6 +53,8 @@ class TrainConfig:
     rate_control: float = option(1.0, "Gain of the controller that moves each detector's bias, after every "
                                       "update, toward the threshold at which it would have fired at its target "
                                       "rate (0 = off).", min=0)
+    rate_band: float = option(1.0, "The controller leaves a detector alone while it fires within [target / band, "
+                                   "target * band] (1 = hold it at the target).", min=1)
     rate_reg: float = option(0.0, "Weight of the firing-rate regulariser pulling each detector toward its "
                                   "target rate (H-Net's ratio loss; 0 = off).", min=0)
     rate_leak: float = option(0.0, "Added to the sigmoid's derivative in the regulariser's gradient, so a "
@@ -114,7 +116,7 @@ class TrainConfig:
 # What a run recorded before these options existed meant: such a run resumes with its old cell and objective,
 # whatever the defaults for new runs are.
 OLD_RUN_DEFAULTS = {"ln_terms": True, "boundary_init": "torch", "boundary_lr": 1.0, "rate_reg": 0.0, "rate_leak": 0.0,
-                    "rate_control": 0.0}
+                    "rate_control": 0.0, "rate_band": 1.0}
 
 OPTIONS = {f.name: f for f in fields(TrainConfig)}
 TYPES = typing.get_type_hints(TrainConfig)
