@@ -214,6 +214,12 @@ def test_metrics_show_detector_rates_window_and_gradient_groups_from_step_1(tmp_
     assert first["grad_norm_max"] >= first["grad_norm"]
 
 
+def test_a_new_run_records_the_rate_band_of_its_task():
+    assert TrainConfig(data="corpus.txt").rate_band == 2.0                    # text: rates free inside the band
+    assert TrainConfig(data="iam:IAM").rate_band == 1.0                       # handwriting: held at the target
+    assert TrainConfig(data="corpus.txt", rate_band=1).rate_band == 1.0       # an explicit band wins
+
+
 def test_a_run_saved_before_the_detector_options_resumes_with_its_old_cell(tmp_path, text_file):
     out = tmp_path / "run"
     train(tiny(text_file, out, steps=2, **OLD_RUN_DEFAULTS), quiet=True)
