@@ -33,7 +33,7 @@ from hmgen.text.data import Vocab
 TEXT, HANDWRITING = "text", "handwriting"
 FORMATS = {"hmgen-model": TEXT, "hmgen-handwriting-model": HANDWRITING}       # the JSON's "format" -> kind
 FORMAT = {kind: fmt for fmt, kind in FORMATS.items()}                         # kind -> "format"
-DEFAULT = {TEXT: "english-small", HANDWRITING: "handwriting-small-2"}
+DEFAULT = {TEXT: "english-small-3", HANDWRITING: "handwriting-small-2"}
 COMMAND = {TEXT: "hmgen sample", HANDWRITING: "hmgen handwrite"}             # what each kind is used with
 DEFAULT_MODEL = DEFAULT[TEXT]
 
@@ -237,7 +237,7 @@ def load_arrays(name_or_path: str | None = None) -> tuple[str, dict, dict[str, n
 
 
 def load_model(name_or_path: str | None = None, device: str = "cpu") -> LoadedModel:
-    """A character LM (default english-small)."""
+    """A character LM (default: modelio.DEFAULT[TEXT])."""
     return load(name_or_path, device, TEXT)
 
 

@@ -10,12 +10,13 @@ from hmgen.cli.common import save_output
 from hmgen.cli.options import finite, model_option
 from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.errors import HmgenError, UsageError
+from hmgen.modelio import DEFAULT, HANDWRITING
 
 
 def handwrite(
     text: Optional[str] = typer.Argument(None, help='Text to write; "-" reads it from stdin. Newlines start new lines.'),
     output: Optional[str] = typer.Option(None, "--output", "-o", help='SVG file to write; "-" writes the SVG to stdout.'),
-    model: Optional[str] = model_option("Handwriting model: a bundled name or a path (default: handwriting-small-2)."),
+    model: Optional[str] = model_option(f"Handwriting model: a bundled name or a path (default: {DEFAULT[HANDWRITING]})."),
     bias: float = typer.Option(BIAS, "--bias", "-b", min=0.0, callback=finite, help="0 = unbiased, varied, harder to read; higher = neater, more alike (Graves 2013 §5.4)."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same SVG."),
     style: Optional[int] = typer.Option(None, "--style", min=0, help="Write in the hand of line N of the model's style bank (--list-styles)."),

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from hmgen.modelio import DEFAULT, TEXT
+
 
 def finite(value: Optional[float]) -> Optional[float]:
     """Typer callback: refuse inf and nan (typer's min/max let inf through)."""
@@ -34,7 +36,7 @@ def threads_option(help: str = "CPU threads for torch (default: all cores)."):
     return typer.Option(None, "--threads", min=1, help=help)
 
 
-def model_option(help: str = "A bundled model's name or a model path (default: english-small)."):
+def model_option(help: str = f"A bundled model's name or a model path (default: {DEFAULT[TEXT]})."):
     return typer.Option(None, "--model", "-m", help=help)
 
 
