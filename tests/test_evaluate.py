@@ -63,3 +63,14 @@ def test_boundaries_of_streams_are_each_pieces_own_boundaries(model, streams, se
     z, ops = stream_boundaries(model, ids, streams=streams, seq_len=seq_len)
     assert 0 < z[:, :2].mean() < 1                                 # the comparison sees both z values
     assert np.array_equal(z, torch.cat(want_z).numpy()) and np.array_equal(ops, torch.cat(want_ops).numpy())
+
+
+def test_the_default_text_model_updates_every_layer_and_less_often_with_depth():
+    from pathlib import Path
+    from hmgen.modelio import load_model
+    lm = load_model()                                           # whatever the default is: its hierarchy is alive
+    text = (Path(__file__).parent / "data" / "golden-v3.txt").read_bytes()     # 4,000 bytes of a licence
+    out = evaluate(lm.model, lm.vocab.encode(text), streams=1)
+    updates = [layer["update"] for layer in out["layers"]]
+    assert all(0.01 < u < 0.99 for u in updates), updates
+    assert updates == sorted(updates, reverse=True) and len(set(updates)) == len(updates), updates
