@@ -2,6 +2,7 @@
 one batch, each piece from the zero state. Both of its users, the BPC and the boundary measurements, must
 give what running each piece on its own gives."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from hmgen.cell.reference import CharLM, ModelConfig, operations
 from hmgen.text.boundaries import stream_boundaries
 from hmgen.text.evaluate import evaluate, op_counts, rates_dict
+from hmgen.modelio import load_model
 
 VOCAB = 13
 
@@ -66,8 +68,6 @@ def test_boundaries_of_streams_are_each_pieces_own_boundaries(model, streams, se
 
 
 def test_the_default_text_model_updates_every_layer_and_less_often_with_depth():
-    from pathlib import Path
-    from hmgen.modelio import load_model
     lm = load_model()                                           # whatever the default is: its hierarchy is alive
     text = (Path(__file__).parent / "data" / "golden-v3.txt").read_bytes()     # 4,000 bytes of a licence
     out = evaluate(lm.model, lm.vocab.encode(text), streams=1)
