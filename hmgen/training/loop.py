@@ -5,6 +5,7 @@ run folder (hmgen.training.checkpoint).
 """
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -162,6 +163,9 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     device = pick_device(cfg.device)
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # torch asks for an explicit destroy: a process group left to the interpreter's teardown can abort a
+        # process ("terminate called without an active exception", seen once in CI on the two-process test)
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     rank, world = dist_info()
     if device.type == "cuda" and distributed:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
