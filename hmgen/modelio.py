@@ -24,16 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from hmgen.bundled import DEFAULT, HANDWRITING, TEXT
 from hmgen.errors import HmgenError
 from hmgen.text.data import Vocab
 
 # torch and the modules built on it are imported where a function needs them: `hmgen compress` on a CPU reads
 # a model's weights as numpy arrays (load_arrays) and never imports torch (1.4 s of a small file's time).
 
-TEXT, HANDWRITING = "text", "handwriting"
 FORMATS = {"hmgen-model": TEXT, "hmgen-handwriting-model": HANDWRITING}       # the JSON's "format" -> kind
 FORMAT = {kind: fmt for fmt, kind in FORMATS.items()}                         # kind -> "format"
-DEFAULT = {TEXT: "english-small-3", HANDWRITING: "handwriting-small-2"}
 COMMAND = {TEXT: "hmgen sample", HANDWRITING: "hmgen handwrite"}             # what each kind is used with
 DEFAULT_MODEL = DEFAULT[TEXT]
 
@@ -237,7 +236,7 @@ def load_arrays(name_or_path: str | None = None) -> tuple[str, dict, dict[str, n
 
 
 def load_model(name_or_path: str | None = None, device: str = "cpu") -> LoadedModel:
-    """A character LM (default: modelio.DEFAULT[TEXT])."""
+    """A character LM (default: hmgen.bundled.DEFAULT[TEXT])."""
     return load(name_or_path, device, TEXT)
 
 

@@ -10,7 +10,7 @@ from hmgen.cli.common import save_output
 from hmgen.cli.options import finite, model_option
 from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.errors import HmgenError, UsageError
-from hmgen.modelio import DEFAULT, HANDWRITING
+from hmgen.bundled import DEFAULT, HANDWRITING
 
 
 def handwrite(

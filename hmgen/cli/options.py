@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from hmgen.modelio import DEFAULT, TEXT
+from hmgen.bundled import DEFAULT, TEXT
 
 
 def finite(value: Optional[float]) -> Optional[float]:
