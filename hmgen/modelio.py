@@ -271,5 +271,6 @@ def list_models() -> list[dict]:
                 "vocab": meta["vocab"]["kind"] if kind == TEXT else f"{len(meta['model']['alphabet'])} characters",
                 "figures": meta.get("figures", {}),
                 "description": meta.get("description", ""),
+                "default": meta["name"] == DEFAULT[kind],     # what a command uses without -m
             })
     return out

@@ -11,6 +11,7 @@ import torch
 
 from hmgen.text.data import Vocab
 from hmgen.handwriting.model import HWConfig, SynthesisNet
+from hmgen.bundled import DEFAULT
 from hmgen.modelio import (HandwritingModel, LoadedModel, ModelError, list_models, load, load_hw_model, load_model,
                            resolve, save_hw_model, save_model)
 from tests.conftest import HMGEN, make_model
@@ -111,6 +112,13 @@ def test_models_command_lists_text_and_handwriting_models():
 def test_bundled_model_samples_from_the_cli():
     r = subprocess.run(HMGEN + ["sample", "--prime", "the", "-n", "40", "--seed", "1"], capture_output=True, timeout=300)
     assert r.returncode == 0 and r.stdout.startswith(b"the") and len(r.stdout.decode()) == 43
+
+
+@pytest.mark.skipif({m["kind"] for m in list_models()} != {"text", "handwriting"}, reason="needs both bundled kinds")
+def test_models_command_marks_the_default_model_of_each_kind():
+    r = subprocess.run(HMGEN + ["models"], capture_output=True, text=True, timeout=120)
+    marked = {line.split()[1]: line.split()[0] for line in r.stdout.splitlines()[1:] if line.split()[-1] == "default"}
+    assert r.returncode == 0 and marked == DEFAULT
 
 
 def test_models_command_prints_json_for_scripts():

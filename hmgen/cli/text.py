@@ -156,7 +156,8 @@ def boundaries(
 
 
 def models(as_json: bool = json_option("Print as JSON.")):
-    """List the bundled models, text and handwriting, with their size and figures."""
+    """List the bundled models, text and handwriting, with their size and figures; marks the default of each kind
+    (the model a command uses without -m)."""
     from hmgen.modelio import list_models
 
     found = list_models()
@@ -170,7 +171,7 @@ def models(as_json: bool = json_option("Print as JSON.")):
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("name", "kind", "model", "parameters", "file", "figure"):   # descriptions: --json
+    for col in ("name", "kind", "model", "parameters", "file", "figure", ""):   # descriptions: --json
         table.add_column(col, no_wrap=True)
     for m in found:
         f, hidden = m["figures"], m["hidden"]
@@ -182,5 +183,5 @@ def models(as_json: bool = json_option("Print as JSON.")):
         else:
             figure = "-"
         table.add_row(m["name"], m["kind"], f"{m['arch']} {layers}", f"{m['parameters'] / 1e6:.2f}M",
-                      f"{(m['file_bytes'] or 0) / 2**20:.1f} MiB", figure)
+                      f"{(m['file_bytes'] or 0) / 2**20:.1f} MiB", figure, "default" if m.get("default") else "")
     Console(width=None if sys.stdout.isatty() else 200).print(table)   # a pipe gets whole rows
