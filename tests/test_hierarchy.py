@@ -176,6 +176,24 @@ def test_rate_control_brings_a_dead_detector_back():
     assert 0.1 <= float(fired[0]) <= 0.3 and 0.0 < float(fired[1]) <= 0.2
 
 
+def test_boundary_grad_scales_the_straight_through_gradient_and_leaves_the_forward_alone():
+    x = torch.randint(0, 20, (2, 9))
+    grads, outs = {}, {}
+    for scale in (1.0, 0.5, 0.0):
+        model = small(ln_terms=False)
+        for layer in model.rnn.layers:
+            layer.spec = layer.spec._replace(ste=scale)
+        logits, _, z = model(x, model.initial_state(2))
+        logits.logsumexp(-1).sum().backward()
+        outs[scale] = (logits.detach(), z)
+        # the boundary rows reach the loss only through z, i.e. only through the straight-through gradient
+        grads[scale] = torch.cat([p.grad[r].flatten() for p, r in boundary_rows(model.rnn)[1]])
+    assert torch.equal(outs[0.5][0], outs[1.0][0]) and torch.equal(outs[0.0][1], outs[1.0][1])
+    assert grads[1.0].abs().sum() > 0
+    assert grads[0.5].abs().sum() > 0 and not torch.allclose(grads[0.5], grads[1.0])
+    assert torch.count_nonzero(grads[0.0]) == 0
+
+
 def test_boundary_rows_move_at_the_scaled_learning_rate():
     model = small()
     rows = BoundaryRowsLR(model.rnn, 0.1)

@@ -94,6 +94,7 @@ class CellSpec(NamedTuple):
     hierarchical: bool      # False: the LSTM baseline (always UPDATE, z ignored)
     has_boundary: bool      # a boundary row z~ (every HM-LSTM layer but the top)
     eps: float              # layer-norm epsilon
+    ste: float = 1.0        # scale of the straight-through gradient into the detector (training only; 0 = none)
 
 
 class CellParams(NamedTuple):
@@ -152,6 +153,8 @@ def layer_step(p_rec, p_td, p_bu, h_prev, c_prev, z_prev, z_below, z_forced, a,
     if not spec.has_boundary:
         return h, c, torch.zeros_like(z_prev), None                   # top layer: never FLUSHes
     z_hat = z_forced if z_forced is not None else BoundaryFn.apply(s[:, 4 * H:], a)   # eq. 8-9
+    if spec.ste != 1.0 and z_forced is None:          # same z forward, ste x the straight-through gradient
+        z_hat = spec.ste * z_hat + (1.0 - spec.ste) * z_hat.detach()
     # COPY copies z too: z_{t-1} = 0 there, and no gate is computed in COPY (§3.1).
     return h, c, (1 - copy) * z_hat, s[:, 4 * H:]
 

@@ -50,6 +50,9 @@ class TrainConfig:
     boundary_init: str = option("torch", "Boundary rows' initialisation: torch (nn.Linear's), or glorot "
                                          "(the authors' TF code).", fixed=True, choices=("torch", "glorot"))
     boundary_lr: float = option(1.0, "Learning rate of the boundary rows, as a multiple of --lr.", above=0)
+    boundary_grad: float = option(1.0, "Scale of the straight-through gradient into the boundary detectors "
+                                       "(0 = the loss never moves them; the controller alone sets their "
+                                       "rates).", min=0)
     rate_control: float = option(1.0, "Gain of the controller that moves each detector's bias, after every "
                                       "update, toward the threshold at which it would have fired at its target "
                                       "rate (0 = off).", min=0)
@@ -126,7 +129,7 @@ def default_rate_band(data: str) -> float:
 
 # What a run recorded before these options existed meant: such a run resumes with its old cell and objective,
 # whatever the defaults for new runs are.
-OLD_RUN_DEFAULTS = {"ln_terms": True, "boundary_init": "torch", "boundary_lr": 1.0, "rate_reg": 0.0, "rate_leak": 0.0,
+OLD_RUN_DEFAULTS = {"ln_terms": True, "boundary_init": "torch", "boundary_lr": 1.0, "boundary_grad": 1.0, "rate_reg": 0.0, "rate_leak": 0.0,
                     "rate_control": 0.0, "rate_band": 1.0}
 
 OPTIONS = {f.name: f for f in fields(TrainConfig)}

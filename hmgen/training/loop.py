@@ -179,6 +179,9 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
     rnn = model.rnn if cfg.arch == "hmlstm" else None      # the HM-LSTM stack of either task
     if rnn is not None and cfg.boundary_init == "glorot":
         glorot_boundary_rows(rnn)
+    if rnn is not None and cfg.boundary_grad != 1.0:
+        for layer in rnn.layers:
+            layer.spec = layer.spec._replace(ste=cfg.boundary_grad)
     rows_lr = BoundaryRowsLR(rnn, cfg.boundary_lr) if rnn is not None and cfg.boundary_lr != 1.0 else None
     control = (RateControl(rnn, cfg.rate_control)
                if rnn is not None and cfg.rate_control > 0 and len(rnn.layers) > 1 else None)
