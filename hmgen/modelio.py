@@ -152,9 +152,10 @@ def resolve(name_or_path: str | None, kind: str | None = None) -> Path:
     for d in bundled_dirs():
         if (d / f"{name_or_path}.json").is_file():
             return d / f"{name_or_path}.json"
-    known = ", ".join(m["name"] for m in list_models()) or "none"
-    raise ModelError(f"no {kind + ' ' if kind else ''}model {name_or_path!r}: not a file, and not a bundled model "
-                     f"(bundled: {known})")
+    known = ", ".join(m["name"] + (" (default)" if m["default"] else "")
+                      for m in list_models() if kind is None or m["kind"] == kind) or "none"
+    raise ModelError(f"no {kind + ' ' if kind else ''}model {name_or_path!r}: not a file, and not a bundled "
+                     f"{kind + ' ' if kind else ''}model (bundled: {known})")
 
 
 def read_meta(desc: Path) -> dict:

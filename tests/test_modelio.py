@@ -121,6 +121,16 @@ def test_models_command_marks_the_default_model_of_each_kind():
     assert r.returncode == 0 and marked == DEFAULT
 
 
+@pytest.mark.skipif({m["kind"] for m in list_models()} != {"text", "handwriting"}, reason="needs both bundled kinds")
+def test_an_unknown_text_model_lists_only_the_bundled_text_models_and_marks_the_default():
+    with pytest.raises(ModelError) as e:
+        load_model("no-such-model")
+    text = {m["name"] for m in list_models() if m["kind"] == "text"}
+    listed = str(e.value).split("(bundled: ")[1].rstrip(")").split(", ")
+    assert {n.removesuffix(" (default)") for n in listed} == text
+    assert f"{DEFAULT['text']} (default)" in listed
+
+
 def test_models_command_prints_json_for_scripts():
     r = subprocess.run(HMGEN + ["models", "--json"], capture_output=True, timeout=120)
     assert r.returncode == 0 and json.loads(r.stdout) == json.loads(json.dumps(list_models()))
