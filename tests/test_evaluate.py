@@ -74,3 +74,25 @@ def test_the_default_text_model_updates_every_layer_and_less_often_with_depth():
     updates = [layer["update"] for layer in out["layers"]]
     assert all(0.01 < u < 0.99 for u in updates), updates
     assert updates == sorted(updates, reverse=True) and len(set(updates)) == len(updates), updates
+
+
+def word_position():
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "word_position.py"
+    spec = importlib.util.spec_from_file_location("word_position", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_word_position_benchmark_buckets_symbols_by_their_place_in_the_word():
+    space = np.array([c == " " for c in "ab  cdefg h"])
+    assert word_position().positions(space).tolist() == [1, 2, 0, 0, 1, 2, 3, 4, 4, 0, 1]
+
+
+@pytest.mark.parametrize("streams", [1, 5])
+def test_word_position_benchmark_bits_average_to_the_models_bpc(model, streams):
+    ids = np.random.default_rng(2).integers(0, VOCAB, 60)
+    bits = word_position().symbol_bits(model, ids, streams)
+    assert bits.shape == (59,)
+    assert bits.mean() == pytest.approx(evaluate(model, ids, streams=streams)["bpc"], rel=1e-6)
