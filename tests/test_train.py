@@ -334,6 +334,20 @@ def signalled_at(monkeypatch, task_class, step: int, signum=signal.SIGINT):
     monkeypatch.setattr(task_class, "loss", loss)
 
 
+def test_resume_reads_the_step_written_with_the_tensors_not_a_stale_json_copy(tmp_path, text_file):
+    # A stop between the two writes of a checkpoint leaves new tensors beside the previous checkpoint.json.
+    whole = tiny(text_file, tmp_path / "whole", steps=6)
+    train(whole, quiet=True)
+    train(tiny(text_file, tmp_path / "halves", steps=2), quiet=True)
+    stale = (tmp_path / "halves" / "checkpoint.json").read_text()
+    train(tiny(text_file, tmp_path / "halves", steps=4), resume=True, quiet=True)
+    (tmp_path / "halves" / "checkpoint.json").write_text(stale)          # as if stopped before the JSON was written
+    assert train(tiny(text_file, tmp_path / "halves", steps=6), resume=True, quiet=True)["step"] == 6
+    a, b = checkpoint_tensors(tmp_path / "whole"), checkpoint_tensors(tmp_path / "halves")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert checkpoint_meta(tmp_path / "halves")["step"] == 6
+
+
 @pytest.mark.parametrize("task", ["text", "handwriting"])
 def test_a_run_stopped_by_a_signal_resumes_exactly(tmp_path, text_file, monkeypatch, task):
     """The stop waits for a step boundary (for handwriting: the end of a batch of lines), so the resumed

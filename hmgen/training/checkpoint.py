@@ -1,7 +1,10 @@
 """The run folder and its checkpoints: safetensors (weights, Adam moments, a task's carried tensors, RNG)
 plus JSON (everything else) — never pickle.
 
-  checkpoint.safetensors / checkpoint.json   latest state, rewritten every `ckpt_every` steps and at a stop
+  checkpoint.safetensors / checkpoint.json   latest state, rewritten every `ckpt_every` steps and at a stop; the
+                                             JSON is also inside the safetensors header (one file, renamed into
+                                             place at once: a stop between the two writes cannot pair new
+                                             tensors with an old step); checkpoint.json is its readable copy
   best.safetensors / best.json               best model by validation (an ordinary model file)
   metrics.jsonl                              one JSON object per log line / evaluation / event
 """
@@ -11,6 +14,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hmgen.errors import HmgenError, UsageError
@@ -44,10 +48,28 @@ def clear_run_folder(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+META_KEY = "hmgen.checkpoint"      # the checkpoint's JSON, in the safetensors header
+
+
+def read_checkpoint_meta(out: Path) -> dict:
+    """The checkpoint's JSON: the copy inside checkpoint.safetensors (written with its tensors), or, for a
+    checkpoint saved before it was kept there, checkpoint.json."""
+    tensors = out / "checkpoint.safetensors"
+    if tensors.is_file():
+        try:
+            with safe_open(str(tensors), framework="pt") as f:
+                embedded = (f.metadata() or {}).get(META_KEY)
+        except Exception as e:      # safetensors raises its own error types for a damaged header
+            raise RunError(f"{tensors}: not a checkpoint ({e})") from None
+        if embedded is not None:
+            return json.loads(embedded)
+    return json.loads((out / "checkpoint.json").read_text())
+
+
 def read_run_config(out: Path) -> dict:
     """The configuration recorded in a run's checkpoint."""
     try:
-        return {**OLD_RUN_DEFAULTS, **json.loads((out / "checkpoint.json").read_text())["config"]}
+        return {**OLD_RUN_DEFAULTS, **read_checkpoint_meta(out)["config"]}
     except FileNotFoundError:
         raise RunError(f"{out}: no checkpoint to resume from") from None
     except (OSError, ValueError, KeyError) as e:
@@ -65,13 +87,14 @@ def save_checkpoint(out: Path, model, opt, sched, extra: dict[str, torch.Tensor]
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     meta = {**info, "param_groups": opt_sd["param_groups"], "scheduler": sched.state_dict()}
-    atomic_write(out / "checkpoint.safetensors", lambda tmp: save_file(tensors, tmp))
-    atomic_write(out / "checkpoint.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    text = json.dumps(meta, indent=1)
+    atomic_write(out / "checkpoint.safetensors", lambda tmp: save_file(tensors, tmp, metadata={META_KEY: text}))
+    atomic_write(out / "checkpoint.json", lambda tmp: Path(tmp).write_text(text))
 
 
 def load_checkpoint(out: Path, model, opt, sched) -> tuple[dict, dict[str, torch.Tensor]]:
     """Restore weights, optimiser, scheduler and RNG; -> (the JSON, all tensors) for the task's own part."""
-    meta = json.loads((out / "checkpoint.json").read_text())
+    meta = read_checkpoint_meta(out)
     tensors = load_file(str(out / "checkpoint.safetensors"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     opt_state: dict[int, dict] = {}
