@@ -129,8 +129,8 @@ def default_rate_band(data: str) -> float:
 
 # What a run recorded before these options existed meant: such a run resumes with its old cell and objective,
 # whatever the defaults for new runs are.
-OLD_RUN_DEFAULTS = {"ln_terms": True, "boundary_init": "torch", "boundary_lr": 1.0, "boundary_grad": 1.0, "rate_reg": 0.0, "rate_leak": 0.0,
-                    "rate_control": 0.0, "rate_band": 1.0}
+OLD_RUN_DEFAULTS = {"ln_terms": True, "boundary_init": "torch", "boundary_lr": 1.0, "boundary_grad": 1.0,
+                    "rate_reg": 0.0, "rate_leak": 0.0, "rate_control": 0.0, "rate_band": 1.0}
 
 OPTIONS = {f.name: f for f in fields(TrainConfig)}
 TYPES = typing.get_type_hints(TrainConfig)
