@@ -25,6 +25,7 @@ from hmgen.text.data import load_eval_ids
 from hmgen.text.evaluate import side_by_side
 
 BUCKETS = ("whitespace", "1st", "2nd", "3rd", "4th+")
+SEQ_LEN = 200           # steps per segment, as hmgen eval runs them
 
 
 def positions(space: np.ndarray) -> np.ndarray:
@@ -46,9 +47,9 @@ def symbol_bits(model, ids: np.ndarray, streams: int) -> np.ndarray:
     n = len(ids) - 1
     per = math.ceil(n / streams)
     bits = np.zeros(streams * per)
-    for k, seg in enumerate(side_by_side(model, ids, streams, 200, predict=True)):
+    for k, seg in enumerate(side_by_side(model, ids, streams, SEQ_LEN, predict=True)):
         nll = F.cross_entropy(seg.logits.transpose(1, 2), seg.y, reduction="none") / math.log(2)   # (streams, T)
-        cols = np.arange(k * 200, k * 200 + nll.shape[1])
+        cols = np.arange(k * SEQ_LEN, k * SEQ_LEN + nll.shape[1])
         bits[(np.arange(streams)[:, None] * per + cols[None, :]).reshape(-1)] = nll.reshape(-1).numpy()
     return bits[:n]
 
