@@ -22,8 +22,9 @@ from hmgen.handwriting.data import (HandwritingDataError, load_iam, line_height_
                                     select)
 from hmgen.handwriting.model import HWConfig, SynthesisNet, encode_text, mixture_nll, normalise, text_batch
 from hmgen.modelio import load_hw_model, save_hw_model
-from hmgen.cell.reference import operations
-from hmgen.training.boundary import default_rate_targets, rate_loss, threshold_offsets
+from hmgen.cell.reference import COPY, operations
+from hmgen.text.evaluate import op_counts, rates_dict
+from hmgen.training.boundary import default_rate_targets, detector_stats, rate_loss, threshold_offsets
 from hmgen.training.checkpoint import load_init
 from hmgen.training.task import Validation, finite
 
@@ -119,12 +120,15 @@ def evaluate_lines(net: SynthesisNet, lines, max_points: int | None = None, batc
         lines = keep
     order = np.argsort([len(p.offsets) for p in lines], kind="stable")
     total, points, zsum = 0.0, 0, None
+    counts = torch.zeros(net.num_layers, 3, dtype=torch.long)
     t0 = time.time()
     for bi in range(0, len(order), batch_size):
         idx = order[bi:bi + batch_size].tolist()
         x, y, m, onehot, tmask = tensors_for(lines, idx, hw, device)
-        params, _, z, _ = net(x, net.initial_state(len(idx), device), onehot, tmask)
+        state = net.initial_state(len(idx), device)
+        params, _, z, _ = net(x, state, onehot, tmask)
         nll = mixture_nll(params, y, hw.mixtures) * m
+        counts += op_counts(net, z, torch.cat([zl for _, _, zl in state[0]], -1), m > 0).cpu()
         total += float(nll.sum())
         points += int(m.sum())
         zr = (z * m[..., None]).sum((0, 1))
@@ -134,7 +138,7 @@ def evaluate_lines(net: SynthesisNet, lines, max_points: int | None = None, batc
     net.train()
     return {"nll_line": total / max(len(lines), 1), "nll_point": total / max(points, 1), "lines": len(lines),
             "points": points, "z_rates": [round(float(v) / max(points, 1), 4) for v in zsum[:-1]] if zsum is not None else [],
-            "points_per_s": round(points / max(time.time() - t0, 1e-9))}
+            "layers": rates_dict(counts), "points_per_s": round(points / max(time.time() - t0, 1e-9))}
 
 
 class HandwritingTask:
@@ -157,9 +161,13 @@ class HandwritingTask:
         self.n_batches = math.ceil(len(self.data.train) / cfg.batch_size)
         self.batch_no, self.batch, self.z_sum, self.reg_sum = 0, None, 0.0, 0.0
         # the firing-rate regulariser (hmgen.training.boundary), as for text: live detectors (issue 14)
-        self.regularise = cfg.rate_reg > 0 and self.hw.arch == "hmlstm" and len(self.hw.hidden) > 1
-        self.control = cfg.rate_control > 0 and self.hw.arch == "hmlstm" and len(self.hw.hidden) > 1
-        self.targets = default_rate_targets(len(self.hw.hidden))
+        L = len(self.hw.hidden)
+        self.watch = self.hw.arch == "hmlstm" and L > 1          # the detectors, watched from step 1
+        self.regularise = cfg.rate_reg > 0 and self.watch
+        self.control = cfg.rate_control > 0 and self.watch
+        self.targets = default_rate_targets(L)
+        self.det = torch.zeros(3, max(L - 1, 1))                  # fired, inside the STE window, computed
+        self.counts = torch.zeros(L, 3, dtype=torch.long)         # UPDATE / COPY / FLUSH per layer
 
     @property
     def epoch(self) -> float:
@@ -185,7 +193,7 @@ class HandwritingTask:
         x, y, m, onehot, tmask = self.batch                                  # x, y (B, T, 3), m (B, T)
         seg = slice(self.s0, self.s0 + self.cfg.seq_len)
         z_init = torch.cat([zl for _, _, zl in self.state[0]], -1)            # (B, L): z carried in
-        pre = [] if self.regularise or self.control else None
+        pre = [] if self.watch else None
         params, state, z, _ = net(x[:, seg], self.state, onehot, tmask, a, pre_z=pre)
         layers, kappa, w = state
         self.state = ([tuple(t.detach() for t in layer) for layer in layers], kappa.detach(), w.detach())
@@ -196,7 +204,12 @@ class HandwritingTask:
         if self.s0 >= x.shape[1]:
             self.batch, self.batch_no = None, self.batch_no + 1
         loss = (mixture_nll(params, y[:, seg], self.hw.mixtures) * msk).sum() / points
-        ops = operations(z.detach(), z_init) if pre is not None else None          # (B, T, L)
+        ops = operations(z.detach(), z_init, self.watch)                         # (B, T, L)
+        self.counts += op_counts(self.model, z.detach(), z_init, msk > 0).cpu()
+        if self.watch:                          # padding steps are not counted
+            live = (msk > 0)[..., None]
+            self.det += detector_stats(pre[0].detach() * live, z.detach() * live[..., :1], torch.where(
+                live, ops, torch.full_like(ops, COPY)), a).cpu()
         if self.control:                        # where this step's thresholds should have been (no padding)
             self.offsets = threshold_offsets(pre[0].detach(), ops, self.targets, msk, self.cfg.rate_band)
         if self.regularise:                     # pre[0]: (B, T, L-1); padding steps count like the others
@@ -209,13 +222,20 @@ class HandwritingTask:
         z_rates = [round(float(v) / points, 4) for v in self.z_sum[:-1]]
         reg = self.reg_sum / max(points, 1)
         self.z_sum, self.reg_sum = 0.0, 0.0
-        fields = {"points_per_s": round(points / max(seconds, 1e-9)), "z_rates": z_rates}
+        fields = {"points_per_s": round(points / max(seconds, 1e-9)), "z_rates": z_rates,
+                  "layers": rates_dict(self.counts)}
+        self.counts.zero_()
+        if self.watch:   # per detector: share of all points it fired; share of its computed points inside |z~| < 1/a
+            fields["fire"] = [round(float(f), 4) for f in self.det[0] / max(points, 1)]
+            fields["window"] = [round(float(w), 4) for w in self.det[1] / self.det[2].clamp(min=1)]
+            self.det.zero_()
         if self.regularise:                     # the loop's loss is NLL + this; both parts reported
             fields["rate_loss"] = finite(reg, 5)
             loss -= reg
             fields["loss"] = finite(loss)
         zs = "/".join(f"{v:.2f}" for v in z_rates) or "-"
-        return fields, f"nll/pt {loss:.3f} {fields['points_per_s']} pt/s z {zs}"
+        win = " win " + "/".join(f"{w:.2f}" for w in fields["window"]) if self.watch else ""
+        return fields, f"nll/pt {loss:.3f} {fields['points_per_s']} pt/s z {zs}{win}"
 
     def validate(self) -> Validation:
         r = evaluate_lines(self.model, self.data.valid, self.cfg.eval_symbols, device=self.device)
