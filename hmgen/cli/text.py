@@ -67,7 +67,7 @@ def default_streams(symbols: int) -> int:
 
 
 def evaluate_cmd(
-    data: str = typer.Argument(..., help="A plain file or folder (evaluated whole), or a corpus with splits: ptb:DIR, text8[:DIR], enwik8[:DIR], a folder with *train*/*valid*/*test* files."),
+    data: str = typer.Argument(..., help="A plain file or folder (evaluated whole), or a corpus with splits: ptb:DIR, text8[:DIR], enwik8[:DIR], a folder with *train*/*valid*/*test* files; iam:DIR for a handwriting model."),
     split: Optional[str] = typer.Option(None, help="Split of a corpus: train, valid or test (default: test). A plain file or folder has no splits."),
     model: Optional[str] = model_option(),
     max_symbols: Optional[int] = typer.Option(None, min=1, help="Evaluate on the first N symbols only."),
@@ -80,7 +80,13 @@ def evaluate_cmd(
     """Bits per character of a model on a file or a named split, with per-layer UPDATE/COPY/FLUSH rates.
 
     hmgen eval ptb:data/ptb --split test --model runs/ptb/best --json
+
+    hmgen eval iam:data/iamondb --split test -m handwriting-small-2 --json   (a handwriting model: nats per line)
     """
+    if data.startswith("iam:"):                 # handwriting: hmgen.handwriting.evaluate
+        from hmgen.handwriting.evaluate import eval_command
+        set_threads(threads)
+        return eval_command(data, split, model, max_symbols, streams, device, as_json, quiet)
     from hmgen.text.data import load_eval_ids
     from hmgen.text.evaluate import evaluate
 
