@@ -137,7 +137,7 @@ def main():
     inputs = SET + [(Path(f).name, "given", f, plain(Path(f))) for f in args.files]
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(sys.argv),
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start",
-              "engine": "hmgen.cell.integer_numba (the CLI's CPU engine, 1 thread)", "cap": args.cap, "files": {}}
+              "engine": "hmgen.archive.engine.cpu_engine (the CLI's CPU engine, 1 thread)", "cap": args.cap, "files": {}}
     cols = tools + [f"hmgen {m}" for m in models]
     print(f"{report['date']}; {report['machine']}; hmgen's CPU engine (1 thread); bytes of output, and bpc\n")
     print("| file | kind | bytes | " + " | ".join(cols) + " | " +

@@ -15,8 +15,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from hmgen.cell.integer import QuantLM      # noqa: E402
-from hmgen.modelio import load_model        # noqa: E402
+from hmgen.archive.engine.torch_engine import QuantLM  # noqa: E402
+from hmgen.modelio import load_model                    # noqa: E402
 
 VALID = ROOT.parent / "shared/data/text/english/english.valid.txt.xz"
 

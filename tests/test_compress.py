@@ -12,7 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hmgen.archive import format as C
-from hmgen.cell import integer as quant
+from hmgen.archive.engine import scheme
+from hmgen.archive.engine import torch_engine as quant
 from hmgen.modelio import load_model
 from tests.conftest import HMGEN, make_model
 from hmgen.text.data import Vocab
@@ -132,8 +133,8 @@ def test_mixed_archives_do_not_depend_on_the_thread_count(small):
 
 
 def test_squash_and_stretch_are_integer_inverses():
-    from hmgen.archive import mixer
-    squash, stretch = mixer.curves()
+    from hmgen.archive.adaptive.logistic import curves
+    squash, stretch = curves()
     assert squash[2047] == 2048 and squash[0] == 1 and squash[-1] == 4095
     assert (np.diff(squash) >= 0).all() and (np.diff(stretch) >= 0).all()
     assert all(abs(int(squash[stretch[p] + 2047]) - p) <= 12 for p in range(1, 4096))
@@ -165,7 +166,7 @@ def test_float32_and_float64_matrix_products_agree_exactly(monkeypatch):
     lm = load_model("english-small").model
     q32 = quant.QuantLM(lm)
     assert q32.layers[0].rec.w_t.dtype == torch.float32               # the design claims fp32 is exact here
-    monkeypatch.setattr(quant, "exact_dtype", lambda bound: torch.float64)
+    monkeypatch.setattr(scheme, "exact_dtype", lambda bound: np.float64)
     q64 = quant.QuantLM(lm)
     assert q64.layers[0].rec.w_t.dtype == torch.float64
     rows = english_rows(lanes=4, length=40)
@@ -194,8 +195,9 @@ def test_torchs_engine_codes_identically_under_other_cpu_instruction_sets(isa):
     used = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout.strip()
     if used != isa.upper():
         pytest.skip(f"this CPU cannot run torch's {isa} kernels (torch used {used})")
-    code = ("import io, sys, torch; from hmgen.archive import format as C; from hmgen.cell.integer import QuantLM; "
-            "from hmgen.modelio import load_model; torch.set_num_threads(1); out = io.BytesIO(); "
+    code = ("import io, sys, torch; from hmgen.archive import format as C; "
+            "from hmgen.archive.engine.torch_engine import QuantLM; from hmgen.modelio import load_model; "
+            "torch.set_num_threads(1); out = io.BytesIO(); "
             "C.compress(open(sys.argv[1], 'rb'), out, QuantLM(load_model('english-small').model), 'english-small'); "
             "sys.stdout.buffer.write(out.getvalue())")
     run = subprocess.run([sys.executable, "-c", code, str(DATA / "golden-v3.txt")], capture_output=True, env=env)
@@ -242,11 +244,11 @@ def test_integer_inference_costs_under_two_hundredths_of_a_bit(small):
 
 
 def test_tables_are_the_correctly_rounded_functions():
-    t = quant.tables()
-    R = quant.R
-    assert t["sigmoid"][R] == quant.GATE // 2 and t["tanh"][R] == 0
-    assert t["sigmoid"][R + 256] == round(quant.GATE / (1 + np.exp(-1)))
-    assert t["exp"][0] == quant.EXP_ONE and t["exp"][256] == round(quant.EXP_ONE * np.exp(-1))
+    t = scheme.tables()
+    R = scheme.R
+    assert t["sigmoid"][R] == scheme.GATE // 2 and t["tanh"][R] == 0
+    assert t["sigmoid"][R + 256] == round(scheme.GATE / (1 + np.exp(-1)))
+    assert t["exp"][0] == scheme.EXP_ONE and t["exp"][256] == round(scheme.EXP_ONE * np.exp(-1))
 
 
 # ---- the format ------------------------------------------------------------------------------------------
@@ -418,7 +420,7 @@ def test_an_existing_output_is_not_overwritten_without_force(tmp_path):
     f.write_bytes(b"new")
     out.write_bytes(b"precious")
     r = hmgen("compress", str(f))
-    assert r.returncode == 1 and b"already exists" in r.stderr and out.read_bytes() == b"precious" and f.exists()
+    assert r.returncode == 3 and b"already exists" in r.stderr and out.read_bytes() == b"precious" and f.exists()
     assert hmgen("compress", "-f", "-q", str(f)).returncode == 0 and out.read_bytes()[:4] == C.MAGIC
 
 
@@ -475,19 +477,19 @@ def test_asking_for_a_missing_gpu_is_a_one_line_usage_error():
     assert r.returncode == 2 and r.stderr.count(b"\n") == 1 and b"CUDA" in r.stderr
 
 
-@pytest.mark.parametrize("n,bound", [(769, 687_451), (4097, 2 ** 20), (1024, quant.C_MAX)])
+@pytest.mark.parametrize("n,bound", [(769, 687_451), (4097, 2 ** 20), (1024, scheme.C_MAX)])
 def test_layer_norm_sums_stay_exact_at_the_bounds(n, bound):
     """Inputs at ±bound: the engine's LN equals the same formula evaluated with Python's unbounded integers."""
     import math
     rng = random.Random(n)
     t = [rng.choice((-1, 1)) * (bound - rng.randrange(3)) for _ in range(n)]
-    shift = quant.ln_shift(n, bound)
-    gain = torch.full((n,), 1.5 * quant.PRE, dtype=torch.float64)
+    shift = scheme.ln_shift(n, bound)
+    gain = torch.full((n,), 1.5 * scheme.PRE, dtype=torch.float64)
     got = quant.layer_norm(torch.tensor([t], dtype=torch.float64), gain, 7.0, shift)[0]
     ts = [v >> shift for v in t]                                       # floor, as the engine shifts
     s, q = sum(ts), sum(v * v for v in ts)
     root = math.sqrt(float(n * q - s * s) + 7.0)
-    want = [round((float(n * v - s) / root) * (1.5 * quant.PRE)) for v in ts]
+    want = [round((float(n * v - s) / root) * (1.5 * scheme.PRE)) for v in ts]
     assert got.tolist() == want
 
 

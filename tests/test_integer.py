@@ -1,5 +1,5 @@
-"""The integer engine (hmgen.cell.integer.QuantLM) computes the float cell (hmgen.cell.reference.layer_step),
-step by step, for the HM-LSTM and the LSTM baseline, with and without layer norm.
+"""The integer engine (hmgen.archive.engine.torch_engine.QuantLM) computes the float cell
+(hmgen.cell.reference.layer_step), step by step, for the HM-LSTM and the LSTM baseline, with and without layer norm.
 
 At every step of a random symbol sequence both engines start from the same state: the float trajectory's
 state put on the integer grid (h to 1/127, c to 2^-12), which is exactly representable in both. Each takes
@@ -27,7 +27,8 @@ import copy
 import pytest
 import torch
 
-from hmgen.cell import integer as Q
+from hmgen.archive.engine import scheme
+from hmgen.archive.engine import torch_engine as Q
 from hmgen.cell.reference import CharLM, ModelConfig
 
 VOCAB, EMBED, HIDDEN, OUT_EMBED = 11, 8, (16, 24, 16), 12
@@ -48,20 +49,21 @@ def grid_model(arch: str, layer_norm: bool, ln_terms: bool = True, seed: int = 0
         for name, p in model.named_parameters():
             p.copy_(0.5 + torch.rand_like(p) if ".ln" in name else torch.randn_like(p) * 0.5)
             if p.dim() == 2:
-                w, s = Q.quantise(p)
-                p.copy_(w * s / Q.LEVELS)
+                w, s = scheme.quantise(p.detach().numpy())
+                p.copy_(torch.from_numpy(w * s / scheme.LEVELS))
             elif name.startswith("rnn.") and name.endswith(".bias"):
-                p.copy_(torch.round(p * Q.PRE) / Q.PRE)
+                p.copy_(torch.round(p * scheme.PRE) / scheme.PRE)
     return model
 
 
 def on_grid(q: Q.QuantLM, state) -> tuple[Q.QState, list]:
     """A float state put on the integer grid: the integer state and the same values as a float state."""
-    h = [torch.round(hl * Q.LEVELS).float() for hl, _, _ in state]
-    c = [torch.round(cl * 2 ** Q.C_BITS).clamp(-Q.C_MAX, Q.C_MAX) for _, cl, _ in state]
+    h = [torch.round(hl * scheme.LEVELS).float() for hl, _, _ in state]
+    c = [torch.round(cl * 2 ** scheme.C_BITS).clamp(-scheme.C_MAX, scheme.C_MAX) for _, cl, _ in state]
     z = [zl[:, 0] > 0 for _, _, zl in state]
     e = [Q.exact_mm(hl, ql.embed) for hl, ql in zip(h, q.layers)]
-    float_state = [(hl.double() / Q.LEVELS, cl / 2 ** Q.C_BITS, zl) for hl, cl, (_, _, zl) in zip(h, c, state)]
+    float_state = [(hl.double() / scheme.LEVELS, cl / 2 ** scheme.C_BITS, zl)
+                   for hl, cl, (_, _, zl) in zip(h, c, state)]
     return Q.QState(h, c, z, e), float_state
 
 
@@ -95,7 +97,8 @@ def steps(model: CharLM, seed: int = 5):
         for l, (h, c, z) in enumerate(new):
             z = z[:, 0] > 0
             robust = (low_z[l][2][:, 0] > 0) == (high_z[l][2][:, 0] > 0)
-            yield l, (h, c, z), (q_new.h[l].double() / Q.LEVELS, q_new.c[l] / 2 ** Q.C_BITS, q_new.z[l]), robust, agreed
+            q_hcz = (q_new.h[l].double() / scheme.LEVELS, q_new.c[l] / 2 ** scheme.C_BITS, q_new.z[l])
+            yield l, (h, c, z), q_hcz, robust, agreed
             agreed = agreed & (z == q_new.z[l])
         state = new
 

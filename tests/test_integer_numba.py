@@ -1,5 +1,5 @@
-"""The compiled CPU engine (hmgen.cell.integer_numba.IntegerLM) computes exactly QuantLM's integers
-(hmgen.cell.integer), so an archive made by either decodes with the other, on any machine."""
+"""The compiled CPU engine (hmgen.archive.engine.cpu_engine.IntegerLM) computes exactly QuantLM's integers
+(hmgen.archive.engine.torch_engine), so an archive made by either decodes with the other, on any machine."""
 import io
 import os
 import subprocess
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from hmgen.archive import format as C
-from hmgen.cell import integer as Q
-from hmgen.cell.integer_numba import IntegerLM
+from hmgen.archive.engine import torch_engine as Q
+from hmgen.archive.engine.cpu_engine import IntegerLM
 from hmgen.modelio import load_arrays, load_model
 from tests.conftest import HMGEN
 from tests.test_integer import MODELS, grid_model

@@ -2,8 +2,8 @@
 
 Format, version 3 (all integers little-endian; every record carries a CRC32 of its own header fields):
 
-  header   magic b"\\x89HMZ" | version u8 = 3 | scheme u8 (hmgen.cell.scheme.SCHEME) | name length u8 | model name
-           (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
+  header   magic b"\\x89HMZ" | version u8 = 3 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
+           model name (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
   block    b"B" | method u8 | transform u8 | coded length n u32 (1..BLOCK) | lane length m u32 | payload bytes u32 |
            CRC32 of the block's input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload
   end      b"E" | total input length u64 | blocks u32 | CRC32 of the whole input u32 | CRC32 of these u32
@@ -19,7 +19,7 @@ bytes, then stored by `method`:
   5 LZMA-x86 payload = raw x86 BCJ + LZMA2 at preset 9e (`xz --x86`), tried on blocks that look like machine code
   2 network  payload = u32 words of one range-coder stream driven by the integer model alone (as in version 1)
   3 mixed-bytes  the same, the model's next-byte distribution mixed with what is learned from the block so far
-             (hmgen.archive.mixer), as 256-entry frequency tables (version 2; still decoded, no longer written)
+             (hmgen.archive.adaptive), as 256-entry frequency tables (version 2; still decoded, no longer written)
   4 mixed    the same models and mixer, each byte coded as its 8 bits (high bit first; bit d of every running lane,
              then bit d + 1), each bit's probability refined by two adaptive probability maps (version 3)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
@@ -31,7 +31,7 @@ Methods 2-4 cut the n bytes into L = ceil(n / m) contiguous lanes of m bytes (th
 coded in parallel as one batch: at step t the coder receives the t-th byte of every lane still running, in
 lane order, each lane having started from the model's initial state as if it followed a newline. Every lane
 of a block shares one range coder stream. The decoder replays the same steps, so it reproduces the encoder's
-frequencies exactly (hmgen.cell.integer, hmgen.cell.integer_numba), and checks the block's CRC32 before writing any of it.
+frequencies exactly (hmgen.archive.engine), and checks the block's CRC32 before writing any of it.
 
 Version 2 (still decoded): as version 3 without methods 4 and 5.
 Version 1 (still decoded): the same header with version 1, blocks b"B" | n u32 | m u32 | words u32 | CRC32 of
@@ -49,14 +49,15 @@ import constriction
 import numpy as np
 
 from hmgen.archive import methods
-from hmgen.archive.mixer import Mixer
-from hmgen.cell.scheme import SCHEME
+from hmgen.archive.adaptive.predictor import Predictor
+from hmgen.archive.engine.scheme import SCHEME
 from hmgen.errors import HmgenError
 
 
 class Engine(Protocol):
-    """The integer model: hmgen.cell.integer_numba.IntegerLM (CPU, compiled, no torch) or hmgen.cell.integer.QuantLM
-    (torch, any device). Both compute exactly the same integers, so either decodes what the other coded."""
+    """The integer model: hmgen.archive.engine.cpu_engine.IntegerLM (CPU, compiled, no torch) or
+    hmgen.archive.engine.torch_engine.QuantLM (torch, any device). Both compute exactly the same integers, so either
+    decodes what the other coded."""
     hash: bytes                                                  # sha256 of the float weights
 
     def initial_state(self, lanes: int): ...
@@ -67,7 +68,7 @@ class Engine(Protocol):
 MAGIC = b"\x89HMZ"
 VERSION = 3
 BLOCK = 64 << 20          # input bytes per block: xz -9e's dictionary size, so a block's LZMA2 reaches as far back as
-                          # xz's does (16 MiB blocks cost 0.95 % over one stream on 40 MB of a shared library)
+                          # xz's does (smaller blocks cost ratio on large binaries: benchmarks/RESULTS.md)
 MAX_LANES = 4096
 MIN_LANE = 2048           # default: lanes of at least this many bytes (fewer, longer lanes code better)...
 SMALL_LANE = 256          # ...down to this for small blocks, cut into up to SMALL_LANES lanes: steps, not bytes,
@@ -80,7 +81,8 @@ CODED = (NETWORK, MIXED_BYTES, MIXED)      # the methods that run the model
 BLOCK_HEAD = struct.Struct("<BBIIIIII")    # method, transform, n, m, payload bytes, data crc, payload crc, header crc
 BLOCK_HEAD_V1 = struct.Struct("<IIIIII")   # n, m, words, data crc, payload crc, header crc
 END_HEAD = struct.Struct("<QIII")          # total, blocks, data crc, header crc
-FAMILY = constriction.stream.model.Categorical(perfect=False)   # always perfect=False; see compression.md
+FAMILY = constriction.stream.model.Categorical(perfect=False)   # explicit: constriction 0.5 still defaults to its
+                                                                # slow perfect=True, and coder and decoder must agree
 
 
 class FormatError(HmgenError):
@@ -118,50 +120,74 @@ def code_block(q: Engine, m: int, n: int, encode: bool, data: bytes | None = Non
                words: np.ndarray | None = None, progress: Callable[[int], None] | None = None, method: int = MIXED):
     """Encode `data` (n bytes, lanes of m) into uint32 words, or decode n bytes from `words`, by `method`:
     2 (the network alone), 3 (mixed, byte tables) or 4 (mixed, bit by bit)."""
-    lanes = -(-n // m)
-    last = n - (lanes - 1) * m                                   # length of the last lane
-    grid = np.zeros((lanes, m), dtype=np.uint8)                  # (lanes, m): lane k is input[k*m:(k+1)*m]
+    grid = np.zeros((-(-n // m), m), dtype=np.uint8)             # (lanes, m): lane k is input[k*m:(k+1)*m]
     if encode:
         grid.reshape(-1)[:n] = np.frombuffer(data, dtype=np.uint8)
-        coder = constriction.stream.queue.RangeEncoder()
-    else:
-        coder = constriction.stream.queue.RangeDecoder(words)
+        return encode_lanes(steps(q, grid, n, method, progress), grid, method)
+    decode_lanes(steps(q, grid, n, method, progress), grid, method, words)
+    return grid.reshape(-1)[:n].tobytes()
+
+
+def encode_lanes(steps, grid: np.ndarray, method: int) -> np.ndarray:
+    """Range-code each step's bytes grid[:k, t] with the predictor's probabilities -> uint32 words."""
+    coder = constriction.stream.queue.RangeEncoder()
+    for t, k, model in steps:
+        if method == MIXED:                                      # 8 binary decisions per byte, high bit first
+            bits = (grid[:k, t][None, :] >> np.arange(7, -1, -1)[:, None]) & 1      # (8, k), bit-major
+            coder.encode(bits.reshape(-1).astype(np.int32), FAMILY, binary(model.byte_bits(grid, t, k).reshape(-1)))
+        else:
+            coder.encode(grid[:k, t].astype(np.int32), FAMILY, model.byte_frequencies(grid, t, k))
+    return coder.get_compressed()
+
+
+def decode_lanes(steps, grid: np.ndarray, method: int, words: np.ndarray) -> None:
+    """Decode each step's bytes into grid[:k, t], bit by bit (method 4: each bit's node needs the bits above)."""
+    coder = constriction.stream.queue.RangeDecoder(words)
+    for t, k, model in steps:
+        if method == MIXED:
+            nodes = np.ones(k, dtype=np.int64)
+            for d in range(8):
+                nodes = 2 * nodes + coder.decode(FAMILY, binary(model.bit(grid, t, k, d, nodes)))
+            grid[:k, t] = nodes - 256
+        else:
+            grid[:k, t] = coder.decode(FAMILY, model.byte_frequencies(grid, t, k))
+
+
+def steps(q: Engine, grid: np.ndarray, n: int, method: int, progress: Callable[[int], None] | None):
+    """The steps of a block's lanes, shared by the encoder and the decoder: at step t the network's frequencies
+    from the bytes of step t-1 (START at t = 0) go to the predictor, which yields (t, k lanes running, predictor);
+    once the caller has coded grid[:k, t], the predictor learns from those bytes. So both sides see the same
+    probabilities."""
+    lanes, m = grid.shape
+    last = n - (lanes - 1) * m                                   # length of the last lane
+    model = NetworkAlone() if method == NETWORK else Predictor(n, lanes, bitwise=method == MIXED)
     state = q.initial_state(lanes)
-    mixer = Mixer(n, lanes, m, bitwise=method == MIXED) if method != NETWORK else None
     prev = np.full(lanes, START, dtype=np.int64)
     done = 0
     for t in range(m):
         freq, state = q.next_frequencies(prev, state)
         k = lanes if t < last else lanes - 1                     # lanes still running at step t
-        probs = freq[:k]                                         # exact integers, float64 by format
-        if method == MIXED:                                      # 8 binary decisions per byte, high bit first
-            mixer.prepare(probs, grid, t)
-            if encode:
-                p1 = mixer.predict_byte_bits(grid, t, k).reshape(-1)             # (8 k,) bit-major
-                bits = (grid[:k, t][None, :] >> np.arange(7, -1, -1)[:, None]) & 1
-                coder.encode(bits.reshape(-1).astype(np.int32), FAMILY, binary(p1))
-            else:
-                nodes = np.ones(k, dtype=np.int64)
-                for d in range(8):
-                    nodes = 2 * nodes + coder.decode(FAMILY, binary(mixer.predict_bits(grid, t, k, d, nodes)))
-                grid[:k, t] = nodes - 256
-        else:
-            if mixer is not None:
-                probs = mixer.predict(probs, grid, t)
-            if encode:
-                coder.encode(grid[:k, t].astype(np.int32), FAMILY, probs)
-            else:
-                grid[:k, t] = coder.decode(FAMILY, probs)
-        if mixer is not None:
-            mixer.update(grid, t, k)
+        model.start(freq[:k], grid, t)                           # exact integers, float64 by format
+        yield t, k, model
+        model.learn(grid, t, k)
         prev = grid[:, t].astype(np.int64)
         done += k
         if progress is not None and (t % 16 == 15 or t == m - 1):
             progress(done)
             done = 0
-    if encode:
-        return coder.get_compressed()
-    return grid.reshape(-1)[:n].tobytes()
+
+
+class NetworkAlone:
+    """Method 2's predictor: the network's frequencies as they are, nothing learned from the block."""
+
+    def start(self, net: np.ndarray, grid: np.ndarray, t: int) -> None:
+        self.net = net
+
+    def byte_frequencies(self, grid: np.ndarray, t: int, k: int) -> np.ndarray:
+        return self.net
+
+    def learn(self, grid: np.ndarray, t: int, k: int) -> None:
+        pass
 
 
 def binary(p1: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Integer inference for compression: the same HM-LSTM, computed so that every machine gets the same bits.
 
 An arithmetic decoder must see exactly the probabilities the encoder saw; one ulp of difference in one
-probability destroys the rest of the stream (the reference notes on compression, §2). Float inference
+probability makes the range decoder fail or decode garbage from there on. Float inference
 does not give that across machines: BLAS sums in a thread- and CPU-dependent order, vectorised exp/tanh
 differ between instruction sets, compilers fuse a*b+c differently. `QuantLM` computes the model's
 next-byte frequencies on integers, with two kinds of operations only:
@@ -15,7 +15,7 @@ next-byte frequencies on integers, with two kinds of operations only:
 and table look-ups for sigmoid, tanh and exp, tables computed with Python's `decimal` (correctly rounded
 in software). No float reductions of non-integers, no library transcendental functions.
 
-Number formats (scheme 1; the archive header names the scheme):
+Number formats (scheme 1, hmgen.archive.engine.scheme; the archive header names the scheme):
   weights   per matrix: W ≈ W_q * s / 127, W_q integer in [-127, 127], s = max|W|
   h         h ≈ h_q / 127, h_q integer in [-127, 127] (h = o * tanh(.) lies in [-1, 1])
   pre-acts  units of 1/256 (Q8): each eq. 5-7 term after layer norm, and the bias
@@ -33,37 +33,16 @@ saving; both give identical integers (tested).
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from hmgen.cell import scheme
+from hmgen.archive.engine import scheme
+from hmgen.archive.engine.scheme import C_BITS, C_MAX, EXP_RANGE, LEVELS, PRE, R
 from hmgen.cell.reference import CharLM
-from hmgen.cell.scheme import (C_BITS, C_MAX, EXP_ONE, EXP_RANGE, GATE, LEVELS, LN_EPS, PRE, R, SCHEME,  # noqa: F401
-                               ln_shift)
 
 F64 = torch.float64
-
-
-@functools.cache
-def tables() -> dict[str, torch.Tensor]:
-    """scheme.tables() as float64 tensors (exact: every entry is an integer below 2^31)."""
-    return {k: torch.from_numpy(v).to(F64) for k, v in scheme.tables().items()}
-
-
-def quantise(weight: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Per-matrix symmetric quantisation: (integers in [-127, 127] as float64, scale s = max |w|)."""
-    w, s = scheme.quantise(weight.detach().double().cpu().numpy())
-    return torch.from_numpy(w), s
-
-
-def exact_dtype(bound: float) -> torch.dtype:
-    """float32 when every partial sum of a product bounded by `bound` is an exact float32 integer."""
-    if bound >= 2.0 ** 53:
-        raise ValueError("layer too large for exact integer inference")
-    return torch.float32 if bound < 2 ** 24 else F64
 
 
 def exact_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -81,20 +60,18 @@ def round_shift(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.floor((x + (1 << (k - 1))) * (2.0 ** -k))
 
 
-class QLinear:
-    """An integer weight matrix and what turns its products with h_q into Q8 pre-activation terms."""
+def on(device, a: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A numpy array of the quantised model as a tensor on the device (integers stay exact in any float dtype)."""
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
 
-    def __init__(self, weight: torch.Tensor, in_unit: float, in_max: int, norm: torch.nn.Module | None, device):
-        w, s = quantise(weight)                                    # (out, in)
-        n = w.shape[0]
-        self.bound = in_max * float(w.abs().sum(1).max())          # |T| <= bound for any input
-        self.w_t = w.T.contiguous().to(exact_dtype(self.bound)).to(device)   # (in, out)
-        self.unit = s / LEVELS * in_unit                           # real value of one unit of T
-        self.shift = ln_shift(n, self.bound)
-        t_unit = self.unit * 2 ** self.shift
-        self.eps = scheme.ln_eps(n, t_unit)
-        self.gain = None if norm is None else (norm.weight.detach().double() * PRE).to(device)   # (out,)
-        self.scale = self.unit * PRE
+
+class QLinear:
+    """A scheme.Term on the device: an integer weight matrix and what turns its products with h_q into Q8 terms."""
+
+    def __init__(self, term: scheme.Term, device):
+        self.w_t = on(device, term.w.T)                            # (in, out)
+        self.gain = on(device, term.gain) if term.gain.size else None   # (out,) LN gain * 256
+        self.eps, self.shift, self.scale = term.eps, term.shift, term.scale
 
     def product(self, x: torch.Tensor) -> torch.Tensor:
         """x: (rows, in) integer-valued -> T (rows, out), exact, as float64."""
@@ -108,6 +85,8 @@ class QLinear:
         return layer_norm(t, self.gain, self.eps, self.shift)
 
 
+def linear(term: scheme.Term, device) -> QLinear | None:
+    return QLinear(term, device) if term.w.size else None
 
 
 def layer_norm(t: torch.Tensor, gain: torch.Tensor, eps: float, shift: int = 0) -> torch.Tensor:
@@ -116,15 +95,15 @@ def layer_norm(t: torch.Tensor, gain: torch.Tensor, eps: float, shift: int = 0) 
         t = torch.floor(t * 2.0 ** -shift)
     n = t.shape[-1]
     s = t.sum(-1, keepdim=True)                                    # exact (bounded)
-    q = torch.linalg.vecdot(t, t).unsqueeze(-1)                    # sum t^2, exact (bounded, see QLinear)
+    q = torch.linalg.vecdot(t, t).unsqueeze(-1)                    # sum t^2, exact (bounded, see scheme.ln_shift)
     d = n * q.to(torch.int64) - s.to(torch.int64) ** 2             # n^2 var, exact in int64
     y = (t * n).sub_(s)                                            # exact
     return y.div_(torch.sqrt(d.to(F64) + eps)).mul_(gain).round_() # each op correctly rounded
 
 
-def weights_hash(lm: CharLM) -> bytes:
-    """sha256 over the float weights (names, shapes, little-endian float32 bytes): the model's identity."""
-    return scheme.weights_hash({k: v.detach().cpu().float().numpy() for k, v in lm.state_dict().items()})
+def float_weights(lm: CharLM) -> dict[str, np.ndarray]:
+    """The model's weights as float64 numpy arrays (exact for float32, bfloat16 and float64 models)."""
+    return {k: v.detach().cpu().double().numpy() for k, v in lm.state_dict().items()}
 
 
 @dataclass
@@ -137,10 +116,11 @@ class QState:
 
 @dataclass
 class QLayer:
+    """A scheme.Layer on the device."""
     rec: QLinear
     td: QLinear | None
     bu: QLinear | None               # None for layer 1 (its input term is a table)
-    bias: torch.Tensor               # (4H[+1],) Q8 plus the table offsets, see QuantLM.__init__
+    bias: torch.Tensor               # (4H[+1],) Q8 plus the table offsets
     lo: torch.Tensor                 # (4H,) clamp bounds = table index range of each gate column
     hi: torch.Tensor
     ln_c: torch.Tensor | None        # (H,) gain*256 of LN(c)
@@ -150,59 +130,32 @@ class QLayer:
     hidden: int
     has_boundary: bool
 
+    @classmethod
+    def of(cls, q: scheme.Layer, dev) -> QLayer:
+        return cls(QLinear(q.rec, dev), linear(q.td, dev), linear(q.bu, dev), on(dev, q.bias, F64), on(dev, q.lo, F64),
+                   on(dev, q.hi, F64), on(dev, q.ln_c) if q.ln_c.size else None, q.c_eps, q.c_shift,
+                   on(dev, q.embed.T), q.hidden, q.has_boundary)
+
 
 class QuantLM:
     """The integer twin of a byte-level CharLM: step(symbols) -> integer frequencies of the next symbol."""
 
     def __init__(self, lm: CharLM, device: str | torch.device = "cpu"):
-        cfg = lm.cfg
+        qm = scheme.build(lm.cfg.to_dict(), float_weights(lm))
         self.device = dev = torch.device(device)
-        self.hierarchical = cfg.arch == "hmlstm"
-        self.hidden = list(cfg.hidden)
-        t = tables()
-        # one table for all gates: [sigmoid | tanh], index = Q8 pre-activation + offset, clamped per column
-        self.gates = torch.cat([t["sigmoid"], t["tanh"]]).to(dev)
-        self.exp = t["exp"].to(dev)
-        h_unit, ln = 1 / LEVELS, cfg.layer_norm
-        out = lm.out
-        w_e, s_e = quantise(out.embed.weight)                               # (E, sum H)
-        e_blocks = torch.split(w_e, self.hidden, dim=1)
-        self.layers = []
-        for l, layer in enumerate(lm.rnn.layers):
-            H = layer.hidden
-            rows = 4 * H + int(layer.has_boundary)
-            # columns f, i, o use the sigmoid half of the table, g the tanh half, z~ none (any range)
-            offset = torch.full((rows,), float(R), dtype=F64)
-            offset[3 * H:4 * H] += 2 * R + 1
-            if layer.has_boundary:
-                offset[4 * H] = 0.0
-            lo, hi = offset[:4 * H] - R, offset[:4 * H] + R
-            c_unit = 2.0 ** -C_BITS
-            self.layers.append(QLayer(
-                rec=QLinear(layer.rec.weight, h_unit, LEVELS, layer.ln_rec.ln, dev),
-                td=QLinear(layer.td.weight, h_unit, LEVELS, layer.ln_td.ln, dev) if layer.td is not None else None,
-                bu=QLinear(layer.bu.weight, h_unit, LEVELS, layer.ln_bu.ln, dev) if l > 0 else None,
-                bias=(torch.round(layer.bias.detach().double() * PRE) + offset).to(dev),
-                lo=lo.to(dev), hi=hi.to(dev),
-                ln_c=(layer.ln_c.ln.weight.detach().double() * PRE).to(dev) if ln else None,
-                c_eps=float(max(1, round(H * H * LN_EPS / (c_unit * 2 ** ln_shift(H, C_MAX)) ** 2))),
-                c_shift=ln_shift(H, C_MAX),
-                embed=e_blocks[l].T.contiguous().to(exact_dtype(LEVELS * float(e_blocks[l].abs().sum(1).max()))).to(dev),
-                hidden=H, has_boundary=layer.has_boundary,
-            ))
-        # Layer 1's input term LN(W_0^1 x) for every symbol at once: a table (vocab, 4H+1) in Q8.
-        emb, s_emb = quantise(lm.embed.weight)                              # (vocab, embed)
-        first = lm.rnn.layers[0]
-        x_term = QLinear(first.bu.weight, s_emb / LEVELS, LEVELS, first.ln_bu.ln, "cpu")(emb)
-        self.x_table = x_term.to(dev) + self.layers[0].bias                  # (vocab, 4H+1), layer 1's bias folded in
+        self.hierarchical = qm.hierarchical
+        self.hidden = qm.hidden
+        self.gates = on(dev, qm.gates, F64)                                 # [sigmoid | tanh], index = Q8 + offset
+        self.exp = on(dev, qm.exp, F64)
+        self.layers = [QLayer.of(q, dev) for q in qm.layers]
+        # Layer 1's input term LN(W_0^1 x) for every symbol at once: a table (vocab, 4H+1) in Q8, its bias folded in.
+        self.x_table = QLinear(qm.x_term, "cpu")(torch.from_numpy(qm.x_in)).to(dev) + self.layers[0].bias
         # Output module (eq. 11-12).
-        self.gate = QLinear(out.gate.weight, h_unit, LEVELS, None, dev)      # (L, sum H) -> one gate per layer
-        e_unit = s_e / LEVELS * h_unit / GATE                                # real value of sum_l g_q W_q h_q
-        w_v, s_v = quantise(out.head.weight)                                 # (vocab, E)
-        self.head = w_v.T.contiguous().to(exact_dtype(LEVELS * float(w_v.abs().sum(1).max()))).to(dev)
-        self.head_unit = s_v / LEVELS * e_unit / LEVELS                      # times the row max m, below
-        self.head_bias = out.head.bias.detach().double().to(dev)
-        self.hash = weights_hash(lm)
+        self.gate = QLinear(qm.out.gate, dev)                               # (L, sum H) -> one gate per layer
+        self.head = on(dev, qm.out.head.T)                                  # (E, vocab)
+        self.head_unit = qm.out.head_unit                                   # times the row max m, below
+        self.head_bias = on(dev, qm.out.head_bias)
+        self.hash = qm.hash
 
     def initial_state(self, batch: int) -> QState:
         dev, E = self.device, self.head.shape[0]
@@ -279,7 +232,7 @@ class QuantLM:
         return self.frequencies(st), st
 
     def next_frequencies(self, symbols: np.ndarray, st: QState) -> tuple[np.ndarray, QState]:
-        """step() for the archive coder, which works in numpy (as hmgen.cell.integer_numba.IntegerLM does):
+        """step() for the archive coder, which works in numpy (as hmgen.archive.engine.cpu_engine.IntegerLM does):
         symbols (batch,) int64 -> (batch, vocab) float64 integer frequencies, and the new state."""
         freq, st = self.step(torch.from_numpy(np.ascontiguousarray(symbols, np.int64)).to(self.device), st)
         return freq.cpu().numpy(), st

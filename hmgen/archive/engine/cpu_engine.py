@@ -1,0 +1,262 @@
+"""The torch engine's integers compiled for the CPU with numba: the same numbers, lane by lane, without torch.
+
+`QuantLM` (hmgen.archive.engine.torch_engine) defines the integer scheme and runs it on any torch device as a
+few hundred tensor operations per coded step. On a CPU with tens of lanes the operations' overheads, not the
+arithmetic, set its speed, and importing torch is a large part of a small file's compression. `IntegerLM` runs
+the same quantised model (hmgen.archive.engine.scheme.build) in compiled loops, one layer of all lanes per call:
+
+  * integer products (weights times h, embeddings, the head) in float32 (float64 where a product's bound
+    passes 2^24): every partial sum is an integer below 2^24 (2^53), hence exact, so any order of addition,
+    vectorisation or fused multiply-add gives the same result. Only `products` may reorder (fastmath);
+  * everything else — layer norm's one division, square root and multiplication, the roundings, shifts and
+    table look-ups — in the same correctly rounded float64 operations, in the same order, as QuantLM, in
+    functions compiled without fastmath (so without contraction into fused multiply-adds).
+
+COPY costs nothing here either: a layer above the first runs only on lanes that UPDATE or FLUSH, its top-down
+term only where it FLUSHes, its bottom-up term only where the layer below fired (eq. 2-3). The kernels take the
+scheme's NamedTuples (Term, Layer, Output) as they are. tests/test_integer_numba.py checks every frequency
+against QuantLM, step by step, for every architecture.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hmgen.archive.engine import scheme
+from hmgen.archive.engine.scheme import C_BITS, C_MAX, EXP_RANGE, LEVELS, PRE, R
+from hmgen.jit import njit
+
+
+@dataclass
+class IntState:
+    h: np.ndarray            # (lanes, sum H) float32 integers in [-127, 127], layers side by side
+    c: np.ndarray            # (lanes, sum H) int64, units 2^-12
+    z: np.ndarray            # (layers, lanes) uint8; the top layer's stays 0
+    e: np.ndarray            # (layers, lanes, E) int64: W_l^e h^l, kept while layer l COPYs
+
+
+class IntegerLM:
+    """The integer twin of a byte-level CharLM, from its config and float weights (numpy arrays, as in the
+    model's safetensors file): next_frequencies(symbols, state) -> integer frequencies of the next symbol."""
+
+    def __init__(self, cfg: dict, weights: dict[str, np.ndarray]):
+        qm = scheme.build(cfg, weights)
+        self.hierarchical, self.hidden, self.layers, self.out = qm.hierarchical, qm.hidden, qm.layers, qm.out
+        self.gates, self.exp, self.hash = qm.gates, qm.exp, qm.hash
+        self.device = "cpu"
+        self.starts = [int(s) for s in np.cumsum([0] + self.hidden)]   # layer l's columns in the concatenated h, c
+        # Layer 1's input term LN(W_0^1 x) for every symbol at once: a table (vocab, 4H+1) in Q8, its bias folded in.
+        x = qm.x_term
+        vocab = qm.x_in.shape[0]
+        every = np.arange(vocab, dtype=np.int64)
+        prod = np.zeros((vocab, x.w.shape[0]), x.w.dtype)
+        products(x.w, qm.x_in.astype(x.w.dtype), every, vocab, prod)
+        self.x_table = np.zeros((vocab, x.w.shape[0]), np.int64)
+        add_term(self.x_table, every, vocab, prod, x)
+        self.x_table += self.layers[0].bias
+
+    def initial_state(self, lanes: int) -> IntState:
+        n, layers = sum(self.hidden), len(self.hidden)
+        E = self.out.head.shape[1]
+        return IntState(np.zeros((lanes, n), np.float32), np.zeros((lanes, n), np.int64),
+                        np.zeros((layers, lanes), np.uint8), np.zeros((layers, lanes, E), np.int64))
+
+    def next_frequencies(self, symbols: np.ndarray, st: IntState) -> tuple[np.ndarray, IntState]:
+        """symbols: (lanes,) the symbols just read -> (lanes, vocab) float64 integer frequencies of the next
+        symbol; the state is advanced in place (and returned)."""
+        symbols = np.ascontiguousarray(symbols, np.int64)
+        lanes = symbols.shape[0]
+        fired = np.ones(lanes, np.uint8)                     # z_t^0 = 1: layer 1 never COPYs
+        for l, q in enumerate(self.layers):
+            a, b = self.starts[l], self.starts[l + 1]
+            above = st.h[:, b:self.starts[l + 2]] if q.td.w.size else st.h[:, :0]
+            below = st.h[:, self.starts[l - 1]:a] if l else st.h[:, :0]
+            layer_step(l == 0, self.hierarchical, symbols, self.x_table, st.h[:, a:b], st.c[:, a:b], st.z[l], st.e[l],
+                       above, below, fired, q, self.gates)
+            fired = st.z[l]
+        freq = np.empty((lanes, self.out.head.shape[0]), np.float64)
+        frequencies(st.h, st.e, self.out, self.gates, self.exp, freq)
+        return freq, st
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
+def products(w, x, src, n, out):
+    """out[i] = w @ x[src[i]] for i < n. Exact: integers whose partial sums all stay below 2^24 in float32
+    (2^53 in float64), so reordering and fusing, allowed here, cannot change a bit. Four lanes at a time
+    (each weight row read once for four)."""
+    rows, k_in = w.shape
+    zero = np.zeros(1, w.dtype)[0]                         # (w[j, 0] * 0 would stop the vectorisation)
+    xs = np.empty((n, k_in), w.dtype)                     # the inputs, gathered: contiguous rows vectorise
+    for i in range(n):
+        for k in range(k_in):
+            xs[i, k] = x[src[i], k]
+    i = 0
+    while i + 4 <= n:
+        for j in range(rows):
+            a0 = a1 = a2 = a3 = zero
+            for k in range(k_in):
+                wk = w[j, k]
+                a0 += wk * xs[i, k]
+                a1 += wk * xs[i + 1, k]
+                a2 += wk * xs[i + 2, k]
+                a3 += wk * xs[i + 3, k]
+            out[i, j], out[i + 1, j], out[i + 2, j], out[i + 3, j] = a0, a1, a2, a3
+        i += 4
+    while i < n:
+        for j in range(rows):
+            a0 = zero
+            for k in range(k_in):
+                a0 += w[j, k] * xs[i, k]
+            out[i, j] = a0
+        i += 1
+
+
+@njit(cache=True, nogil=True)
+def layer_norm_row(t, gain, eps, shift, out):
+    """out += round(LN(t) * gain) for one row of integers t (int64): exact sums, then QuantLM's rounded
+    operations in its order — one square root, one division, one multiplication, round half to even."""
+    n = t.shape[0]
+    tot = 0
+    sq = 0
+    for j in range(n):
+        v = t[j] >> shift                                    # floor(t / 2^shift)
+        t[j] = v
+        tot += v
+        sq += v * v
+    r = np.sqrt(np.float64(n * sq - tot * tot) + eps)
+    for j in range(n):
+        out[j] += np.int64(np.rint(np.float64(t[j] * n - tot) / r * gain[j]))
+
+
+@njit(cache=True, nogil=True)
+def add_term(s, dst, n, prod, term):
+    """s[dst[i]] += the Q8 term of the exact products prod[i], i < n: layer-normed when term.gain is non-empty."""
+    width = prod.shape[1]
+    t = np.empty(width, np.int64)
+    for i in range(n):
+        row = s[dst[i]]
+        if term.gain.shape[0] == 0:
+            for j in range(width):
+                row[j] += np.int64(np.rint(np.float64(prod[i, j]) * term.scale))
+        else:
+            for j in range(width):
+                t[j] = np.int64(prod[i, j])
+            layer_norm_row(t, term.gain, term.eps, term.shift, row)
+
+
+@njit(cache=True, nogil=True)
+def add_gated(s, act, n, gate, always, term, x, src, dst):
+    """s[i] += the Q8 term of term.w @ x[act[i]] for the active lanes i < n whose gate is set (all when `always`):
+    a gated-off term is not computed at all."""
+    m = 0
+    for i in range(n):
+        if always or gate[act[i]] != 0:
+            src[m], dst[m] = act[i], i
+            m += 1
+    if m > 0:
+        prod = np.empty((m, term.w.shape[0]), term.w.dtype)
+        products(term.w, x, src, m, prod)
+        add_term(s, dst, m, prod, term)
+
+
+@njit(cache=True, nogil=True)
+def layer_step(first, hier, symbols, x_table, h, c, z, e, h_above, h_below, z_below, q, gates):
+    """One layer of every lane, eq. 1-9, in place: h, c (lanes, H), z (lanes,), e (lanes, E) are this layer's
+    state; h_above is the layer above's h_{t-1}, h_below and z_below the layer below's h_t and z_t; q its
+    scheme.Layer."""
+    lanes, H = h.shape
+    rows = q.rec.w.shape[0]
+    lo, hi = q.lo, q.hi
+    act = np.empty(lanes, np.int64)                          # lanes that UPDATE or FLUSH (not COPY)
+    n = 0
+    for b in range(lanes):
+        if first or not hier or z[b] != 0 or z_below[b] != 0:
+            act[n] = b
+            n += 1
+    if n == 0:
+        return
+    s = np.zeros((n, rows), np.int64)                        # (active lanes, 4H[+1]) Q8 pre-activations
+    src = np.empty(n, np.int64)
+    dst = np.empty(n, np.int64)
+    add_gated(s, act, n, z, True, q.rec, h, src, dst)       # U_l^l h_{t-1}^l
+    if q.td.w.shape[0] > 0:                                  # U_{l+1}^l h_{t-1}^{l+1}, gated by z_{t-1}^l
+        add_gated(s, act, n, z, False, q.td, h_above, src, dst)
+    if first:                                                # input term and bias: a table row
+        for i in range(n):
+            s[i] += x_table[symbols[act[i]]]
+    else:                                                    # W_{l-1}^l h_t^{l-1}, gated by z_t^{l-1}
+        for i in range(n):
+            s[i] += q.bias
+        add_gated(s, act, n, z_below, not hier, q.bu, h_below, src, dst)
+    u = np.empty(H, np.int64)
+    c_new = np.empty(H, np.int64)
+    for i in range(n):
+        b = act[i]
+        flush = hier and z[b] != 0                           # FLUSH: c = i * g
+        for j in range(H):                                   # eq. 2-4, gates in units of 2^-15
+            f = gates[min(max(s[i, j], lo[j]), hi[j])]
+            ig = gates[min(max(s[i, H + j], lo[H + j]), hi[H + j])]
+            g = gates[min(max(s[i, 3 * H + j], lo[3 * H + j]), hi[3 * H + j])]
+            cp = 0 if flush else c[b, j]
+            v = ((f * cp + (1 << 14)) >> 15) + ((ig * g + (1 << (29 - C_BITS))) >> (30 - C_BITS))
+            c_new[j] = min(max(v, -C_MAX), C_MAX)
+        if q.ln_c.shape[0] > 0:
+            u[:] = 0
+            t = c_new.copy()
+            layer_norm_row(t, q.ln_c, q.c_eps, q.c_shift, u)
+        else:
+            for j in range(H):
+                u[j] = (c_new[j] + (1 << (C_BITS - 9))) >> (C_BITS - 8)
+        for j in range(H):
+            o = gates[min(max(s[i, 2 * H + j], lo[2 * H + j]), hi[2 * H + j])]
+            th = gates[min(max(u[j], -R), R) + 3 * R + 1]    # the tanh half of the table
+            h[b, j] = np.float32((o * th * LEVELS + (1 << 29)) >> 30)
+            c[b, j] = c_new[j]
+        if q.has_boundary:                                   # eq. 8-9: z = 1[z~ > 0]
+            z[b] = 1 if s[i, 4 * H] > 0 else 0
+    prod_e = np.empty((n, q.embed.shape[0]), q.embed.dtype)
+    products(q.embed, h, act, n, prod_e)                     # W_l^e h_t^l, exact
+    for i in range(n):
+        for j in range(q.embed.shape[0]):
+            e[act[i], j] = np.int64(prod_e[i, j])
+
+
+@njit(cache=True, nogil=True)
+def frequencies(h, e, o, gates, exp, out):
+    """Output module (eq. 11-12) in integers, o its scheme.Output: out (lanes, vocab) float64 integer frequencies."""
+    gate_w, gate_scale, head, head_unit, head_bias = o.gate.w, o.gate.scale, o.head, o.head_unit, o.head_bias
+    lanes = h.shape[0]
+    layers, _, width = e.shape
+    every = np.arange(lanes)
+    gp = np.empty((lanes, layers), gate_w.dtype)
+    products(gate_w, h, every, lanes, gp)
+    emb_q = np.empty((lanes, width), head.dtype)
+    scale = np.empty(lanes, np.float64)
+    emb = np.empty(width, np.int64)
+    for b in range(lanes):
+        emb[:] = 0
+        for l in range(layers):
+            gq = np.int64(np.rint(np.float64(gp[b, l]) * gate_scale))
+            g = gates[min(max(gq, -R), R) + R]              # sigmoid, units 2^-15
+            for j in range(width):
+                emb[j] += g * e[l, b, j]
+        m = 1
+        for j in range(width):                               # ReLU, and the row's max
+            emb[j] = max(emb[j], 0)
+            m = max(m, emb[j])
+        mf = np.float64(m)
+        for j in range(width):                               # round(emb * 127 / m): one rounded division
+            emb_q[b, j] = np.floor((np.float64(emb[j]) * (2 * LEVELS) + mf) / (2 * mf))
+        scale[b] = mf * head_unit
+    logits = np.empty((lanes, head.shape[0]), head.dtype)
+    products(head, emb_q, every, lanes, logits)
+    lq = np.empty(head.shape[0], np.float64)
+    for b in range(lanes):
+        top = -np.inf
+        for v in range(head.shape[0]):
+            x = np.rint((np.float64(logits[b, v]) * scale[b] + head_bias[v]) * PRE)
+            lq[v] = x
+            top = max(top, x)
+        for v in range(head.shape[0]):
+            out[b, v] = np.float64(exp[np.int64(min(top - lq[v], EXP_RANGE))])
