@@ -31,10 +31,10 @@ class Skipped(Exception):
 
 def coder_compiled() -> bool:
     """Whether the compiled coder (engine and mixer) is in numba's disk cache; if not, its first use compiles it."""
-    from hmgen.archive import mixer
-    from hmgen.cell import integer_numba
+    from hmgen.archive.adaptive import predictor
+    from hmgen.archive.engine import cpu_engine
     from hmgen.jit import compiled
-    return compiled(integer_numba.layer_step, integer_numba.frequencies, mixer.predict_depth, mixer.update)
+    return compiled(cpu_engine.layer_step, cpu_engine.frequencies, predictor.bits, predictor.learn)
 
 
 def warm_up(q: Engine) -> None:
@@ -45,7 +45,8 @@ def warm_up(q: Engine) -> None:
 
 class Engines:
     """Integer models by name, built once per run: (engine, its name). On the CPU the compiled engine
-    (hmgen.cell.integer_numba, no torch); on another device torch's (hmgen.cell.integer). Same integers.
+    (hmgen.archive.engine.cpu_engine, no torch); on another device torch's (hmgen.archive.engine.torch_engine);
+    the same integers.
     `guard` wraps the loading of compiled code (warm_up): the CLI defers signals there, because an exception
     raised inside numba's LLVM callbacks can crash the interpreter."""
 
@@ -65,7 +66,7 @@ class Engines:
 
     @staticmethod
     def cpu_engine(model: str | None) -> tuple[Engine, str]:
-        from hmgen.cell.integer_numba import IntegerLM
+        from hmgen.archive.engine.cpu_engine import IntegerLM
         name, meta, arrays = load_arrays(model)
         if meta.get("vocab", {}).get("kind") != "bytes":
             raise ModelError(f"model {name!r} has a character vocabulary; compression needs a byte-level model")
@@ -75,7 +76,7 @@ class Engines:
             raise ModelError(f"model {name!r}: its weights do not match its description ({type(e).__name__})") from None
 
     def torch_engine(self, model: str | None) -> tuple[Engine, str]:
-        from hmgen.cell.integer import QuantLM
+        from hmgen.archive.engine.torch_engine import QuantLM
         lm = load_model(model)
         if lm.vocab.kind != "bytes":
             raise ModelError(f"model {lm.name!r} has a character vocabulary; compression needs a byte-level model")
