@@ -14,11 +14,8 @@ Bundled models live in the repository's models/ folder; a built wheel carries th
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import numpy as np
 
 from hmgen.bundled import DEFAULT, HANDWRITING, TEXT
 from hmgen.errors import HmgenError
+from hmgen.fs import atomic_write, file_sha256
 from hmgen.text.data import Vocab
 
 # torch and the modules built on it are imported where a function needs them: `hmgen compress` on a CPU reads
@@ -69,38 +67,6 @@ class HandwritingModel:
 def bundled_dirs() -> list[Path]:
     here = Path(__file__).resolve().parent
     return [d for d in (here / "models", here.parent / "models") if d.is_dir()]
-
-
-def atomic_write(path: Path, write, like: Path | None = None) -> None:
-    """Write through a temporary file in the same folder, renamed into place only on success.
-    The file gets the permissions and times of `like` (as gzip gives its output the input's), or else those
-    a plain open() would give — not mkstemp's 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        try:
-            if like is not None:
-                shutil.copystat(like, tmp)
-        except OSError:             # a file system without the metadata: the defaults below
-            like = None
-        if like is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_model_files(stem: str | os.PathLike, kind: str, tensors: dict, fields: dict, **meta) -> Path:

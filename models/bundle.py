@@ -19,7 +19,8 @@ import torch
 
 from hmgen.text.data import load_eval_ids
 from hmgen.text.evaluate import evaluate
-from hmgen.modelio import file_sha256, load_model, read_meta
+from hmgen.fs import file_sha256
+from hmgen.modelio import load_model, read_meta
 
 
 def main():

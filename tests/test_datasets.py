@@ -214,7 +214,7 @@ def test_verified_file_is_not_hashed_again_while_unchanged(tmp_path, server, mon
     get("text8", tmp_path, server)
     assert (tmp_path / "text8.sha256").read_text().split()[0] == sha(TEXT8)
     hashed = []
-    monkeypatch.setattr(datasets, "_sha256_file", lambda p: hashed.append(p) or sha(p.read_bytes()))
+    monkeypatch.setattr(datasets, "file_sha256", lambda p: hashed.append(p) or sha(p.read_bytes()))
     for _ in range(2):
         fetch("text8", tmp_path, sha256=sha(TEXT8))
     assert hashed == []

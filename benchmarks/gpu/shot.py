@@ -422,7 +422,7 @@ def export(log: Log, jobs: dict[str, Job], dest: Path) -> dict[str, dict]:
     """best.{safetensors,json} of each run -> dest/NAME.*; float16 where the float32 total would not fit."""
     from safetensors.torch import load_file, save_file
 
-    from hmgen.modelio import file_sha256
+    from hmgen.fs import file_sha256
     dest.mkdir(parents=True, exist_ok=True)
     found = {n: best_of(j) for n, j in jobs.items() if best_of(j) is not None}
     sizes = {n: (b.with_suffix(".safetensors")).stat().st_size for n, b in found.items()}

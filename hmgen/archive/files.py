@@ -2,15 +2,24 @@
 
 Never lose data: output goes to a temporary file beside its destination, renamed into place only after
 it was written completely; a compressed input's source file is removed only after the archive was decoded
-again and compared byte for byte with it; a decompressed archive is removed only after every block
-matched its CRC32. On any failure the temporary file is removed and the input left untouched.
+again and compared byte for byte with it (read again through the same open file, never reopened); a
+decompressed archive is removed only after every block matched its CRC32. On any failure the temporary file
+is removed and the input left untouched.
+
+Which named inputs are taken (open_input, one policy for both commands, as gzip and xz): a directory is
+skipped; anything that is not a regular file (a device, a FIFO, a socket) is read only with -c (then as a
+stream, once) and skipped otherwise; a symbolic link, or a file with other hard links, is skipped when it would
+be removed, unless -f (with -k or -c it is read through). A skipped file is a warning (exit status 3).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import io
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +28,8 @@ from typing import BinaryIO, Callable, ContextManager
 
 from hmgen.archive.format import (DEFAULT_LANES, Engine, FormatError, Header, Listing, Stats, code_block, compress,
                                   decompress, list_archive, read_header)
-from hmgen.modelio import ModelError, atomic_write, load_arrays, load_model
+from hmgen.fs import atomic_write
+from hmgen.modelio import ModelError, load_arrays, load_model
 
 SUFFIX = ".hmz"
 SPOOL = 64 << 20          # decoded bytes held in memory before stdout output spills to a temporary file
@@ -110,10 +120,86 @@ class CompareSink(io.RawIOBase):
         return len(data)
 
 
+class NamedInput(io.RawIOBase):
+    """An open input whose read errors name it ("notes.txt: Input/output error"), not a temporary output."""
+
+    def __init__(self, f: BinaryIO, name: str):
+        self.f, self.name_shown = f, name
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return self.f.seekable()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def close(self):
+        self.f.close()
+        super().close()
+
+    def readinto(self, b) -> int:
+        try:
+            return self.f.readinto(b)
+        except OSError as e:
+            raise type(e)(e.errno, e.strerror, self.name_shown) from None
+
+
+class HeldHeader(io.RawIOBase):
+    """Standard output that holds an archive's first write (its header) until a second one follows: an input
+    that fails before its first block was read leaves nothing on stdout."""
+
+    def __init__(self, out: BinaryIO):
+        self.out, self.held = out, None
+
+    def writable(self):
+        return True
+
+    def write(self, data) -> int:
+        if self.held is None:
+            self.held = bytes(data)
+            return len(data)
+        if self.held:
+            self.out.write(self.held)
+            self.held = b""
+        return self.out.write(data)
+
+
 @dataclass
 class Result:
     stats: Stats
     output: str          # where the result went: a path, "stdout" or "(test)"
+
+
+def open_input(path: str, *, to_stdout: bool, keep: bool, force: bool) -> BinaryIO:
+    """A named input opened once, by the module's policy (see the docstring): raises Skipped for what is left
+    alone. Opened without blocking (a FIFO with no writer, a serial line), then switched to blocking reads."""
+    removing = not (keep or to_stdout)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", path) from None
+    if stat.S_ISLNK(st.st_mode) and removing and not force:
+        raise Skipped(f"{path}: is a symbolic link -- unchanged (-k keeps it and reads what it points to; -f too)")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise Skipped(f"{path}: is a directory -- ignored")
+        if not stat.S_ISREG(st.st_mode) and not to_stdout:
+            raise Skipped(f"{path}: is not a regular file -- ignored (-c reads it as a stream)")
+        if st.st_nlink > 1 and removing and not force:
+            others = st.st_nlink - 1
+            raise Skipped(f"{path}: has {others} other link{'s' if others > 1 else ''} -- unchanged (-k or -f)")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return io.BufferedReader(NamedInput(os.fdopen(fd, "rb", buffering=0, closefd=True), path), 1 << 20)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool, force: bool, to_stdout: bool,
@@ -122,45 +208,43 @@ def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool,
     q, name = engines.get(model)
     if path == "-":
         out = sys.stdout.buffer
-        st = compress(sys.stdin.buffer, out, q, name, lanes, progress)
+        st = compress(NamedInput(sys.stdin.buffer, "standard input"), HeldHeader(out), q, name, lanes, progress)
         out.flush()
         return Result(st, "stdout")
-    src = Path(path)
-    if src.suffix == SUFFIX:
-        raise Skipped(f"{path}: already has {SUFFIX} suffix -- unchanged")
-    if src.is_dir():
-        raise Skipped(f"{path}: is a directory -- ignored")
-    if not src.exists():
-        raise FileNotFoundError(f"{path}: No such file or directory")
-    if to_stdout:
-        with open(src, "rb") as f:
-            st = compress(f, sys.stdout.buffer, q, name, lanes, progress)
-        sys.stdout.buffer.flush()
-        return Result(st, "stdout")
+    if path.endswith(SUFFIX) and not (to_stdout or force):     # as gzip, xz, zstd: -c and -f compress it again
+        raise Skipped(f"{path}: already has {SUFFIX} suffix -- unchanged (-c or -f compresses it again)")
     dst = Path(path + SUFFIX)
-    if dst.exists() and not force:
-        raise FileExistsError(f"{dst}: already exists; not overwritten (use -f)")
-    stats = {}
+    if not to_stdout and dst.exists() and not force:
+        raise Skipped(f"{dst}: already exists; not overwritten (use -f)")
+    with open_input(path, to_stdout=to_stdout, keep=keep, force=force) as f:
+        if to_stdout:
+            st = compress(f, HeldHeader(sys.stdout.buffer), q, name, lanes, progress)
+            sys.stdout.buffer.flush()
+            return Result(st, "stdout")
+        stats = {}
 
-    def write(tmp: str):
-        with open(src, "rb") as f, open(tmp, "wb") as out:
-            stats["st"] = compress(f, out, q, name, lanes, progress)
-            out.flush()
-            os.fsync(out.fileno())
-        if not keep:                          # the input goes away: first prove the archive restores it
-            verify(Path(tmp), src, q, name)
+        def write(tmp: str):
+            with open(tmp, "wb") as out:
+                stats["st"] = compress(f, out, q, name, lanes, progress)
+                out.flush()
+                os.fsync(out.fileno())
+            if not keep:                      # the input goes away: first prove the archive restores it
+                verify(Path(tmp), f, q, name)
 
-    atomic_write(dst, write, like=src)
+        atomic_write(dst, write, like=path)
     if not keep:
-        src.unlink()
+        os.unlink(path)
     return Result(stats["st"], str(dst))
 
 
-def verify(archive: Path, original: Path, q: Engine, name: str) -> None:
-    with open(archive, "rb") as a, open(original, "rb") as o:
-        sink = CompareSink(o)
+def verify(archive: Path, original: BinaryIO, q: Engine, name: str) -> None:
+    """Decode the archive and compare it with the original, read again from its start through the same open
+    file (a regular file: open_input allows removing nothing else)."""
+    original.seek(0)
+    with open(archive, "rb") as a:
+        sink = CompareSink(original)
         decompress(a, sink, q, name)
-        if not sink.equal or o.read(1):
+        if not sink.equal or original.read(1):
             raise FormatError(f"{archive}: verification failed, the archive does not restore the input; input kept")
 
 
@@ -181,29 +265,24 @@ def decompress_path(path: str, engines: Engines, model: str | None, *, keep: boo
     the concatenation; each member's model is loaded only if one of its blocks needs it."""
     resolve = lambda head: engines.for_archive(head, model)
     if path == "-":
-        src = sys.stdin.buffer
+        src = NamedInput(sys.stdin.buffer, "standard input")
         head = read_header(src)
         if test:
             return Result(decompress(src, None, resolve, head=head, progress=progress), "(test)")
         return Result(to_stdout_when_verified(lambda out: decompress(src, out, resolve, head=head, progress=progress)),
                       "stdout")
-    p = Path(path)
-    if p.is_dir():
-        raise Skipped(f"{path}: is a directory -- ignored")
-    if not p.exists():
-        raise FileNotFoundError(f"{path}: No such file or directory")
-    if not test and not to_stdout and p.suffix != SUFFIX:
+    if not test and not to_stdout and not path.endswith(SUFFIX):
         raise Skipped(f"{path}: unknown suffix -- ignored (expected {SUFFIX})")
-    with open(p, "rb") as f:
+    dst = Path(path[:-len(SUFFIX)]) if path.endswith(SUFFIX) else None
+    if not (test or to_stdout) and dst.exists() and not force:
+        raise Skipped(f"{dst}: already exists; not overwritten (use -f)")
+    with open_input(path, to_stdout=to_stdout or test, keep=keep, force=force) as f:
         head = read_header(f)
         if test:
             return Result(decompress(f, None, resolve, head=head, progress=progress), "(test)")
         if to_stdout:
             return Result(to_stdout_when_verified(lambda out: decompress(f, out, resolve, head=head, progress=progress)),
                           "stdout")
-        dst = p.with_suffix("")
-        if dst.exists() and not force:
-            raise FileExistsError(f"{dst}: already exists; not overwritten (use -f)")
         stats = {}
 
         def write(tmp: str):
@@ -212,9 +291,9 @@ def decompress_path(path: str, engines: Engines, model: str | None, *, keep: boo
                 out.flush()
                 os.fsync(out.fileno())
 
-        atomic_write(dst, write, like=p)
+        atomic_write(dst, write, like=path)
     if not keep:
-        p.unlink()
+        os.unlink(path)
     return Result(stats["st"], str(dst))
 
 

@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from hmgen import __version__
 from hmgen.cli import archive, handwrite, text, train
-from hmgen.cli.common import READER_LEFT, named_stdout, one_line, silence_stdout
+from hmgen.cli.common import READER_LEFT, debugging, one_line, say, silence_stdout, standard_streams
 from hmgen.errors import HmgenError
 
 HELP = """HM-LSTM models: train, evaluate, sample, compress, show boundaries, write by hand.
@@ -50,13 +50,13 @@ def one_line_errors():
         if type(e).__name__ == "NoArgsIsHelpError":         # `hmgen` alone: the help, as asked
             raise
         where = e.ctx.command_path if e.ctx is not None else "hmgen"
-        typer.echo(f"hmgen: {e.format_message()} (see {where} -h)", err=True)
+        say(f"hmgen: {e.format_message()} (see {where} -h)")
         raise typer.Exit(2) from None
     except (HmgenError, OSError) as e:
-        if os.environ.get("HMGEN_DEBUG"):
+        if debugging():
             raise
         silence_stdout()
-        typer.echo(f"hmgen: {e if isinstance(e, HmgenError) else one_line(e)}", err=True)
+        say(f"hmgen: {e if isinstance(e, HmgenError) else one_line(e)}")
         raise typer.Exit(getattr(e, "exit_code", 1)) from None
 
 
@@ -107,9 +107,9 @@ app.command(help=archive.DECOMPRESS_HELP)(archive.decompress)
 
 
 def main():
-    if os.environ.get("HMGEN_DEBUG"):
+    if debugging():
         return app(prog_name="hmgen")
-    sys.stdout = named_stdout()
+    standard_streams()
     status = run()
     try:                                         # what is still buffered must reach its reader, or the
         sys.stdout.flush()                       # status must say that it did not
@@ -117,7 +117,7 @@ def main():
         status = status or READER_LEFT
     except OSError as e:
         if not status:
-            typer.echo(f"hmgen: {one_line(e)}", err=True)
+            say(f"hmgen: {one_line(e)}")
         status = status or 1
     silence_stdout()
     raise SystemExit(status)
@@ -132,6 +132,6 @@ def run() -> int:
     except BrokenPipeError:
         return READER_LEFT
     except Exception as e:                       # a bug in hmgen: never a traceback for the user
-        typer.echo(f"hmgen: internal error: {type(e).__name__}: {e} (HMGEN_DEBUG=1 shows the traceback)", err=True)
+        say(f"hmgen: internal error: {type(e).__name__}: {e} (HMGEN_DEBUG=1 shows the traceback)")
         return 1
     return 0

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from hmgen.cli.common import one_line
+from hmgen.cli.common import one_line, say
 from hmgen.cli.options import device_option, json_option, model_option, quiet_option, set_threads, threads_option
 from hmgen.errors import HmgenError, UsageError
 from hmgen.progress import Bar
@@ -66,6 +66,35 @@ def exit_on_termination() -> None:
         signal.signal(sig, unwind)
 
 
+def list_archives(files: list[str], as_json: bool) -> None:
+    """-l: sizes, ratio, bpc and model(s) of each archive, from its headers; exits."""
+    from hmgen.archive import files as archive
+    from hmgen.archive.format import FormatError
+
+    rows, status = [], 0
+    for path in files:
+        try:
+            info = archive.list_path(path)
+        except (FormatError, OSError) as e:
+            say(f"hmgen: {path}: {e}" if isinstance(e, FormatError) else f"hmgen: {one_line(e)}")
+            status = 1
+            continue
+        rows.append({"file": path, "compressed": info.compressed, "original": info.original,
+                     "ratio": round(info.compressed / max(1, info.original), 4),
+                     "bpc": round(8 * info.compressed / info.original, 4) if info.original else None,
+                     "model": info.name, "weights_sha256": info.weights_hash, "blocks": info.blocks,
+                     "lanes": info.lanes, "methods": info.methods})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        typer.echo(f"{'compressed':>12} {'original':>12} {'ratio':>7} {'bpc':>6}  {'model':<16} file")
+        for r in rows:
+            bpc = f"{r['bpc']:6.3f}" if r["bpc"] is not None else "     -"
+            typer.echo(f"{r['compressed']:>12,} {r['original']:>12,} {100 * r['ratio']:6.1f}% {bpc}  "
+                       f"{r['model']:<16} {r['file']}")
+    raise typer.Exit(status)
+
+
 def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool, force: bool, test: bool,
                     list_: bool, verbose: bool, quiet: bool, model: Optional[str], device: str, lanes: int,
                     threads: Optional[int], as_json: bool):
@@ -81,40 +110,20 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
     if not 1 <= lanes <= MAX_LANES:
         raise UsageError(f"--lanes must be between 1 and {MAX_LANES}")
     files = files or ["-"]
-    if list_:
-        rows, status = [], 0
-        for path in files:
-            try:
-                info = archive.list_path(path)
-            except (FormatError, OSError) as e:
-                typer.echo(f"hmgen: {path}: {e}" if isinstance(e, FormatError) else f"hmgen: {one_line(e)}", err=True)
-                status = 1
-                continue
-            rows.append({"file": path, "compressed": info.compressed, "original": info.original,
-                         "ratio": round(info.compressed / max(1, info.original), 4),
-                         "bpc": round(8 * info.compressed / info.original, 4) if info.original else None,
-                         "model": info.name, "weights_sha256": info.weights_hash, "blocks": info.blocks,
-                         "lanes": info.lanes, "methods": info.methods})
-        if as_json:
-            typer.echo(json.dumps(rows, indent=2))
-        else:
-            typer.echo(f"{'compressed':>12} {'original':>12} {'ratio':>7} {'bpc':>6}  {'model':<16} file")
-            for r in rows:
-                bpc = f"{r['bpc']:6.3f}" if r["bpc"] is not None else "     -"
-                typer.echo(f"{r['compressed']:>12,} {r['original']:>12,} {100 * r['ratio']:6.1f}% {bpc}  "
-                           f"{r['model']:<16} {r['file']}")
-        raise typer.Exit(status)
-    decompress = decompress or test
-    to_stdout = stdout or files == ["-"]
-    if not decompress and to_stdout and sys.stdout.isatty() and not force:
-        raise HmgenError("compressed data not written to a terminal (use -f to force, or redirect stdout)")
-    if decompress and "-" in files and sys.stdin.isatty() and not force:
+    reads_stdin = "-" in files
+    if (decompress or test or list_) and reads_stdin and sys.stdin.isatty() and not force:
         raise HmgenError("compressed data not read from a terminal (redirect stdin)")
+    if list_:
+        list_archives(files, as_json)
+    decompress = decompress or test
+    if not decompress and (stdout or reads_stdin) and sys.stdout.isatty() and not force:
+        raise HmgenError("compressed data not written to a terminal (use -f to force, or redirect stdout)")
     engines = archive.Engines(device, guard=signals_deferred)
     if not quiet and sys.stderr.isatty() and not archive.coder_compiled():
-        typer.echo("hmgen: first run: compiling the coder for this CPU (once, about 15 s)", err=True)
+        say("hmgen: first run: compiling the coder for this CPU (once, about 15 s)")
     status = 0
     for path in files:
+        to_stdout = stdout or path == "-"
         size = os.path.getsize(path) if path != "-" and os.path.isfile(path) else None
         try:
             with Bar(path if path != "-" else "stdin", quiet or (size or 0) < (1 << 16) and path != "-",
@@ -133,7 +142,7 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
                     res = archive.compress_path(path, engines, model, keep=keep or stdout, force=force,
                                                 to_stdout=stdout, lanes=lanes, progress=advance)
         except archive.Skipped as e:
-            typer.echo(f"hmgen: {e}", err=True)
+            say(f"hmgen: {e}")
             status = status or SKIPPED                      # an error (1) outranks a warning
             continue
         except BrokenPipeError:
@@ -141,11 +150,11 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
         except (HmgenError, OSError, ValueError) as e:      # reported per file; the next file is tried
             shown = (f"{path}: {e}" if isinstance(e, FormatError) and not str(e).startswith(path)
                      else one_line(e) if isinstance(e, OSError) else str(e))
-            typer.echo(f"hmgen: {shown}", err=True)
+            say(f"hmgen: {shown}")
             status = 1
             continue
         if not quiet and (verbose or test or not to_stdout or sys.stderr.isatty()):
-            typer.echo(archive_summary(path, res, decompress, verbose), err=True)
+            say(archive_summary(path, res, decompress, verbose))
     raise typer.Exit(status)
 
 

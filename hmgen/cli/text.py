@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from hmgen.cli.common import writing
+from hmgen.cli.common import save_output
 from hmgen.cli.options import device_option, finite, json_option, model_option, quiet_option, set_threads, threads_option
 from hmgen.errors import HmgenError, UsageError
 from hmgen.progress import Bar
@@ -140,7 +140,6 @@ def boundaries(
     if not text:
         raise HmgenError("the text is empty: nothing to show")
     from hmgen.text.boundaries import analyse, render_svg, render_terminal
-    from hmgen.modelio import atomic_write
 
     lm = open_model(model, device)
     with Bar("boundaries", quiet or len(text) < 2000) as bar:
@@ -150,8 +149,7 @@ def boundaries(
         if output == "-":
             typer.echo(svg)
         else:
-            with writing(output):
-                atomic_write(Path(output), lambda tmp: Path(tmp).write_text(svg, encoding="utf-8"))
+            save_output(output, svg)
     if as_json:
         typer.echo(json.dumps(b.to_dict()))
     elif not quiet and output != "-":

@@ -15,13 +15,13 @@ import hashlib
 import http.client
 import os
 import tempfile
-import urllib.error
 import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
 
 from hmgen.errors import DataError
+from hmgen.fs import atomic_write, file_sha256, one_line
 from hmgen.progress import Bar
 
 URLS = {
@@ -40,24 +40,6 @@ def default_dir() -> Path:
     return Path(os.environ.get("HMGEN_DATA") or Path.home() / ".cache" / "hmgen").expanduser()
 
 
-def _one_line(e: BaseException) -> str:
-    if isinstance(e, urllib.error.HTTPError):
-        text = f"HTTP {e.code} {e.reason}"
-    elif isinstance(e, urllib.error.URLError):
-        text = str(e.reason)
-    else:
-        text = str(e) or type(e).__name__
-    return " ".join(text.split())
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _stamp(path: Path) -> str:
     st = path.stat()
     return f"{st.st_size} {st.st_mtime_ns}"
@@ -72,7 +54,7 @@ def _verify_existing(path: Path, expected: str) -> None:
             return
     except OSError:
         pass
-    got = _sha256_file(path)
+    got = file_sha256(path)
     if got != expected:
         raise DataError(f"{path}: checksum mismatch (sha256 {got[:12]}..., expected {expected[:12]}...); "
                         f"remove it and fetch again with --download")
@@ -119,36 +101,32 @@ def fetch(name: str, directory: str | os.PathLike | None = None, download: bool 
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create {d}: {_one_line(e)}") from None
+        raise DataError(f"cannot create {d}: {one_line(e)}") from None
 
-    temps: list[str] = []
+    zipped = None
     try:
         with tempfile.NamedTemporaryFile(dir=d, prefix=f".{name}.", suffix=".zip.part", delete=False) as z:
-            temps.append(z.name)
+            zipped = z.name
             _download(url, z, progress)
-        with zipfile.ZipFile(temps[0]) as zf, zf.open(name) as member, \
-                tempfile.NamedTemporaryFile(dir=d, prefix=f".{name}.", suffix=".part", delete=False) as out:
-            temps.append(out.name)
-            h = hashlib.sha256()
-            while block := member.read(CHUNK):
-                h.update(block)
-                out.write(block)
-        if h.hexdigest() != expected:
-            raise DataError(f"{name} from {url}: checksum mismatch (sha256 {h.hexdigest()[:12]}..., "
-                            f"expected {expected[:12]}...)")
-        os.replace(temps[-1], path)
-        temps.pop()
+
+        def unzip(tmp: str) -> None:            # the corpus reaches `path` only once its checksum matched
+            with zipfile.ZipFile(zipped) as zf, zf.open(name) as member, open(tmp, "wb") as out:
+                h = hashlib.sha256()
+                while block := member.read(CHUNK):
+                    h.update(block)
+                    out.write(block)
+            if h.hexdigest() != expected:
+                raise DataError(f"{name} from {url}: checksum mismatch (sha256 {h.hexdigest()[:12]}..., "
+                                f"expected {expected[:12]}...)")
+        atomic_write(path, unzip)
     except DataError:
         raise
     except KeyError:
         raise DataError(f"{name} from {url}: the archive has no member {name!r}") from None
     except (OSError, http.client.HTTPException, zipfile.BadZipFile, zlib.error, EOFError, ValueError) as e:
-        raise DataError(f"cannot fetch {name} from {url}: {_one_line(e)}") from None
+        raise DataError(f"cannot fetch {name} from {url}: {one_line(e)}") from None
     finally:
-        for t in temps:
-            try:
-                os.unlink(t)
-            except OSError:
-                pass
+        if zipped:
+            Path(zipped).unlink(missing_ok=True)
     _write_marker(path, expected)
     return path

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hmgen.errors import HmgenError, UsageError
-from hmgen.modelio import atomic_write
+from hmgen.fs import atomic_write
 from hmgen.training.config import OLD_RUN_DEFAULTS
 
 RUN_FILES = ("checkpoint.safetensors", "checkpoint.json", "best.safetensors", "best.json", "metrics.jsonl")
