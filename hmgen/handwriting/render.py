@@ -13,7 +13,10 @@ import zlib
 import numpy as np
 
 from hmgen.handwriting.data import level_rotation, smooth_stroke, to_strokes
+from hmgen.errors import HmgenError
 from hmgen.handwriting.defaults import LINE_HEIGHT, MARGIN, STROKE_WIDTH
+
+MAX_PNG_PIXELS = 1 << 26        # 67M pixels (268M drawn, supersampled): a page of lines 1,000 px high
 
 
 def layout(lines_offsets: list[np.ndarray], units_per_line: float, line_height: float = LINE_HEIGHT,
@@ -83,6 +86,9 @@ def to_png(lines_offsets: list[np.ndarray], units_per_line: float, line_height: 
            margin: float = MARGIN, stroke_width: float = STROKE_WIDTH, smooth: bool = True, supersample: int = 2) -> bytes:
     """Grey-scale PNG of the same layout as to_svg (black ink on white), antialiased by supersampling."""
     W, H, placed = layout(lines_offsets, units_per_line, line_height, margin, smooth)
+    if W * H > MAX_PNG_PIXELS or stroke_width > min(W, H):
+        raise HmgenError(f"a PNG of {W:.6g} x {H:.6g} pixels with a {stroke_width:g}-pixel pen is too large to draw "
+                         f"(at most {MAX_PNG_PIXELS:,} pixels): lower --line-height, --margin or --stroke-width")
     k = supersample
     w, h = int(np.ceil(W)) * k, int(np.ceil(H)) * k
     ink = np.zeros((h, w), bool)
