@@ -49,8 +49,10 @@ import torch
 
 from hmgen.handwriting.data import load_iam, prepare_lines, preprocess, select, to_strokes
 from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
-from hmgen.handwriting.render import to_svg
+from hmgen.handwriting.model import denormalise, normalise
+from hmgen.handwriting.render import to_png, to_svg
 from hmgen.handwriting.sample import space_words, synthesize
+from hmgen.handwriting.styles import FEATURES, features
 from hmgen.modelio import load_hw_model
 from hmgen.handwriting.train import evaluate_lines
 
@@ -211,6 +213,163 @@ def legibility(models: list[str], data: str, biases: list[float], seeds: int, st
     return rows
 
 
+# ----------------------------------------------------------------------------- styles
+
+def style_lines(model, data: str | None, ids: list[str] | None = None) -> list[dict]:
+    """The styles to measure: the model's own bank, or IAM-OnDB lines by id (preprocessed as the model's data):
+    [{"line_id", "text", "offsets": (N, 3) whiteboard units, "writer"}]."""
+    c = model.cfg
+    if not ids:
+        return [{"line_id": s.get("line_id", f"style {i}"), "text": s["text"], "writer": s.get("writer", -1),
+                 "offsets": denormalise(np.asarray(s["offsets"], np.float32), c)} for i, s in enumerate(model.styles)]
+    by_id = {ln.line_id: ln for ln in load_iam(data)}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise SystemExit(f"no such lines in {data}: {missing[:5]}")
+    return [{"line_id": i, "text": by_id[i].text, "writer": by_id[i].writer,
+             "offsets": preprocess(by_id[i].points, c.stride, c.align, c.smooth, c.glitch, c.clip)} for i in ids]
+
+
+def mean_features(lines) -> dict:
+    f = [features(ln.offsets, ln.text) for ln in lines]
+    return {k: round(float(np.nanmean([x[k] for x in f])), 4) for k in FEATURES}
+
+
+def write_styled(m, phrases: list[str], seeds: range, bias: float, style: dict | None):
+    """Every phrase once per seed, as `hmgen handwrite` writes one line (word gaps as drawn)."""
+    prime = None if style is None else (normalise(style["offsets"], m.cfg), style["text"])
+    out = []
+    for seed in seeds:
+        for ln in synthesize(m, phrases, bias=bias, seed=seed, prime=prime):
+            ln.offsets = space_words(ln, m.cfg.line_height)
+            out.append(ln)
+    return out
+
+
+def correlation(a: list[float], b: list[float]) -> float | None:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return None
+    return round(float(np.corrcoef(a[ok], b[ok])[0, 1]), 3)
+
+
+def style_benchmark(model_path: str, data: str, phrases: list[str], seeds: range, bias: float,
+                    ids: list[str] | None = None, keep: Path | None = None) -> dict:
+    """Per style: its primer's features and Tesseract's reading of the primer, the mean features of the phrases
+    written in it, their CER and word accuracy, and CER / the same phrases' CER without a style; across styles,
+    per feature, the correlation between primer and output."""
+    m = load_hw_model(model_path)
+    c = m.cfg
+    styles = style_lines(m, data, ids)
+    texts = [p for _ in seeds for p in phrases]
+    svg = lambda offsets: [to_svg([o], c.line_height) for o in offsets]
+    with tempfile.TemporaryDirectory() as d:
+        reader = Reader(Path(d), keep=keep)
+        t0 = time.time()
+        plain = write_styled(m, phrases, seeds, bias, None)
+        base = {**scores(texts, reader.read(svg([ln.offsets for ln in plain]), "no-style")),
+                "features": mean_features(plain), "seconds": round(time.time() - t0, 1)}
+        print(json.dumps({"no_style": base}), flush=True)
+        rows = []
+        for i, st in enumerate(styles):
+            t0 = time.time()
+            primer = scores([st["text"]], reader.read(svg([st["offsets"]]), f"primer{i}"))
+            written = write_styled(m, phrases, seeds, bias, st)
+            r = scores(texts, reader.read(svg([ln.offsets for ln in written]), f"style{i}"))
+            row = {"style": i, "line_id": st["line_id"], "text": st["text"], "writer": st["writer"],
+                   "primer_cer": primer["cer"], "primer": features(st["offsets"], st["text"]),
+                   "output": mean_features(written), "cer": r["cer"], "word_acc": r["word_acc"],
+                   "cer_ratio": round(r["cer"] / max(base["cer"], 1e-9), 3),
+                   "completed": round(float(np.mean([ln.stop == "end of text" for ln in written])), 3),
+                   "primer_lag": round(float(np.mean([ln.primer_lag for ln in written])), 2),
+                   "seconds": round(time.time() - t0, 1)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    corr = {k: correlation([r["primer"][k] for r in rows], [r["output"][k] for r in rows]) for k in FEATURES}
+    return {"model": model_path, "bias": bias, "seeds": [seeds.start, seeds.stop - 1], "phrases": len(phrases),
+            "no_style": base, "styles": rows, "correlation": corr,
+            "worst_cer_ratio": max(r["cer_ratio"] for r in rows), "mean_cer_ratio":
+            round(float(np.mean([r["cer_ratio"] for r in rows])), 3)}
+
+
+def choose_styles(model_path: str, data: str, phrases: list[str], seed: int, bias: float, n: int = 12,
+                  candidates: int = 40, chars: tuple[int, int] = (14, 30), max_points: int = 350,
+                  primer_cer: float = 0.25) -> dict:
+    """A style bank from real test lines (testset_f: writers never trained on): one line per writer, 14-30
+    characters, that Tesseract reads with CER <= primer_cer; of `candidates` of them (random), those whose
+    phrases (written once each, seed `seed`) read no worse than without a style; of these, n spread over slant
+    and width per character (farthest points in standardised features, from the best-read one)."""
+    m = load_hw_model(model_path)
+    c = m.cfg
+    rng = np.random.default_rng(0)
+    raw = [ln for ln in select(load_iam(data), "test") if chars[0] <= len(ln.text) <= chars[1] and "#" not in ln.text
+           and set(ln.text) <= set(c.alphabet) and ln.writer >= 0]
+    rng.shuffle(raw)
+    per_writer = {}
+    for ln in raw:
+        off = preprocess(ln.points, c.stride, c.align, c.smooth, c.glitch, c.clip)
+        if ln.writer not in per_writer and 2 <= len(off) <= max_points:
+            per_writer[ln.writer] = {"line_id": ln.line_id, "text": ln.text, "writer": ln.writer, "offsets": off}
+    pool = list(per_writer.values())
+    svg = lambda offsets: [to_svg([o], c.line_height) for o in offsets]
+    texts = list(phrases)
+    with tempfile.TemporaryDirectory() as d:
+        reader = Reader(Path(d))
+        read = reader.read(svg([st["offsets"] for st in pool]))
+        for st, hyp in zip(pool, read):
+            st["primer_cer"] = scores([st["text"]], [hyp])["cer"]
+        legible = [st for st in pool if st["primer_cer"] <= primer_cer][:candidates]
+        base = scores(texts, reader.read(svg([ln.offsets for ln in write_styled(m, phrases, range(seed, seed + 1),
+                                                                               bias, None)])))["cer"]
+        for st in legible:
+            st["cer"] = scores(texts, reader.read(svg([ln.offsets for ln in write_styled(
+                m, phrases, range(seed, seed + 1), bias, st)])))["cer"]
+            st["cer_ratio"] = round(st["cer"] / max(base, 1e-9), 3)
+            st["features"] = features(st["offsets"], st["text"])
+            print(json.dumps({k: v for k, v in st.items() if k != "offsets"}), flush=True)
+    good = sorted([st for st in legible if st["cer_ratio"] <= 1.0], key=lambda st: st["cer"])
+    chosen = []
+    if good:
+        f = np.array([[st["features"]["slant"], st["features"]["width_per_char"]] for st in good])
+        f = (f - f.mean(0)) / np.maximum(f.std(0), 1e-9)
+        chosen = [0]
+        while len(chosen) < min(n, len(good)):
+            dist = np.min(np.linalg.norm(f[:, None] - f[chosen][None], axis=-1), axis=1)
+            chosen.append(int(np.argmax(dist)))
+    keep = lambda st: {k: v for k, v in st.items() if k != "offsets"}
+    return {"model": model_path, "bias": bias, "seed": seed, "phrases": len(phrases), "no_style_cer": base,
+            "pool": len(pool), "legible": len(legible), "good": len(good),
+            "chosen": [good[i]["line_id"] for i in chosen], "candidates": [keep(st) for st in legible]}
+
+
+def style_table(res: dict) -> str:
+    out = [f"model {res['model']}, bias {res['bias']}, {res['phrases']} phrases x seeds {res['seeds']}; without a "
+           f"style: CER {res['no_style']['cer']:.3f}, word acc. {res['no_style']['word_acc']:.3f}",
+           "| style | primer (line) | primer CER | slant primer / output | width/char | letter height | pen-up share "
+           "| CER | / no style | word acc. |", "|---:|---|---:|---|---|---|---|---:|---:|---:|"]
+    for r in res["styles"]:
+        f = lambda k, d: f"{r['primer'][k]:.{d}f} / {r['output'][k]:.{d}f}"
+        out.append(f"| {r['style']} | {r['text']} ({r['line_id']}) | {r['primer_cer']:.2f} | {f('slant', 1)} | "
+                   f"{f('width_per_char', 0)} | {f('letter_height', 0)} | {f('pen_up_share', 3)} | {r['cer']:.3f} | "
+                   f"{r['cer_ratio']:.2f} | {r['word_acc']:.3f} |")
+    cr = res["correlation"]
+    out.append(f"| r | primer vs output across styles | | {cr['slant']} | {cr['width_per_char']} | {cr['letter_height']} "
+               f"| {cr['pen_up_share']} | | worst {res['worst_cer_ratio']:.2f} | |")
+    return "\n".join(out)
+
+
+def style_sheet(model_path: str, data: str, text: str, path: str, seed: int, bias: float,
+                ids: list[str] | None = None) -> None:
+    """A PNG of every style: the primer (a real line), then `text` written in it."""
+    m = load_hw_model(model_path)
+    rows = []
+    for st in style_lines(m, data, ids):
+        ln = write_styled(m, [text], range(seed, seed + 1), bias, st)[0]
+        rows += [st["offsets"], ln.offsets]
+    Path(path).write_bytes(to_png(rows, m.cfg.line_height, line_height=45, margin=12, stroke_width=2))
+
+
 def widest_gaps(offsets: np.ndarray, n: int) -> list[float]:
     """The n widest gaps between a stroke and all ink before it (a line with n spaces: its word gaps)."""
     gaps, right = [], None
@@ -281,6 +440,15 @@ def main():
     ap.add_argument("--real-lines", type=int, default=50, help="real IAM-OnDB test lines read as the reference (0: none)")
     ap.add_argument("--phrases", default=str(PHRASES), help="one phrase per line")
     ap.add_argument("--keep-png", default=None, help="copy the first PNGs of every row to this folder")
+    ap.add_argument("--styles", default=None, help="model whose style bank is measured (features, CER with a style)")
+    ap.add_argument("--style-ids", nargs="*", default=None, help="IAM-OnDB line ids to measure instead of the bank")
+    ap.add_argument("--style-bias", type=float, default=BIAS, help="bias for --styles and --sheet")
+    ap.add_argument("--choose-styles", default=None, help="model for which a style bank is chosen from test lines "
+                    "(on the first half of the phrases, --first-seed)")
+    ap.add_argument("--bank-size", type=int, default=12)
+    ap.add_argument("--candidates", type=int, default=40)
+    ap.add_argument("--sheet", default=None, help="PNG of every style: its primer and --sheet-text written in it")
+    ap.add_argument("--sheet-text", default="The quick brown fox jumps over the lazy dog")
     ap.add_argument("--time", default=None, help="model for the handwrite timing")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
@@ -304,6 +472,18 @@ def main():
                                        args.line_heights, args.spacings, args.real_lines, phrases,
                                        keep=Path(args.keep_png) if args.keep_png else None, first_seed=args.first_seed)
         print(legibility_table(res["legibility"]), flush=True)
+    if args.choose_styles:
+        res["choose_styles"] = choose_styles(args.choose_styles, args.data, phrases[:len(phrases) // 2],
+                                             args.first_seed, args.style_bias, args.bank_size, args.candidates)
+        print(json.dumps({k: v for k, v in res["choose_styles"].items() if k != "candidates"}), flush=True)
+    if args.styles:
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        res["styles"] = style_benchmark(args.styles, args.data, phrases, seeds, args.style_bias, args.style_ids,
+                                        keep=Path(args.keep_png) if args.keep_png else None)
+        print(style_table(res["styles"]), flush=True)
+        if args.sheet:
+            style_sheet(args.styles, args.data, args.sheet_text, args.sheet, args.first_seed, args.style_bias,
+                        args.style_ids)
     if args.word_gaps:
         res["word_gaps"] = word_gaps(args.word_gaps, args.data, phrases, args.bias)
         print(json.dumps(res["word_gaps"]), flush=True)

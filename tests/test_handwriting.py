@@ -315,7 +315,8 @@ def two_word_line(gap: float, dot: bool = False) -> Line:
     rows.append(np.r_[[[gap + (5 if dot else 0), -(5 if dot else 0), 0]], word[1:]])
     kappa.append(np.linspace(3, 4, 11))
     off = np.concatenate(rows).astype(np.float32)
-    return Line("ab cd", off, "end of text", len(off), np.concatenate(kappa).astype(np.float32))
+    position = np.concatenate(kappa).astype(np.float32)
+    return Line("ab cd", off, "end of text", len(off), position, position=position)
 
 
 def word_gap_in_svg(offsets: np.ndarray, units_per_line: float = 100.0) -> float:
@@ -542,3 +543,86 @@ def test_handwriting_training_applies_the_rate_regulariser_as_text_does(tmp_path
     on, off = logged(tmp_path / "on"), logged(tmp_path / "off")
     assert all(rec["rate_loss"] > 0 for rec in on if "z_rates" in rec)
     assert not any("rate_loss" in rec for rec in off)
+
+
+def test_handwriting_training_logs_each_detectors_firing_window_share_and_layer_operations(tmp_path, iam_dir):
+    r = run(["train", f"iam:{iam_dir}", "--hidden", "8,8,8", "--mixtures", "3", "--window", "2", "--batch-size", "2",
+             "--seq-len", "16", "--eval-every", "4", "--log-every", "1", "--threads", "1", "--steps", "2", "-q",
+             "--out", str(tmp_path / "run")])
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"z_rates"' in ln]
+    assert [rec["step"] for rec in recs] == [1, 2]
+    for rec in recs:
+        assert len(rec["fire"]) == len(rec["window"]) == 2 and all(0 <= v <= 1 for v in rec["fire"] + rec["window"])
+        assert rec["fire"] == rec["z_rates"]                       # the same count, both over real points only
+        assert len(rec["layers"]) == 3 and all(abs(sum(op.values()) - 1) < 1e-3 for op in rec["layers"])
+        assert rec["layers"][0]["copy"] == 0                      # the bottom layer never copies
+        assert {"L1.boundary", "L2.boundary", "L1.gates", "other"} <= set(rec["grad_groups"])
+
+
+def test_eval_iam_gives_nll_per_line_and_point_and_each_layers_operations(tmp_path, iam_dir):
+    out = tmp_path / "run"
+    r = run(["train", f"iam:{iam_dir}", "--hidden", "8,8", "--mixtures", "3", "--window", "2", "--batch-size", "2",
+             "--seq-len", "16", "--eval-every", "2", "--threads", "1", "--steps", "2", "-q", "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    r = run(["eval", f"iam:{iam_dir}", "--split", "test", "-m", str(out / "best"), "--json"])
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["split"] == "test" and got["lines"] == 2 and got["points"] > 0           # testset_f: c03-020x
+    assert got["nll_line"] == pytest.approx(got["nll_point"] * got["points"] / got["lines"], rel=1e-3)
+    assert len(got["layers"]) == 2 and set(got["layers"][1]) == {"update", "copy", "flush"}
+    valid = json.loads(run(["eval", f"iam:{iam_dir}", "--split", "valid", "-m", str(out / "best"), "--json"]).stdout)
+    assert valid["lines"] == 1 and valid["nll_line"] != got["nll_line"]
+    r = run(["eval", f"iam:{iam_dir}", "--split", "dev", "-m", str(out / "best")])
+    assert r.returncode == 1 and "unknown split 'dev'" in r.stderr and "Traceback" not in r.stderr
+    r = run(["eval", f"iam:{iam_dir}", "--streams", "2", "-m", str(out / "best")])
+    assert r.returncode == 2 and "--streams" in r.stderr
+
+
+def test_features_of_a_hand_slant_width_height_and_pen_ups():
+    from hmgen.handwriting.styles import features
+    # twenty "letters" 40 units tall, 30 apart, each one stroke, their down-strokes leaning right by 20 degrees
+    lean = np.tan(np.radians(20))
+    letter = [(0, 0), (-40 * lean, -40), (-40 * lean + 10, -40), (10, 0)]          # down, right, up (y up)
+    pts, x0 = [], 0.0
+    for _ in range(20):
+        pts += [(x0 + 40 * lean + x, 40 + y) for x, y in letter]
+        x0 += 30
+    xy = np.array(pts, float)
+    eos = np.zeros(len(xy))
+    eos[3::4] = 1
+    off = np.c_[np.diff(np.r_[[[0, 0]], xy], axis=0), eos].astype(np.float32)
+    f = features(off, "a" * 20)
+    assert f["slant"] == pytest.approx(20, abs=0.5)
+    assert f["pen_up_share"] == pytest.approx(0.25)
+    assert f["letter_height"] == pytest.approx(40, abs=2)
+    assert f["width_per_char"] == pytest.approx((19 * 30 + 10 + 40 * lean) / 20, rel=0.02)
+    mirrored = off * np.array([-1, 1, 1], np.float32)
+    assert features(mirrored, "a" * 20)["slant"] == pytest.approx(-20, abs=0.5)
+
+
+def steady_window_model(step: float) -> "HandwritingModel":
+    """Every window Gaussian alike, moving `step` characters per point whatever the network does."""
+    torch.manual_seed(5)
+    net = SynthesisNet(tiny_cfg(alphabet=" abcd"))
+    with torch.no_grad():
+        net.window.weight.zero_()
+        net.window.bias[4:] = math.log(math.expm1(step / net.cfg.kappa_scale))   # softplus^-1
+    return model_of(net)
+
+
+def test_a_primed_line_leaves_out_the_rest_of_the_primers_text():
+    m = steady_window_model(0.1)
+    primer = np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32)
+    primer[:, 2] = np.arange(12) % 4 == 3
+    (ln,) = synthesize(m, ["ab"], seed=3, prime=(primer, "abcd"), max_steps_per_char=30)
+    assert ln.prime_chars == 5 and ln.primer_lag == pytest.approx(3, abs=0.5)   # the window left on "b" of "abcd"
+    assert ln.stop == "end of text"
+    assert ln.position.min() >= ln.prime_chars - 1        # from the separating space on: nothing of "abcd"
+    assert ln.steps == len(ln.offsets) < 30 * 3           # the cap counts this line's own points
+
+
+def test_word_gaps_follow_the_window_position_not_its_lagging_mean():
+    (ln,) = synthesize(steady_window_model(0.1), ["ab cd"], seed=1, max_steps_per_char=30)
+    assert np.all(np.diff(ln.kappa) >= 0) and ln.position is not None and len(ln.position) == len(ln.offsets)
+    assert np.array_equal(ln.position, np.round(ln.kappa))     # one Gaussian shape: the argmax is the nearest slot

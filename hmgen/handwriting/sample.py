@@ -36,6 +36,8 @@ class Line:
     prime_chars: int = 0         # characters of the priming text before this line's own text
     coverage: float = 1.0        # share of the line's characters that held the window's maximum at some step
     tries: int = 1               # draws until the window passed the last character (or the retries ran out)
+    position: np.ndarray | None = None   # (N,) the character the window is on (argmax phi) at each point
+    primer_lag: float = 0.0      # characters of the primer's text the window had not reached when its strokes ended
 
 
 def check_text(model: HandwritingModel, text: str) -> None:
@@ -60,11 +62,32 @@ def sample_point(params: torch.Tensor, M: int, bias: float, gen: torch.Generator
     return torch.stack([x1, x2, eos], -1)
 
 
+def run_primer(net, seq: torch.Tensor, state, onehot, tmask, a: float = 1.0):
+    """Run the network over a primer's points (T, 3) for every row, clamped (Graves §5.5): the inputs are the
+    null pen-up point, then the primer's points; -> the state after its last point (window position, both
+    kinds of recurrent state), the input for the next step (the primer's last point) and phi (B, U) there."""
+    B = onehot.shape[0]
+    x = torch.zeros(B, 3)
+    x[:, 2] = 1.0
+    phi = None
+    for t in range(len(seq)):
+        _, state, phi, _ = net.step(x, state, onehot, tmask, a)
+        x = seq[t].expand(B, 3).clone()
+    return state, x, phi
+
+
 @torch.no_grad()
 def synthesize(model: HandwritingModel, texts: list[str], bias: float = BIAS, seed: int | None = None,
                prime: tuple[np.ndarray, str] | None = None, max_steps_per_char: int = 25, linger: int = 6,
                a: float = 1.0, retries: int = 2) -> list[Line]:
-    """Write each text. prime: (normalised offsets (N, 3), its text) to clamp first (a style)."""
+    """Write each text. prime: (normalised offsets (N, 3), its text) to clamp first (a style).
+
+    With a primer the network reads "primer text + space + this text": it is run over the primer's points (its
+    window, both states and the last point carried over), then writes. Where the primer's strokes end, the
+    window has often not quite reached the end of the primer's text (measured on handwriting-small-2's bank: 3
+    characters behind on one line in 8): the network then first writes the rest of the primer's text. Those
+    points are not this line's: the line starts at the first stroke that the pen begins to the right of all
+    ink so far once the window is on the separating space (our choice; the step cap counts from there)."""
     net, cfg = model.net, model.cfg
     if not cfg.conditional:
         raise SynthesisError(f"model {model.name!r} is unconditional: it cannot write a given text")
@@ -78,30 +101,49 @@ def synthesize(model: HandwritingModel, texts: list[str], bias: float = BIAS, se
     full = [ptext + t for t in texts]
     onehot, tmask = text_batch([encode_text(t, cfg.alphabet) for t in full], cfg.n_chars)
     end_slot = torch.tensor([len(t) for t in full])          # index of the end-of-text slot per row
+    own = len(ptext)                                          # where each row's own text starts
     state = net.initial_state(B)
     x = torch.zeros(B, 3)
     x[:, 2] = 1.0
+    lag, xabs, right = 0.0, torch.zeros(B), torch.zeros(B)   # the pen's x and the rightmost ink so far (units)
     if prime is not None and len(prime[0]):
-        seq = torch.from_numpy(np.asarray(prime[0], np.float32))
-        for t in range(len(seq)):
-            params, state, phi, _ = net.step(x, state, onehot, tmask, a)
-            x = seq[t].expand(B, 3).clone()
+        seq = np.asarray(prime[0], np.float32)
+        state, x, phi = run_primer(net, torch.from_numpy(seq), state, onehot, tmask, a)
+        lag = max(0.0, own - 1 - float(phi[0].argmax()))     # characters before the separating space
+        px = np.cumsum(denormalise(seq, cfg)[:, 0])
+        xabs[:], right[:] = float(px[-1]), float(px.max())
+    sx, mx = float(cfg.std[0]), float(cfg.mean[0])
     cap = torch.tensor([max_steps_per_char * (len(t) + 1) for t in texts])
-    out = torch.zeros(int(cap.max()), B, 3)
-    kap = torch.zeros(int(cap.max()), B)
+    lead = int(max_steps_per_char * (lag + 2)) if prime is not None else 0   # steps allowed to reach own text
+    total = int(cap.max()) + lead
+    out = torch.zeros(total, B, 3)
+    kap = torch.zeros(total, B)
+    pos = torch.zeros(total, B)
+    begun = torch.full((B,), prime is None)
+    begin = torch.zeros(B, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
     length = torch.zeros(B, dtype=torch.long)
     stop = ["step cap"] * B
     on_end = torch.zeros(B, dtype=torch.long)
     visited = torch.zeros(B, onehot.shape[1], dtype=torch.bool)
-    for t in range(int(cap.max())):
+    rows = torch.arange(B)
+    for t in range(total):
+        pen_up = x[:, 2] > 0.5                               # the point before this one ended a stroke
         params, state, phi, _ = net.step(x, state, onehot, tmask, a)
         x = sample_point(params, cfg.mixtures, bias, gen)
-        out[t], kap[t] = x, state[1].mean(1)
-        live = ~done
-        length[live] += 1
         top = phi.argmax(1)
-        visited[torch.arange(B)[live], top[live]] = True
+        out[t], kap[t], pos[t] = x, state[1].mean(1), top.to(pos.dtype)
+        xabs += x[:, 0] * sx + mx
+        # this line's first stroke: the window is on the separating space or beyond, and the pen came down to the
+        # right of all ink so far (an i-dot or t-bar of the primer's last word lands inside it)
+        starts = ~begun & ~done & (((top >= own - 1) & pen_up & (xabs > right)) | (top >= own + 1))
+        right = torch.maximum(right, xabs)
+        begin[starts] = t
+        begun |= starts
+        done |= ~begun & (t + 1 >= lead)                     # never reached its own text: a stall
+        live = begun & ~done
+        length[live] += 1
+        visited[rows[live], top[live]] = True
         at_end = top == end_slot
         on_end = torch.where(at_end, on_end + 1, torch.zeros_like(on_end))
         passed = kap[t] > end_slot.to(kap.dtype) + 0.5
@@ -109,18 +151,19 @@ def synthesize(model: HandwritingModel, texts: list[str], bias: float = BIAS, se
         for b in torch.nonzero(finished)[:, 0].tolist():
             stop[b] = "end of text"
         done |= finished
-        done |= length >= cap
+        done |= live & (length >= cap)
         if bool(done.all()):
             break
     lines = []
     for b in range(B):
-        n = int(length[b])
-        seq = out[:n, b].numpy().copy()
+        n, t0 = int(length[b]), int(begin[b])
+        seq = out[t0:t0 + n, b].numpy().copy()
         if n:
             seq[-1, 2] = 1.0
-        own = visited[b, len(ptext):len(ptext) + len(texts[b])]
-        lines.append(Line(texts[b], denormalise(seq, cfg), stop[b], n, kap[:n, b].numpy().copy(), len(ptext),
-                          round(float(own.float().mean()), 4)))
+        mine = visited[b, own:own + len(texts[b])]
+        lines.append(Line(texts[b], denormalise(seq, cfg), stop[b], n, kap[t0:t0 + n, b].numpy().copy(), own,
+                          round(float(mine.float().mean()), 4), position=pos[t0:t0 + n, b].numpy().copy(),
+                          primer_lag=round(lag, 2)))
     stalled = [b for b, ln in enumerate(lines) if ln.stop != "end of text"]
     if stalled and retries > 0:
         again = synthesize(model, [texts[b] for b in stalled], bias, int(torch.randint(2**62, (1,), generator=gen)),
@@ -174,13 +217,14 @@ WORD_GAP = (0.47, 0.80)
 def space_words(line: Line, units_per_line: float, gap: tuple[float, float] = WORD_GAP) -> np.ndarray:
     """The line's offsets with every gap between two words moved into the `gap` range (line heights), so words
     are spaced as in the training data: neither run together nor far apart. A stroke belongs to the word the
-    window is on (round(kappa), a space counting with the word before it) when the stroke starts; the pen-up move
+    window is on (its argmax: the mean of kappa lags it by ~3 characters mid-line; a space counting with the word
+    before it) when the stroke starts; the pen-up move
     to a word's first stroke is lengthened or shortened, which moves everything after it."""
     off = line.offsets.copy()
     spaces = np.flatnonzero(np.frombuffer(line.text.encode("utf-32-le"), np.uint32) == ord(" "))
     if not len(spaces) or len(off) < 2:
         return off
-    char = np.clip(np.round(line.kappa).astype(int) - line.prime_chars, 0, len(line.text) - 1)   # (N,)
+    char = np.clip(np.round(line.position).astype(int) - line.prime_chars, 0, len(line.text) - 1)   # (N,)
     word = np.maximum.accumulate(np.searchsorted(spaces, char, side="left"))      # spaces strictly before
     starts = np.flatnonzero(np.r_[True, off[:-1, 2] > 0.5])                        # first point of every stroke
     lo, hi = gap[0] * units_per_line, gap[1] * units_per_line
