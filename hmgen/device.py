@@ -21,3 +21,39 @@ def pick_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"no such CUDA device {name!r} ({torch.cuda.device_count()} present)")
     return device
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on `device` (None: not known)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+BYTES_PER_TRAINED_PARAMETER = 16   # float32 weight, its gradient and Adam's two moments
+
+
+def build_trainable(make, device: torch.device) -> torch.nn.Module:
+    """make() on `device`, after checking that it fits: it is first built on torch's meta device (no memory, no
+    random numbers drawn) to count its parameters, and refused in one line when their weights, gradients and Adam
+    state would not fit in the memory free there (`--embed-dim 100000000000` would otherwise die in the allocator
+    or in the kernel's out-of-memory killer)."""
+    with torch.device("meta"):
+        probe = make()
+    count = sum(p.numel() for p in probe.parameters())
+    need, have = BYTES_PER_TRAINED_PARAMETER * count, available_memory(device)
+    if have is not None and need > have:
+        raise UsageError(f"a model of {count:,} parameters needs about {need / 2**30:,.1f} GiB to train (weights, "
+                         f"gradients, Adam); {device.type} has {have / 2**30:,.1f} GiB free: choose smaller sizes")
+    return make().to(device)

@@ -239,3 +239,47 @@ def test_handwrite_writes_a_png_to_standard_output():
 def test_handwrite_refuses_two_outputs_on_standard_output():
     r = in_process(["handwrite", "hi", "-o", "-", "--png", "-"])
     assert r.exit_code == 2 and "choose one" in r.stderr
+
+
+@pytest.mark.parametrize("args,option", [
+    (["sample", "--seed", "99999999999999999999999", "-n", "1"], "--seed"),
+    (["sample", "-t", "inf", "-n", "1"], "--temperature"),
+    (["eval", "x.txt", "--threads", str(2 ** 64)], "--threads"),
+    (["compress", "--lanes", str(2 ** 70)], "--lanes"),
+    (["handwrite", "hi", "-o", "x.svg", "--bias", "1e38"], "--bias"),
+    (["handwrite", "hi", "-o", "x.svg", "--max-steps-per-char", str(2 ** 64)], "--max-steps-per-char"),
+    (["handwrite", "hi", "-o", "x.svg", "--line-height", "1e300"], "--line-height"),
+    (["train", "x.txt", "--steps", str(2 ** 64)], "--steps"),
+])
+def test_extreme_numbers_are_usage_errors_naming_the_option(args, option, tmp_path):
+    r = subprocess.run(HMGEN + args, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert_one_line_error(r, 2)
+    assert option in r.stderr and not (tmp_path / "x.svg").exists()
+
+
+@pytest.mark.parametrize("args", [["sample", "--prime", "ab\udcff", "-n", "1"], ["boundaries", "ab\udcff"],
+                                  ["handwrite", "ab\udcff", "-o", "x.svg"]])
+def test_text_that_is_not_utf8_is_a_usage_error(args, tmp_path):
+    argv = [os.fsencode(a) for a in HMGEN + args]           # the shell passes the byte 0xff as it is
+    r = subprocess.run(argv, capture_output=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and b"not UTF-8" in r.stderr and b"0xff" in r.stderr and r.stderr.count(b"\n") == 1
+
+
+@pytest.mark.parametrize("temperature", ["1e-45", "5e-324", "1e300"])
+def test_extreme_temperatures_still_sample(temperature, byte_model):
+    r = run("sample", "-m", str(byte_model), "-t", temperature, "-n", "20", "--seed", "1")
+    assert r.returncode == 0 and r.stderr == "" and len(r.stdout) == 20
+
+
+def test_a_model_too_large_for_memory_is_refused_before_training(tmp_path):
+    data = tmp_path / "c.txt"
+    data.write_text("some text to train on\n" * 100)
+    r = run("train", str(data), "--embed-dim", "100000000000", "--steps", "1", "--out", str(tmp_path / "run"), "-q")
+    assert_one_line_error(r, 2)
+    assert "GiB" in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_debugging_is_off_when_hmgen_debug_is_0():
+    r = subprocess.run(HMGEN + ["sample", "-m", "no-such-model"], capture_output=True, text=True,
+                       env={**os.environ, "HMGEN_DEBUG": "0"}, timeout=120)
+    assert_one_line_error(r)

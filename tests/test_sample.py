@@ -112,3 +112,18 @@ def test_cli_reader_closing_the_pipe_is_not_an_error(byte_model):
                        shell=True, capture_output=True, timeout=120)
     assert len(r.stdout) == 10
     assert b"Traceback" not in r.stderr and b"Error" not in r.stderr
+
+
+def test_top_p_zero_keeps_only_the_likeliest_symbol():
+    logits = torch.tensor([1.0, 3.0, 2.0, 0.0])
+    assert filter_logits(logits, 1.0, None, 0.0).tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_a_temperature_too_small_for_floating_point_is_greedy():
+    logits = torch.tensor([1.0, 3.0, 2.0, float("-inf")])
+    assert filter_logits(logits, 5e-324, None, None).tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_a_huge_temperature_is_uniform_over_the_allowed_symbols():
+    probs = filter_logits(torch.tensor([1.0, 3.0, 2.0, float("-inf")]), 1e300, None, None)
+    assert torch.allclose(probs, torch.tensor([1 / 3, 1 / 3, 1 / 3, 0.0], dtype=probs.dtype))

@@ -8,10 +8,11 @@ import sys
 from contextlib import contextmanager
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from hmgen import __version__
 from hmgen.cli import archive, handwrite, text, train
+from hmgen.cli.options import check_values
 from hmgen.cli.common import READER_LEFT, debugging, one_line, say, silence_stdout, standard_streams
 from hmgen.errors import HmgenError
 
@@ -72,6 +73,15 @@ class Commands(TyperGroup):
             return super().invoke(ctx)
 
 
+class Command(TyperCommand):
+    """Every command: its values checked once, at the edge, after typer parsed them (hmgen.cli.options.check_values)."""
+
+    def parse_args(self, ctx, args):
+        rest = super().parse_args(ctx, args)
+        check_values(ctx)
+        return rest
+
+
 app = typer.Typer(
     cls=Commands,
     add_completion=True,
@@ -96,14 +106,14 @@ def root(version: bool = typer.Option(False, "--version", callback=version_callb
     pass
 
 
-app.command()(train.train)
-app.command()(text.sample)
-app.command("eval")(text.evaluate_cmd)
-app.command()(text.boundaries)
-app.command()(text.models)
-app.command()(handwrite.handwrite)
-app.command(help=archive.COMPRESS_HELP)(archive.compress)
-app.command(help=archive.DECOMPRESS_HELP)(archive.decompress)
+app.command(cls=Command)(train.train)
+app.command(cls=Command)(text.sample)
+app.command("eval", cls=Command)(text.evaluate_cmd)
+app.command(cls=Command)(text.boundaries)
+app.command(cls=Command)(text.models)
+app.command(cls=Command)(handwrite.handwrite)
+app.command(help=archive.COMPRESS_HELP, cls=Command)(archive.compress)
+app.command(help=archive.DECOMPRESS_HELP, cls=Command)(archive.decompress)
 
 
 def main():

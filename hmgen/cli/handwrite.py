@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from hmgen.cli.common import save_output
-from hmgen.cli.options import finite, model_option
+from hmgen.cli.options import model_option, seed_option
 from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.errors import HmgenError, UsageError
 from hmgen.bundled import DEFAULT, HANDWRITING
@@ -17,19 +17,19 @@ def handwrite(
     text: Optional[str] = typer.Argument(None, help='Text to write; "-" reads it from stdin. Newlines start new lines.'),
     output: Optional[str] = typer.Option(None, "--output", "-o", help='SVG file to write; "-" writes the SVG to stdout.'),
     model: Optional[str] = model_option(f"Handwriting model: a bundled name or a path (default: {DEFAULT[HANDWRITING]})."),
-    bias: float = typer.Option(BIAS, "--bias", "-b", min=0.0, callback=finite, help="0 = unbiased, varied, harder to read; higher = neater, more alike (Graves 2013 §5.4)."),
-    seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same SVG."),
+    bias: float = typer.Option(BIAS, "--bias", "-b", min=0.0, max=100.0, help="0 = unbiased, varied, harder to read; higher = neater, more alike (Graves 2013 §5.4)."),
+    seed: Optional[int] = seed_option("Same seed, same SVG."),
     style: Optional[int] = typer.Option(None, "--style", min=0, help="Write in the hand of line N of the model's style bank (--list-styles)."),
     list_styles: bool = typer.Option(False, "--list-styles", help="Print the model's style bank and exit."),
     width: int = typer.Option(40, "--width", "-w", min=1, help="Wrap lines longer than this many characters."),
-    line_height: float = typer.Option(LINE_HEIGHT, "--line-height", min=1.0, callback=finite, help="Pixels per line of handwriting."),
-    margin: float = typer.Option(MARGIN, "--margin", min=0.0, callback=finite, help="Margin around the text, pixels."),
+    line_height: float = typer.Option(LINE_HEIGHT, "--line-height", min=1.0, max=10000.0, help="Pixels per line of handwriting."),
+    margin: float = typer.Option(MARGIN, "--margin", min=0.0, max=10000.0, help="Margin around the text, pixels."),
     color: str = typer.Option("black", "--color", help="Ink colour (SVG colour: a name, #rrggbb, rgb(...))."),
-    stroke_width: float = typer.Option(STROKE_WIDTH, "--stroke-width", min=0.01, callback=finite, help="Pen width, pixels."),
+    stroke_width: float = typer.Option(STROKE_WIDTH, "--stroke-width", min=0.01, max=1000.0, help="Pen width, pixels."),
     background: str = typer.Option("white", "--background", help='Background colour, or "none" for transparent.'),
     smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="Smooth the strokes (Savitzky-Golay) when drawing."),
     png: Optional[str] = typer.Option(None, "--png", help='Also write a PNG (black ink on white) to this file; "-" writes it to stdout.'),
-    max_steps_per_char: int = typer.Option(25, "--max-steps-per-char", min=1, help="Hard cap on pen points per character."),
+    max_steps_per_char: int = typer.Option(25, "--max-steps-per-char", min=1, max=1000, help="Hard cap on pen points per character."),
     skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop characters the model cannot write instead of failing."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Report each line's steps and why it stopped, on stderr."),
 ):

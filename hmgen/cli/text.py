@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from hmgen.cli.common import save_output
-from hmgen.cli.options import device_option, finite, json_option, model_option, quiet_option, set_threads, threads_option
+from hmgen.cli.options import (device_option, json_option, model_option, quiet_option, seed_option, set_threads,
+                               threads_option)
 from hmgen.errors import HmgenError, UsageError
 from hmgen.progress import Bar
 
@@ -26,10 +27,10 @@ def open_model(model: Optional[str], device: str = "cpu"):
 def sample(
     prime: str = typer.Option("", "--prime", "-p", help="Text to continue (printed first unless --no-echo)."),
     length: int = typer.Option(500, "--length", "-n", min=0, help="Characters to generate after the prime."),
-    temperature: float = typer.Option(1.0, "--temperature", "-t", min=0.0, callback=finite, help="0 = greedy; <1 safer, >1 wilder."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", min=0.0, help="0 = greedy; <1 safer, >1 wilder."),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Sample among the k likeliest symbols."),
     top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling: the smallest set with this much probability."),
-    seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Same seed, same bytes."),
+    seed: Optional[int] = seed_option("Same seed, same bytes."),
     model: Optional[str] = model_option(),
     echo: bool = typer.Option(True, "--echo/--no-echo", help="Print the prime before the continuation."),
     device: str = device_option(),

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from hmgen.device import build_trainable
 from hmgen.errors import UsageError
 from hmgen.handwriting.data import (HandwritingDataError, load_iam, line_height_units, norm_stats, prepare_lines,
                                     select)
@@ -155,7 +156,7 @@ class HandwritingTask:
         self.data = data or HWData(cfg.data, cfg.stride, cfg.max_points, cfg.conditional, cfg.seed)
         self.hw = hw_config_from(cfg, self.data.alphabet if cfg.conditional else "", self.data.stats,
                                  self.data.line_height)
-        self.model = SynthesisNet(self.hw).to(device)
+        self.model = build_trainable(lambda: SynthesisNet(self.hw), device)
         self.styles = [{"text": p.text, "line_id": p.line_id, "offsets": normalise(p.offsets, self.hw)}
                        for p in self.data.styles]
         self.n_batches = math.ceil(len(self.data.train) / cfg.batch_size)

@@ -55,19 +55,24 @@ def utf8_allowed(state: tuple) -> torch.Tensor:
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """(vocab,) logits -> probabilities after temperature, top-k and nucleus (top-p) filtering."""
-    if temperature <= 0:            # greedy
-        probs = torch.zeros_like(logits)
-        probs[int(torch.argmax(logits))] = 1.0
-        return probs
-    logits = logits / temperature
+    """(vocab,) logits -> probabilities after temperature, top-k and nucleus (top-p) filtering. Temperature 0, or
+    one so small that logits / temperature leave float64's range, is greedy; top-p 0 keeps the likeliest symbol."""
+    greedy = torch.zeros(logits.shape, dtype=torch.float64)
+    greedy[int(torch.argmax(logits))] = 1.0
+    if temperature <= 0:
+        return greedy
+    # in float64 where float32 would overflow (a temperature of 1e-45 or 1e300: greedy or uniform, not NaN)
+    logits = logits / temperature if 1e-30 < temperature < 1e30 else logits.double() / temperature
+    if not torch.isfinite(logits.max()):
+        return greedy
     if top_k is not None and 0 < top_k < logits.numel():
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits.double(), dim=-1)
-    if top_p is not None and 0 < top_p < 1:
+    if top_p is not None and top_p < 1:
         sorted_p, order = torch.sort(probs, descending=True)
         keep = torch.cumsum(sorted_p, 0) - sorted_p < top_p      # the smallest set reaching top_p
+        keep[0] = True                                           # ... and never empty
         mask = torch.zeros_like(probs, dtype=torch.bool)
         mask[order[keep]] = True
         probs = torch.where(mask, probs, torch.zeros_like(probs))

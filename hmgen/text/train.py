@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from hmgen.cell.reference import CharLM, detach_state, operations
+from hmgen.device import build_trainable
 from hmgen.modelio import load_model, save_model
 from hmgen.text.data import Corpus, StreamBatches, load_corpus
 from hmgen.text.evaluate import evaluate, op_counts, rates_dict
@@ -51,7 +52,7 @@ class TextTask:
     def __init__(self, cfg, device, rank: int = 0, world: int = 1, corpus: Corpus | None = None):
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
         self.corpus = corpus or load_corpus(cfg.data, cfg.valid, cfg.download)
-        self.model = CharLM(cfg.model_config(self.corpus.vocab.size)).to(device)
+        self.model = build_trainable(lambda: CharLM(cfg.model_config(self.corpus.vocab.size)), device)
         self.batches = StreamBatches(self.corpus.split("train"), cfg.batch_size, cfg.seq_len, rank, world)
         self.steps_per_epoch = len(self.batches)
         self.state = scatter_state(self.model.initial_state(cfg.batch_size, device), rank, world)
