@@ -3,6 +3,7 @@ saying in one line what went wrong with it. Nothing here imports the rest of hmg
 from __future__ import annotations
 
 import hashlib
+import re
 import os
 import shutil
 import tempfile
@@ -73,3 +74,22 @@ def atomic_write(path: str | os.PathLike, write, like: str | os.PathLike | None 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> None:
+    """torch tensors to a safetensors file through atomic_write. safetensors reports a failed write (a full disk,
+    a file size limit) as its own error type; it becomes the OSError it was, naming `path`."""
+    from safetensors.torch import save_file
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except OSError:
+            raise
+        except Exception as e:                         # safetensors_rust.SafetensorError
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            number = int(code.group(1))
+            raise OSError(number, os.strerror(number), str(path)) from None
+    atomic_write(path, write)

@@ -23,7 +23,7 @@ import numpy as np
 
 from hmgen.bundled import DEFAULT, HANDWRITING, TEXT
 from hmgen.errors import HmgenError
-from hmgen.fs import atomic_write, file_sha256
+from hmgen.fs import atomic_write, file_sha256, write_safetensors
 from hmgen.text.data import Vocab
 
 # torch and the modules built on it are imported where a function needs them: `hmgen compress` on a CPU reads
@@ -73,9 +73,8 @@ def write_model_files(stem: str | os.PathLike, kind: str, tensors: dict, fields:
     """STEM.safetensors (tensors), then STEM.json: format, version, name, the kind's fields, the weights'
     sha256 and meta. Returns the JSON path."""
     stem = Path(stem)
-    from safetensors.torch import save_file
     weights = stem.with_suffix(".safetensors")
-    atomic_write(weights, lambda tmp: save_file(tensors, tmp))
+    write_safetensors(weights, tensors)
     info = {"format": FORMAT[kind], "version": 1, "name": meta.pop("name", stem.name), **fields,
             "weights_sha256": file_sha256(weights), **meta}
     desc = stem.with_suffix(".json")

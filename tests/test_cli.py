@@ -283,3 +283,18 @@ def test_debugging_is_off_when_hmgen_debug_is_0():
     r = subprocess.run(HMGEN + ["sample", "-m", "no-such-model"], capture_output=True, text=True,
                        env={**os.environ, "HMGEN_DEBUG": "0"}, timeout=120)
     assert_one_line_error(r)
+
+
+def test_eval_dash_reads_standard_input(byte_model):
+    r = subprocess.run(HMGEN + ["eval", "-", "-m", str(byte_model), "--json"], input="the cat sat on the mat. " * 10,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and json.loads(r.stdout)["symbols"] == 239
+
+
+@pytest.mark.parametrize("spec", ["FILE", "ptb:DIR"])
+def test_every_split_error_is_a_usage_error(spec, byte_model, tmp_path):
+    (tmp_path / "f.txt").write_text("some text\n")
+    for name in ("train", "valid", "test"):
+        (tmp_path / f"ptb.char.{name}.txt").write_text("a b _ c \n")
+    data = str(tmp_path / "f.txt") if spec == "FILE" else f"ptb:{tmp_path}"
+    assert_one_line_error(run("eval", data, "--split", "bogus", "-m", str(byte_model)), 2)

@@ -710,3 +710,66 @@ def test_training_with_the_fast_forward_follows_the_same_trajectory(tmp_path, mo
     assert len(ref) == len(fast) == 6
     for r, f in zip(ref, fast):
         assert math.isclose(r["loss"], f["loss"], rel_tol=1e-4)
+
+
+# ----------------------------------------------------------------------------- runs that fail stay usable
+
+def hmgen_train(*args, cwd=None, file_limit=None, stdin=None):
+    """The real command in a process of its own (a file size limit applies to it alone)."""
+    import resource
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))) if file_limit else None
+    return subprocess.run([str(BIN / "hmgen"), "train", *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, preexec_fn=limit, input=stdin)
+
+
+def test_empty_validation_data_is_refused_before_training_and_leaves_no_run(tmp_path, text_file):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(text_file), "--valid", str(empty), "--steps", "2", "-o", str(out), *SMALL])
+    assert result.exit_code == 1 and one_line_error(result.stderr) and "empty.txt" in result.stderr
+    assert not out.exists()
+
+
+def test_a_new_run_that_fails_to_write_leaves_nothing_that_blocks_the_next(tmp_path, text_file):
+    out = tmp_path / "run"
+    full = hmgen_train(str(text_file), "--steps", "2", "-o", str(out), *SMALL, file_limit=20_000)
+    assert full.returncode == 1 and one_line_error(full.stderr) and "File too large" in full.stderr
+    assert ".tmp" not in full.stderr and not out.exists()
+    assert hmgen_train(str(text_file), "--steps", "2", "-o", str(out), *SMALL).returncode == 0
+
+
+def test_a_resume_that_fails_to_write_keeps_the_run_resumable_and_logs_each_step_once(tmp_path, text_file):
+    out = tmp_path / "run"
+    assert hmgen_train(str(text_file), "--steps", "2", "--ckpt-every", "2", "-o", str(out), *SMALL).returncode == 0
+    size = (out / "checkpoint.safetensors").stat().st_size
+    full = hmgen_train("--resume", "-o", str(out), "--steps", "6", "--ckpt-every", "2", file_limit=size // 2)
+    assert full.returncode == 1 and one_line_error(full.stderr) and checkpoint_meta(out)["step"] == 2
+    again = hmgen_train("--resume", "-o", str(out), "--steps", "6", "--ckpt-every", "2")
+    assert again.returncode == 0 and checkpoint_meta(out)["step"] == 6
+    logged = [r["step"] for r in train_records(out)]
+    assert logged == sorted(set(logged)) and logged[-1] == 6
+
+
+def test_a_run_stopped_before_any_validation_says_it_saved_no_model(tmp_path, text_file):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(text_file), "--steps", "4", "--time-limit", "0", "-o", str(out), *SMALL[:-1]])
+    assert result.exit_code == 0 and "no model saved" in result.stderr and not (out / "best.json").exists()
+
+
+def test_resume_works_from_another_folder_than_the_one_it_started_in(tmp_path, text_file):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(text_file, tmp_path / "a" / "corpus.txt")
+    assert hmgen_train("corpus.txt", "--steps", "2", "-o", "../run", *SMALL, cwd=tmp_path / "a").returncode == 0
+    again = hmgen_train("--resume", "-o", "../run", "--steps", "4", cwd=tmp_path / "b")
+    assert again.returncode == 0, again.stderr
+    assert checkpoint_meta(tmp_path / "run")["config"]["data"] == str(tmp_path / "a" / "corpus.txt")
+
+
+def test_train_dash_trains_on_standard_input_kept_in_the_run_folder(tmp_path, text_file):
+    out = tmp_path / "run"
+    result = hmgen_train("-", "--steps", "2", "-o", str(out), *SMALL, stdin=text_file.read_text())
+    assert result.returncode == 0, result.stderr
+    assert (out / "stdin.txt").read_bytes() == text_file.read_bytes()
+    assert hmgen_train("--resume", "-o", str(out), "--steps", "3").returncode == 0

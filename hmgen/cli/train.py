@@ -69,6 +69,10 @@ def train(data: Optional[str], config: Optional[Path], resume: bool, force: bool
         cfg = TrainConfig.from_dict({**run, "time_limit": None, **given})
     else:
         cfg = TrainConfig.from_dict(given)
+    if cfg.data == "-":
+        if resume:
+            raise UsageError("--resume trains on the run's own data: leave out -")
+        cfg = dataclasses.replace(cfg, data=str(save_stdin(Path(cfg.out), force)))
     command = "hmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         summary = run_training(cfg, resume=resume, quiet=quiet, command=command, force=force, init=init)
@@ -89,8 +93,25 @@ def train(data: Optional[str], config: Optional[Path], resume: bool, force: bool
         else:
             best, what = summary["best_valid_bpc"], "BPC"
             shown = "-" if best is None else f"{best:.4f}"
-        typer.echo(f"stopped at step {summary['step']} ({summary['stop']}); best validation {what} {shown}; "
-                   f"model: {summary['out']}/best", err=True)
+        saved = (f"model: {summary['model']}" if summary.get("model") else
+                 "no model saved yet (none was validated; --resume continues)")
+        typer.echo(f"stopped at step {summary['step']} ({summary['stop']}); best validation {what} {shown}; {saved}",
+                   err=True)
+
+
+def save_stdin(out: Path, force: bool) -> Path:
+    """`hmgen train -`: standard input, kept in the run folder as stdin.txt, is the corpus (validation, --resume
+    and the record of the run read it again, which a pipe cannot give twice)."""
+    from hmgen.fs import atomic_write
+    from hmgen.training.checkpoint import check_run_folder
+
+    check_run_folder(out, resume=False, force=force)
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise UsageError("standard input is empty: nothing to train on")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "stdin.txt", lambda tmp: Path(tmp).write_bytes(data))
+    return (out / "stdin.txt").resolve()
 
 
 FIXED_PARAMETERS = [

@@ -92,7 +92,10 @@ class Corpus:
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
-    """A file's bytes (.xz and .gz decompressed), or every file in a folder in name order."""
+    """A file's bytes (.xz and .gz decompressed), every file in a folder in name order, or "-": standard input."""
+    if str(path) == "-":
+        import sys
+        return sys.stdin.buffer.read()
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -202,14 +205,16 @@ def load_eval_ids(spec: str, split: str | None, vocab: Vocab) -> np.ndarray:
     """Data to evaluate a model on: a plain file or folder, whole (it has no splits: asking for one is a
     usage error), or a split of a corpus (default: test; a corpus without one is refused, naming its splits)."""
     p = Path(spec)
-    if p.is_file() or (p.is_dir() and not split_files(p)["train"]):
+    if spec == "-" or p.is_file() or (p.is_dir() and not split_files(p)["train"]):
         if split is not None:
-            raise UsageError(f"{spec}: a plain {'file' if p.is_file() else 'folder'} has no splits; it is "
+            raise UsageError(f"{spec}: a plain {'folder' if p.is_dir() else 'file'} has no splits; it is "
                              f"evaluated whole (leave out --split {split})")
         return vocab.encode(read_bytes(spec))
     corpus = load_corpus(spec)
     if split is None and "test" not in corpus.splits:
         raise UsageError(f"{spec} has no test split (it has: {', '.join(corpus.splits)}); choose one with --split")
+    if split is not None and split not in corpus.splits:
+        raise UsageError(f"{spec} has no {split!r} split (it has: {', '.join(corpus.splits)})")
     ids = corpus.split(split or "test")
     if corpus.vocab != vocab:
         return vocab.encode(corpus.vocab.decode(ids))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from hmgen.cell.reference import CharLM, detach_state, operations
 from hmgen.device import build_trainable
+from hmgen.errors import DataError
 from hmgen.modelio import load_model, save_model
 from hmgen.text.data import Corpus, StreamBatches, load_corpus
 from hmgen.text.evaluate import evaluate, op_counts, rates_dict
@@ -52,6 +53,10 @@ class TextTask:
     def __init__(self, cfg, device, rank: int = 0, world: int = 1, corpus: Corpus | None = None):
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
         self.corpus = corpus or load_corpus(cfg.data, cfg.valid, cfg.download)
+        valid = self.corpus.splits.get("valid")
+        if valid is not None and len(valid) < 2:          # found now, not after the first updates
+            raise DataError(f"{cfg.valid or cfg.data}: the validation data holds {len(valid)} symbol(s); "
+                            f"it needs at least 2")
         self.model = build_trainable(lambda: CharLM(cfg.model_config(self.corpus.vocab.size)), device)
         self.batches = StreamBatches(self.corpus.split("train"), cfg.batch_size, cfg.seq_len, rank, world)
         self.steps_per_epoch = len(self.batches)

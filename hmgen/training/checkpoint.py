@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from hmgen.errors import HmgenError, UsageError
-from hmgen.fs import atomic_write
+from hmgen.fs import atomic_write, write_safetensors
 from hmgen.training.config import OLD_RUN_DEFAULTS
 
 RUN_FILES = ("checkpoint.safetensors", "checkpoint.json", "best.safetensors", "best.json", "metrics.jsonl")
@@ -46,6 +46,24 @@ def clear_run_folder(out: Path) -> None:
     """--force: the old run's files go once the new run is ready to start, so that nothing of it mixes in."""
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Drop the metrics lines of steps after `step` (the checkpoint a run resumes from): an invocation that failed
+    after it logged steps that the resumed run computes again, and each step is to be logged once."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            later = json.loads(line).get("step", 0) > step
+        except (ValueError, AttributeError, TypeError):
+            later = False                     # not ours to judge: kept
+        if not later:
+            kept.append(line)
+    if len(kept) < len(lines):
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
 
 
 META_KEY = "hmgen.checkpoint"      # the checkpoint's JSON, in the safetensors header
@@ -88,7 +106,7 @@ def save_checkpoint(out: Path, model, opt, sched, extra: dict[str, torch.Tensor]
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     meta = {**info, "param_groups": opt_sd["param_groups"], "scheduler": sched.state_dict()}
     text = json.dumps(meta, indent=1)
-    atomic_write(out / "checkpoint.safetensors", lambda tmp: save_file(tensors, tmp, metadata={META_KEY: text}))
+    write_safetensors(out / "checkpoint.safetensors", tensors, metadata={META_KEY: text})
     atomic_write(out / "checkpoint.json", lambda tmp: Path(tmp).write_text(text))
 
 

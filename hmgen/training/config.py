@@ -220,6 +220,25 @@ def parse_value(name: str, value, label: str):
 
 # ----------------------------------------------------------------------------- resuming a run
 
+def split_spec(spec: str) -> tuple[str, str]:
+    """A corpus spec -> (its kind with the colon, e.g. "ptb:", or ""; its file or folder, or "")."""
+    if ":" in spec and not os.path.exists(spec):
+        kind, _, rest = spec.partition(":")
+        return kind + ":", rest
+    return "", spec
+
+
+def absolute_data(spec: str | None) -> str | None:
+    """A corpus spec with its file or folder made absolute ("ptb:data/ptb" -> "ptb:/home/me/data/ptb"); a name
+    alone (text8, enwik8: the download folder) stays as it is."""
+    if not spec:
+        return spec
+    kind, rest = split_spec(spec)
+    if not rest or (not kind and not os.path.exists(rest)):
+        return spec
+    return kind + os.path.abspath(os.path.expanduser(rest))
+
+
 def same_data(a: str | None, b: str | None) -> bool:
     """Two corpus specs name the same data: equal, or the same file/folder written differently."""
     if a == b:

@@ -13,7 +13,7 @@ import platform
 import signal
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -25,8 +25,8 @@ from hmgen.progress import Bar
 from hmgen.errors import HmgenError, UsageError
 from hmgen.training.boundary import BoundaryRowsLR, RateControl, glorot_boundary_rows, group_grad_norms
 from hmgen.training.checkpoint import (check_run_folder, clear_run_folder, load_checkpoint, read_run_config,
-                                       save_checkpoint)
-from hmgen.training.config import TrainConfig, resume_changes
+                                       save_checkpoint, trim_metrics)
+from hmgen.training.config import TrainConfig, absolute_data, resume_changes
 from hmgen.training.task import Task, finite
 
 
@@ -153,9 +153,28 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
 
     A new run refuses a folder that holds one unless `force`; `init` starts from another model file's weights
     (fresh optimiser). On resume, cfg may change only what may change (hmgen.training.config); what changed
-    is recorded. `data` is an already loaded corpus for the task. Works under torchrun (DDP)."""
+    is recorded. `data` is an already loaded corpus for the task. Works under torchrun (DDP).
+
+    A new run that fails before its first checkpoint leaves nothing that would block the next one (what it
+    wrote is removed); a failure after it leaves the run as its last checkpoint has it: resumable."""
     out = Path(cfg.out)
     check_run_folder(out, resume, force)
+    if not resume:           # recorded as absolute paths, so that --resume works from any folder
+        cfg = replace(cfg, data=absolute_data(cfg.data), valid=absolute_data(cfg.valid))
+    fresh = not out.exists()
+    try:
+        return run(cfg, out, resume, quiet, command, force, init, data)
+    except BaseException:
+        if not resume and dist_info()[0] == 0 and not (out / "checkpoint.safetensors").exists():
+            clear_run_folder(out)
+            if fresh and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        raise
+
+
+def run(cfg: TrainConfig, out: Path, resume: bool, quiet: bool, command: str | None, force: bool, init: str | None,
+        data) -> dict:
+    """train()'s work, once the run folder was checked."""
     changes = resume_changes(read_run_config(out), cfg, out) if resume else {}
     if resume and init:
         raise UsageError("--init starts a new run from a model file; it cannot be combined with --resume")
@@ -203,6 +222,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
         best = math.inf if meta[task.best_key] is None else meta[task.best_key]
         history = meta.get("history", [])
         sched.factor, sched.patience = 1 / cfg.lr_divide, cfg.patience   # these may change on resume
+        if rank == 0:        # lines a failed invocation logged after this checkpoint: its steps are run again
+            trim_metrics(out / "metrics.jsonl", step)
     history = history + [{"step": step, "command": command, **({"changed": changes} if changes else {})}]
     net = task.forward_module()
     if distributed:
@@ -331,6 +352,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
             validate(schedule=False)   # the last steps count too: export the model if they improved it
         checkpoint()
     summary = {"step": step, task.best_key: finite(best, task.best_digits), "stop": stop_reason, "out": str(out),
+               "model": str(out / "best") if (out / "best.json").is_file() else None,
                "train_seconds": round(seconds(), 1)}
     reporter.write({"event": "stop", **summary})
     reporter.close()
