@@ -117,6 +117,8 @@ def resolve(name_or_path: str | None, kind: str | None = None) -> Path:
     for d in bundled_dirs():
         if (d / f"{name_or_path}.json").is_file():
             return d / f"{name_or_path}.json"
+    if p.is_file():
+        raise ModelError(f"{name_or_path}: not a model file (a model is NAME.json beside NAME.safetensors)")
     known = ", ".join(m["name"] + (" (default)" if m["default"] else "")
                       for m in list_models() if kind is None or m["kind"] == kind) or "none"
     raise ModelError(f"no {kind + ' ' if kind else ''}model {name_or_path!r}: not a file, and not a bundled "
@@ -140,6 +142,9 @@ def load_weights(desc: Path, build, arrays: bool = False):
     weights = desc.with_suffix(".safetensors")
     if not weights.is_file():
         raise ModelError(f"{weights}: weights missing")
+    recorded = read_meta(desc).get("weights_sha256")
+    if recorded and file_sha256(weights) != recorded:      # a damaged or replaced file never loads silently
+        raise ModelError(f"{weights}: damaged (its sha256 is not the {recorded[:16]}… that {desc.name} records)")
     try:
         if arrays:
             from safetensors.numpy import load_file

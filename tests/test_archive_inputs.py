@@ -149,3 +149,33 @@ def test_listing_standard_input_on_a_terminal_does_not_wait():
     start = time.time()
     r, _ = on_a_terminal(["decompress", "-l"])
     assert r.returncode == 1 and b"terminal" in r.stderr and time.time() - start < 30
+
+
+def test_listing_a_concatenation_made_with_two_models_names_both(byte_model, char_model, tmp_path):
+    other = tmp_path / "other"
+    from tests.conftest import make_model
+    from hmgen.text.data import Vocab
+    make_model(other, Vocab("bytes"), seed=1)
+    both = (hmgen("compress", "-m", str(byte_model), stdin=b"abc\n").stdout
+            + hmgen("compress", "-m", str(other), stdin=b"def\n").stdout)
+    r = hmgen("decompress", "-l", "--json", stdin=both)
+    listed = __import__("json").loads(r.stdout)[0]
+    assert r.returncode == 0 and [m["name"] for m in listed["models"]] == ["bytes", "other"] and listed["members"] == 2
+
+
+def test_an_archive_made_with_another_model_of_the_same_name_asks_for_its_file():
+    from types import SimpleNamespace
+    from hmgen.archive.format import FormatError, Header, check_model
+    made = Header("english-small-3", b"\x01" * 32, 0)         # a user's run named like the bundled model
+    with pytest.raises(FormatError, match="--model PATH") as e:
+        check_model(made, SimpleNamespace(hash=b"\x02" * 32), "english-small-3")
+    assert "--model english-small-3" not in str(e.value)
+
+
+@pytest.mark.parametrize("command", [[], ["compress"], ["sample"], ["handwrite"], ["train"]])
+def test_help_on_a_narrow_terminal_never_cuts_an_example_command(command):
+    import os
+    r = subprocess.run(HMGEN + command + ["--help"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "COLUMNS": "40"})
+    examples = [l for l in r.stdout.splitlines() if l.lstrip().startswith(("hmgen ", "cat "))]
+    assert r.returncode == 0 and all(len(l) <= 40 for l in examples), examples

@@ -155,3 +155,29 @@ def test_cli_reads_standard_input_and_writes_svg_to_stdout(byte_model):
 def test_cli_errors_are_one_line(args, code, byte_model, char_model):
     args = [a.format(byte=byte_model, char=char_model) for a in args]
     assert_one_line_error(run("boundaries", *args), code)
+
+
+def test_cli_columns_0_still_draws_the_rows(byte_model):
+    import os
+    r = subprocess.run(HMGEN + ["boundaries", "the cat", "-m", str(byte_model)], capture_output=True, text=True,
+                       env={**os.environ, "COLUMNS": "0"}, timeout=120)
+    assert r.returncode == 0 and "L1" in r.stdout and "the cat" in r.stdout
+
+
+def test_one_boundary_is_one_boundary_not_1_boundaries(byte_model):
+    r = run("boundaries", "the cat sat", "-m", str(byte_model))
+    assert r.returncode == 0 and "1 boundaries" not in r.stdout
+
+
+@pytest.mark.parametrize("text", ["a\U0001F44D\U0001F3FDb", "\u2764\ufe0fc", "e\u0301x", "x\u200by", "\u65e5\u672c z"])
+def test_rows_under_the_text_take_as_many_cells_as_the_text_row(text, byte_model):
+    from rich.cells import cell_len
+    lines = render_terminal(analyse(load_model(byte_model), text), 80)
+    rows = [line.plain for line in lines[:3]]                 # the text and the two layers of the test model
+    assert len({cell_len(row) for row in rows}) == 1, rows
+
+
+def test_cli_svg_output_into_a_missing_folder_is_refused(byte_model, tmp_path):
+    r = run("boundaries", "the cat", "-m", str(byte_model), "-o", str(tmp_path / "deep" / "a" / "b.svg"))
+    assert_one_line_error(r)
+    assert not (tmp_path / "deep").exists()

@@ -626,3 +626,9 @@ def test_word_gaps_follow_the_window_position_not_its_lagging_mean():
     (ln,) = synthesize(steady_window_model(0.1), ["ab cd"], seed=1, max_steps_per_char=30)
     assert np.all(np.diff(ln.kappa) >= 0) and ln.position is not None and len(ln.position) == len(ln.offsets)
     assert np.array_equal(ln.position, np.round(ln.kappa))     # one Gaussian shape: the argmax is the nearest slot
+
+
+def test_cli_svg_and_png_to_the_same_file_is_a_usage_error(tmp_path):
+    r = subprocess.run(HMGEN + ["handwrite", "hi", "-o", str(tmp_path / "x.svg"), "--png", str(tmp_path / "x.svg")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "same file" in r.stderr and not (tmp_path / "x.svg").exists()

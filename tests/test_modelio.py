@@ -1,6 +1,7 @@
 """Model files: safetensors + JSON, never pickle; bundled models found by name."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -47,7 +48,7 @@ def test_a_pickle_in_place_of_weights_is_refused_not_executed(tmp_path):
     payload = f"import os\nclass P:\n    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
     code = payload + f"import pickle; open({str(tmp_path / 'm.safetensors')!r}, 'wb').write(pickle.dumps(P()))"
     subprocess.run([sys.executable, "-c", code], check=True)
-    with pytest.raises(ModelError, match="cannot load"):
+    with pytest.raises(ModelError, match="damaged|cannot load"):
         load_model(tmp_path / "m")
     assert not marker.exists()
 
@@ -168,3 +169,20 @@ def test_saved_model_files_get_the_permissions_of_a_plain_open(tmp_path):
         os.umask(old)
     assert desc.stat().st_mode & 0o777 == 0o644
     assert desc.with_suffix(".safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_model_file_with_a_flipped_weight_byte_is_refused(tmp_path, byte_model):
+    for part in (".json", ".safetensors"):
+        shutil.copy(byte_model.with_suffix(part), tmp_path / f"m{part}")
+    weights = bytearray((tmp_path / "m.safetensors").read_bytes())
+    weights[-3] ^= 0x01
+    (tmp_path / "m.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(ModelError, match="damaged"):
+        load_model(tmp_path / "m")
+
+
+def test_a_file_that_is_not_a_model_is_named_as_such(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("not a model\n")
+    with pytest.raises(ModelError, match="not a model file"):
+        load_model(str(text))

@@ -372,10 +372,13 @@ def read_block_v1(src: BinaryIO, index: int) -> Block:
 
 
 def check_model(head: Header, q: Engine, name: str) -> None:
-    if head.weights_hash != q.hash:
-        raise FormatError(
-            f"archive was made with model {head.name!r} (weights sha256 {head.weights_hash.hex()[:16]}…); "
-            f"{name!r} has {q.hash.hex()[:16]}… — decompress with --model {head.name}")
+    if head.weights_hash == q.hash:
+        return
+    made = f"archive was made with model {head.name!r} (weights sha256 {head.weights_hash.hex()[:16]}…)"
+    if name == head.name:       # another model of the same name (a user's run named like a bundled model)
+        raise FormatError(f"{made}; the {name!r} found here has other weights ({q.hash.hex()[:16]}…): pass "
+                          f"--model PATH to the model file it was made with")
+    raise FormatError(f"{made}; {name!r} has {q.hash.hex()[:16]}… — decompress with --model {head.name}")
 
 
 def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int,
@@ -445,13 +448,15 @@ def decompress(src: BinaryIO, dst: BinaryIO | None, q: Engine | Callable[[Header
 
 @dataclass
 class Listing:
-    name: str
-    weights_hash: str
+    name: str                     # the model's name; for members made with several models, "a+b"
+    weights_hash: str             # the first member's
     compressed: int
     original: int
     blocks: int
     lanes: list[int]
     methods: list[str] = field(default_factory=list)
+    models: list[dict] = field(default_factory=list)   # each model of the members once: name, weights sha256
+    members: int = 0
 
 
 def list_archive(src: BinaryIO) -> Listing:
@@ -459,6 +464,10 @@ def list_archive(src: BinaryIO) -> Listing:
     head = read_header(src)
     out = Listing(head.name, head.weights_hash.hex(), 0, 0, 0, [])
     while head is not None:
+        model = {"name": head.name, "weights_sha256": head.weights_hash.hex()}
+        if model not in out.models:
+            out.models.append(model)
+        out.members += 1
         out.compressed += head.size
         for rec in read_records(src, head.version, skip_payload=True):
             if isinstance(rec, tuple):
@@ -470,4 +479,5 @@ def list_archive(src: BinaryIO) -> Listing:
             out.lanes.append(-(-rec.n // rec.m) if rec.m else 0)
             out.methods.append(METHOD_NAMES[rec.method])
         head = next_header(src)
+    out.name = "+".join(dict.fromkeys(m["name"] for m in out.models))
     return out

@@ -3,8 +3,12 @@ handwrite, archive); errors are caught once, here: an `HmgenError` is one line o
 (1, or 2 for bad usage), never a traceback."""
 from __future__ import annotations
 
+import inspect
 import os
+import re
+import shutil
 import sys
+import textwrap
 from contextlib import contextmanager
 
 import typer
@@ -61,7 +65,67 @@ def one_line_errors():
         raise typer.Exit(getattr(e, "exit_code", 1)) from None
 
 
-class Commands(TyperGroup):
+def help_width() -> int:
+    """Columns for --help: the terminal's (click would never go below 50, so a narrow terminal cut lines
+    wherever it ran out), at most 80."""
+    return max(20, min(shutil.get_terminal_size((80, 24)).columns, 80) - 2)
+
+
+EXAMPLE = re.compile(r"^(\s*)((?:hmgen|cat) \S.*?)(?:\s{2,}(\S.*))?$")
+
+
+def fit_examples(text: str, width: int) -> str:
+    """An example line ("  hmgen sample -n 300     what it does") wider than `width` becomes the command, cut at
+    spaces into lines that end in " \\" (the shell reads them as one), then its description, indented; its
+    paragraph is marked for click not to wrap it again (a line of its own holding "\\b")."""
+    paragraphs = []
+    for para in text.split("\n\n"):
+        out, changed = [], False
+        for line in para.splitlines():
+            m = EXAMPLE.match(line)
+            if not m or len(line) <= width:
+                out.append(line)
+                continue
+            changed = True
+            indent, command, what = m.groups()
+            parts = [indent]
+            for word in command.split(" "):
+                if len(parts[-1]) + len(word) + 3 > width and parts[-1].strip():
+                    parts[-1] += " \\"
+                    parts.append(indent + "    ")
+                parts[-1] += ("" if not parts[-1].strip() else " ") + word
+            out += parts
+            if what:
+                out += textwrap.wrap(what, width, initial_indent=indent + "    ", subsequent_indent=indent + "    ")
+        if changed and (not out or out[0] != "\b"):
+            out.insert(0, "\b")
+        paragraphs.append("\n".join(out))
+    return "\n\n".join(paragraphs)
+
+
+class NarrowHelp:
+    """--help that fits the terminal: examples are never cut in the middle of a command."""
+
+    def format_help_text(self, ctx, formatter):
+        saved = self.help
+        if saved:
+            self.help = fit_examples(inspect.cleandoc(saved), formatter.width - formatter.current_indent)
+        try:
+            super().format_help_text(ctx, formatter)
+        finally:
+            self.help = saved
+
+    def format_epilog(self, ctx, formatter):
+        saved = self.epilog
+        if saved:
+            self.epilog = fit_examples(inspect.cleandoc(saved), formatter.width - formatter.current_indent)
+        try:
+            super().format_epilog(ctx, formatter)
+        finally:
+            self.epilog = saved
+
+
+class Commands(NarrowHelp, TyperGroup):
     """Parsing (make_context: options, --help, --version) and running (invoke) both under one_line_errors."""
 
     def make_context(self, *args, **kwargs):
@@ -73,7 +137,7 @@ class Commands(TyperGroup):
             return super().invoke(ctx)
 
 
-class Command(TyperCommand):
+class Command(NarrowHelp, TyperCommand):
     """Every command: its values checked once, at the edge, after typer parsed them (hmgen.cli.options.check_values)."""
 
     def parse_args(self, ctx, args):
@@ -88,7 +152,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "terminal_width": help_width()},
     help=HELP,
     epilog=EXIT_STATUS,
 )

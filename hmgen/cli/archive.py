@@ -83,7 +83,7 @@ def list_archives(files: list[str], as_json: bool) -> None:
                      "ratio": round(info.compressed / max(1, info.original), 4),
                      "bpc": round(8 * info.compressed / info.original, 4) if info.original else None,
                      "model": info.name, "weights_sha256": info.weights_hash, "blocks": info.blocks,
-                     "lanes": info.lanes, "methods": info.methods})
+                     "lanes": info.lanes, "methods": info.methods, "members": info.members, "models": info.models})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:

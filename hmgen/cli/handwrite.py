@@ -13,6 +13,14 @@ from hmgen.errors import HmgenError, UsageError
 from hmgen.bundled import DEFAULT, HANDWRITING
 
 
+def same_file(a: str, b: str) -> bool:
+    import os
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
 def handwrite(
     text: Optional[str] = typer.Argument(None, help='Text to write; "-" reads it from stdin. Newlines start new lines.'),
     output: Optional[str] = typer.Option(None, "--output", "-o", help='SVG file to write; "-" writes the SVG to stdout.'),
@@ -60,6 +68,8 @@ def handwrite(
         raise UsageError("no output: give -o FILE.svg (- for stdout), or --png FILE.png")
     if output == "-" and png == "-":
         raise UsageError("-o - and --png - both write to stdout; choose one")
+    if output not in (None, "-") and png not in (None, "-") and same_file(output, png):
+        raise UsageError(f"-o and --png name the same file ({png}): the PNG would replace the SVG")
     if png == "-" and sys.stdout.isatty():
         raise HmgenError("PNG data not written to a terminal (redirect stdout, or give --png FILE.png)")
     for name, value in (("--color", color), ("--background", background)):

@@ -155,9 +155,16 @@ def boundaries(
         typer.echo(json.dumps(b.to_dict()))
     elif not quiet and output != "-":
         from rich.console import Console
-        console = Console(width=width, highlight=False)
+        console = Console(width=width or terminal_width(), highlight=False)
         for line in render_terminal(b, console.width):
             console.print(line, no_wrap=True, overflow="ignore", crop=False)
+
+
+def terminal_width() -> int:
+    """The terminal's columns; 80 where COLUMNS says nothing usable (COLUMNS=0 drew nothing)."""
+    import shutil
+    columns = shutil.get_terminal_size((80, 24)).columns
+    return columns if columns > 0 else 80
 
 
 def models(as_json: bool = json_option("Print as JSON.")):

@@ -10,6 +10,8 @@ operations (FLUSH > UPDATE > COPY).
 """
 from __future__ import annotations
 
+import unicodedata
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,7 +173,12 @@ def glyph(ch: str) -> str:
         return "→"
     if ord(ch) < 32 or ord(ch) == 127:
         return chr(0x2400 + ord(ch)) if ord(ch) < 32 else "␡"
-    return ch if cell_len(ch) else " " + ch          # a combining mark gets a cell of its own
+    if cell_len(ch):
+        return ch
+    # zero width: a combining mark is shown on a dotted circle, as Unicode charts show it; anything else that
+    # takes no cell (a variation selector, an emoji modifier, a zero-width joiner or space) as the circle alone,
+    # since terminals differ in what they draw for it and the rows under the text must stay aligned
+    return "\u25cc" + ch if unicodedata.combining(ch) else "\u25cc"
 
 
 def cells(ch: str) -> int:
@@ -204,7 +211,8 @@ def legend_lines(b: Boundaries) -> list[str]:
     unit = "steps" if len(b.step_char) == len(b.chars) else "steps (bytes)"
     lines = []
     for l, (row, fired) in enumerate(zip(b.counts, b.z.sum(0)), 1):
-        detector = f"{int(fired)} boundaries" if l < b.num_layers else "no detector"
+        detector = (f"{int(fired)} boundar{'y' if int(fired) == 1 else 'ies'}" if l < b.num_layers
+                    else "no detector")
         lines.append(f"layer {l}: UPDATE {row[UPDATE]}  COPY {row[COPY]}  FLUSH {row[FLUSH]}  "
                      f"of {len(b.z)} {unit}; {detector}")
     return lines
