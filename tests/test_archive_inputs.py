@@ -51,6 +51,15 @@ def test_with_c_a_fifo_is_read_once_as_a_stream(tmp_path, model):
     assert r.returncode == 0 and hmgen("decompress", *model, stdin=r.stdout).stdout == b"data\n"
 
 
+@pytest.mark.parametrize("c", [[], ["-c"]])
+def test_a_socket_is_skipped(tmp_path, model, c):
+    import socket
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(tmp_path / "sock"))
+        r = hmgen("compress", *c, *model, str(tmp_path / "sock"))
+    assert r.returncode == SKIPPED and b"socket" in r.stderr and r.stdout == b""
+
+
 def test_decompress_skips_a_fifo_named_like_an_archive(tmp_path, model):
     fifo = tmp_path / "x.hmz"
     os.mkfifo(fifo)

@@ -185,6 +185,8 @@ def open_input(path: str, *, to_stdout: bool, keep: bool, force: bool) -> Binary
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", path) from None
     if stat.S_ISLNK(st.st_mode) and removing and not force:
         raise Skipped(f"{path}: is a symbolic link -- unchanged (-k keeps it and reads what it points to; -f too)")
+    if stat.S_ISSOCK(os.stat(path).st_mode):          # cannot be opened at all
+        raise Skipped(f"{path}: is a socket, not a regular file -- ignored")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     try:
         st = os.fstat(fd)
