@@ -26,24 +26,26 @@ def new(contexts: int, lanes: int, squash: np.ndarray) -> APM:
     return APM(np.tile(row, contexts).astype(np.int64), np.zeros((lanes, 256), dtype=np.int64))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def predict(a, lane, n, cx, p, stretch):
     """p refined in context cx: the two nearest bins interpolated (the nearer one kept for the update of node n)."""
+    table = a.table
     s = stretch[p] + 2048                                                 # 1 .. 4095
     i = cx * BINS + (s >> 7)
     w = s & 127
     a.idx[lane, n] = i + (w >> 6)
-    return ((a.table[i] >> 10) * (128 - w) + (a.table[i + 1] >> 10) * w) >> 11
+    return ((table[i] >> 10) * (128 - w) + (table[i + 1] >> 10) * w) >> 11
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def update(a, lane, n, y):
     """The bin node n's prediction used moves toward bit y."""
+    table = a.table
     i = a.idx[lane, n]
-    v = a.table[i]
+    v = table[i]
     p, c = v >> 10, v & 1023
     target = 65535 if y == 1 else 0
     p += ((target - p) * 2) // (2 * c + 3)
     if c < LIMIT:
         c += 1
-    a.table[i] = (p << 10) | c
+    table[i] = (p << 10) | c

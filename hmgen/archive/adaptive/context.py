@@ -32,7 +32,7 @@ def new(n: int, lanes: int) -> ContextMaps:
                        np.array([65536 * 2 // (2 * c + 3) for c in range(LIMIT + 1)], dtype=np.int64))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def context_row(grid, lane, t, order, slots):
     """The row of a lane's context before byte t: the previous byte itself for order 1, else a hash."""
     if order == 1:
@@ -44,22 +44,25 @@ def context_row(grid, lane, t, order, slots):
     return (h ^ (h >> 15)) & (slots - 1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def select(cm, grid, lane, t):
     """Point the lane's rows at its contexts for byte t."""
-    for o in range(cm.orders.shape[0]):
-        cm.rows[lane, o] = context_row(grid, lane, t, cm.orders[o], cm.tables.shape[1])
+    orders, rows, slots = cm.orders, cm.rows, cm.tables.shape[1]
+    for o in range(orders.shape[0]):
+        rows[lane, o] = context_row(grid, lane, t, orders[o], slots)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def predict(cm, lane, n, stretch, x, at):
     """stretch(P(1)) of every order at node n into x[at], x[at + 1], ... (0 where the context is unseen)."""
-    for o in range(cm.orders.shape[0]):
-        v = cm.tables[o, cm.rows[lane, o], n]
-        x[at + o] = 0 if v == 0 else stretch[v >> 14]
+    tables, rows = cm.tables, cm.rows
+    for o in range(rows.shape[1]):
+        v = tables[o, rows[lane, o], n]
+        s = stretch[v >> 14]
+        x[at + o] = 0 if v == 0 else s
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def learn(v, y, rates):
     """One entry (p16 << 10 | count, 0 = unseen) moved toward bit y."""
     if v == 0:
@@ -73,9 +76,10 @@ def learn(v, y, rates):
     return (p << 10) | c
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def update(cm, lane, n, y):
     """Every order's entry at node n learns the lane's bit y."""
-    for o in range(cm.orders.shape[0]):
-        r = cm.rows[lane, o]
-        cm.tables[o, r, n] = learn(cm.tables[o, r, n], y, cm.rates)
+    tables, rows, rates = cm.tables, cm.rows, cm.rates
+    for o in range(rows.shape[1]):
+        r = rows[lane, o]
+        tables[o, r, n] = learn(tables[o, r, n], y, rates)

@@ -27,36 +27,38 @@ def new(lanes: int) -> Match:
                  np.zeros(lanes, dtype=np.int64), np.zeros(lanes, dtype=np.int64))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def expected(mm, flat, lane):
     """The byte the lane's match predicts, + 256 (its leaf in the bit tree); 0 without a match."""
-    return np.int64(flat[mm.ptr[lane]]) + 256 if mm.length[lane] > 0 else np.int64(0)
+    ptr, length = mm.ptr, mm.length
+    pb = np.int64(flat[ptr[lane]]) + 256                     # read unconditionally: ptr is always a position
+    return pb if length[lane] > 0 else np.int64(0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def predict(mm, flat, lane, n, d, stretch):
     """(stretch(P(1)), state) at node n (depth d): state 1-3 by match length where the match predicts this node,
     and then the input says its bit with the length's confidence; (0, 0) elsewhere."""
-    mlen = mm.length[lane]
+    p, mlen = mm.p, mm.length[lane]
     pb = expected(mm, flat, lane)
+    e = stretch[p[min(mlen, LENGTHS - 1)] >> 10]
     if mlen > 0 and (pb >> (8 - d)) == n:
-        e = stretch[mm.p[min(mlen, LENGTHS - 1)] >> 10]
         return (e if ((pb >> (7 - d)) & 1) == 1 else -e), (1 if mlen < 16 else (2 if mlen < 32 else 3))
     return np.int64(0), 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def update(mm, flat, lane, n, d, y):
     """The confidence of the lane's match length learns whether its bit at node n (if predicted) was y."""
-    mlen = mm.length[lane]
+    p, mlen = mm.p, mm.length[lane]
     pb = expected(mm, flat, lane)
     if mlen > 0 and (pb >> (8 - d)) == n:
         right = 1 if ((pb >> (7 - d)) & 1) == y else 0
         lb = min(mlen, LENGTHS - 1)
-        mm.p[lb] += (((right << 22) - mm.p[lb]) * 3) >> 6
+        p[lb] += (((right << 22) - p[lb]) * 3) >> 6
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def match_hash(grid, lane, t):
     h = 0
     for j in range(MIN_MATCH):
@@ -64,27 +66,28 @@ def match_hash(grid, lane, t):
     return h ^ (h >> 17)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def follow(mm, grid, t, k):
     """After step t's bytes (grid[:k, t]): each lane follows its match or loses it (then looks its last MIN_MATCH
     bytes up), lane by lane; then each records where its context leads."""
     flat = grid.reshape(-1)
     m = grid.shape[1]
     total = flat.shape[0]
-    mask = mm.table.shape[0] - 1
+    table, ptr, length = mm.table, mm.ptr, mm.length
+    mask = table.shape[0] - 1
     for lane in range(k):
         b = grid[lane, t]
-        if mm.length[lane] > 0:
-            if flat[mm.ptr[lane]] == b and mm.ptr[lane] + 1 < total:
-                mm.length[lane] += 1
-                mm.ptr[lane] += 1
+        if length[lane] > 0:
+            if flat[ptr[lane]] == b and ptr[lane] + 1 < total:
+                length[lane] += 1
+                ptr[lane] += 1
             else:
-                mm.length[lane] = 0
-        if mm.length[lane] == 0 and t + 1 >= MIN_MATCH:
-            cand = mm.table[match_hash(grid, lane, t) & mask] - 1
+                length[lane] = 0
+        if length[lane] == 0 and t + 1 >= MIN_MATCH:
+            cand = table[match_hash(grid, lane, t) & mask] - 1
             if cand >= 0:
-                mm.ptr[lane] = cand
-                mm.length[lane] = 1
+                ptr[lane] = cand
+                length[lane] = 1
     for lane in range(k):
         if t + 1 >= MIN_MATCH and t + 1 < m:
-            mm.table[match_hash(grid, lane, t) & mask] = lane * m + t + 1 + 1
+            table[match_hash(grid, lane, t) & mask] = lane * m + t + 1 + 1

@@ -29,22 +29,24 @@ def new(sets: int, inputs: int, lanes: int, trusted: int) -> Mixer:
                  np.zeros((lanes, 256), dtype=np.int64))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def predict(mx, lane, n, ws, squash):
     """The mixed P(1) at node n of a lane from its inputs mx.x[lane, n] and weight set ws (both kept)."""
+    weights, x = mx.weights, mx.x
     mx.set[lane, n] = ws
     dot = 0
-    for i in range(mx.x.shape[2]):
-        dot += mx.weights[ws, i] * mx.x[lane, n, i]
+    for i in range(x.shape[2]):
+        dot += weights[ws, i] * x[lane, n, i]
     p = squash[min(2047, max(-2047, dot >> 16)) + 2047]
     mx.p[lane, n] = p
     return p
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def update(mx, lane, n, y):
     """The weight set node n used learns from its error on bit y."""
+    weights, x = mx.weights, mx.x
     err = ((y << 12) - mx.p[lane, n]) * LR
     ws = mx.set[lane, n]
-    for i in range(mx.x.shape[2]):
-        mx.weights[ws, i] = min(W_MAX, max(-W_MAX, mx.weights[ws, i] + ((mx.x[lane, n, i] * err) >> 16)))
+    for i in range(x.shape[2]):
+        weights[ws, i] = min(W_MAX, max(-W_MAX, weights[ws, i] + ((x[lane, n, i] * err) >> 16)))

@@ -86,45 +86,46 @@ class Predictor:
 @njit(cache=True, nogil=True)
 def start(P, net, grid, t, k):
     """The network's masses per node, and each lane's context rows, for step t."""
+    all_sums, contexts = P.sums, P.contexts
     for lane in range(k):
-        sums = P.sums[lane]
+        sums = all_sums[lane]
         for b in range(256):
             sums[256 + b] = np.int64(net[lane, b])
         for n in range(255, 0, -1):
             sums[n] = sums[2 * n] + sums[2 * n + 1]
-        context.select(P.contexts, grid, lane, t)
+        context.select(contexts, grid, lane, t)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def net_p(sums, n):
     """The network's P(bit = 1) at node n in 12 bits: its mass under the 1-child over the node's."""
-    s = sums[n]
-    p = 2048 if s == 0 else (sums[2 * n + 1] * 4096 + s // 2) // s
+    s, one = sums[n], sums[2 * n + 1]
+    p = 2048 if s == 0 else (one * 4096 + s // 2) // s
     return min(4095, max(1, p))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def mix(P, flat, lane, n, d):
     """The mixer's P(1) at node n (depth d) of a lane, from every component's prediction."""
-    stretch = P.curves.stretch
-    x = P.mixer.x[lane, n]
+    squash, stretch, mx = P.curves.squash, P.curves.stretch, P.mixer
+    x = mx.x[lane, n]
     x[NET] = stretch[net_p(P.sums[lane], n)]
     context.predict(P.contexts, lane, n, stretch, x, NET + 1)
     xm, ms = match.predict(P.match, flat, lane, n, d, stretch)
     x[MATCH] = xm
     x[BIAS] = 256
     confidence = min(7, abs(x[NET]) >> 8)
-    return mixer.predict(P.mixer, lane, n, (confidence * 4 + ms) * 8 + d, P.curves.squash)
+    return mixer.predict(mx, lane, n, (confidence * 4 + ms) * 8 + d, squash)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def bit(P, grid, flat, t, lane, n, d):
     """Method 4's P(1) at node n (depth d) of a lane: the mixed p refined by the two APMs, averaged."""
     p = mix(P, flat, lane, n, d)
-    stretch = P.curves.stretch
+    stretch, apm1, apm2 = P.curves.stretch, P.apm1, P.apm2
     before = np.int64(grid[lane, t - 1]) if t >= 1 else np.int64(0)
-    p1 = apm.predict(P.apm1, lane, n, n, p, stretch)
-    p2 = apm.predict(P.apm2, lane, n, before * 256 + n, p, stretch)
+    p1 = apm.predict(apm1, lane, n, n, p, stretch)
+    p2 = apm.predict(apm2, lane, n, before * 256 + n, p, stretch)
     return min(4095, max(1, (p1 + p2 + 1) >> 1))
 
 
@@ -149,6 +150,7 @@ def byte_bits(P, grid, t, k, out):
 @njit(cache=True, nogil=True)
 def byte_frequencies(P, grid, t, k, freq):
     flat = grid.reshape(-1)
+    mixed = P.mixer.p
     mass = np.zeros(512, dtype=np.int64)
     for lane in range(k):
         for d in range(8):
@@ -156,7 +158,7 @@ def byte_frequencies(P, grid, t, k, freq):
                 mix(P, flat, lane, n, d)
         mass[1] = 1 << 28
         for n in range(1, 256):
-            one = (mass[n] * P.mixer.p[lane, n]) >> 12
+            one = (mass[n] * mixed[lane, n]) >> 12
             mass[2 * n + 1] = one
             mass[2 * n] = mass[n] - one
         for b in range(256):
@@ -166,17 +168,18 @@ def byte_frequencies(P, grid, t, k, freq):
 @njit(cache=True, nogil=True)
 def learn(P, grid, t, k):
     flat = grid.reshape(-1)
-    refine = P.apm1.table.shape[0] > 0                                    # method 4
+    mx, contexts, mm, apm1, apm2 = P.mixer, P.contexts, P.match, P.apm1, P.apm2
+    refine = apm1.table.shape[0] > 0                                      # method 4
     for lane in range(k):
         b = np.int64(grid[lane, t])
         n = 1
         for d in range(8):
             y = (b >> (7 - d)) & 1
-            mixer.update(P.mixer, lane, n, y)
-            context.update(P.contexts, lane, n, y)
-            match.update(P.match, flat, lane, n, d, y)
+            mixer.update(mx, lane, n, y)
+            context.update(contexts, lane, n, y)
+            match.update(mm, flat, lane, n, d, y)
             if refine:
-                apm.update(P.apm1, lane, n, y)
-                apm.update(P.apm2, lane, n, y)
+                apm.update(apm1, lane, n, y)
+                apm.update(apm2, lane, n, y)
             n = 2 * n + y
-    match.follow(P.match, grid, t, k)
+    match.follow(mm, grid, t, k)

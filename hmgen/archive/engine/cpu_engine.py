@@ -132,17 +132,18 @@ def layer_norm_row(t, gain, eps, shift, out):
 @njit(cache=True, nogil=True)
 def add_term(s, dst, n, prod, term):
     """s[dst[i]] += the Q8 term of the exact products prod[i], i < n: layer-normed when term.gain is non-empty."""
+    gain, eps, shift, scale = term.gain, term.eps, term.shift, term.scale
     width = prod.shape[1]
     t = np.empty(width, np.int64)
     for i in range(n):
         row = s[dst[i]]
-        if term.gain.shape[0] == 0:
+        if gain.shape[0] == 0:
             for j in range(width):
-                row[j] += np.int64(np.rint(np.float64(prod[i, j]) * term.scale))
+                row[j] += np.int64(np.rint(np.float64(prod[i, j]) * scale))
         else:
             for j in range(width):
                 t[j] = np.int64(prod[i, j])
-            layer_norm_row(t, term.gain, term.eps, term.shift, row)
+            layer_norm_row(t, gain, eps, shift, row)
 
 
 @njit(cache=True, nogil=True)
@@ -167,7 +168,7 @@ def layer_step(first, hier, symbols, x_table, h, c, z, e, h_above, h_below, z_be
     scheme.Layer."""
     lanes, H = h.shape
     rows = q.rec.w.shape[0]
-    lo, hi = q.lo, q.hi
+    lo, hi, bias, ln_c, embed = q.lo, q.hi, q.bias, q.ln_c, q.embed   # taken once, outside branches (hmgen.jit)
     act = np.empty(lanes, np.int64)                          # lanes that UPDATE or FLUSH (not COPY)
     n = 0
     for b in range(lanes):
@@ -187,7 +188,7 @@ def layer_step(first, hier, symbols, x_table, h, c, z, e, h_above, h_below, z_be
             s[i] += x_table[symbols[act[i]]]
     else:                                                    # W_{l-1}^l h_t^{l-1}, gated by z_t^{l-1}
         for i in range(n):
-            s[i] += q.bias
+            s[i] += bias
         add_gated(s, act, n, z_below, not hier, q.bu, h_below, src, dst)
     u = np.empty(H, np.int64)
     c_new = np.empty(H, np.int64)
@@ -201,10 +202,10 @@ def layer_step(first, hier, symbols, x_table, h, c, z, e, h_above, h_below, z_be
             cp = 0 if flush else c[b, j]
             v = ((f * cp + (1 << 14)) >> 15) + ((ig * g + (1 << (29 - C_BITS))) >> (30 - C_BITS))
             c_new[j] = min(max(v, -C_MAX), C_MAX)
-        if q.ln_c.shape[0] > 0:
+        if ln_c.shape[0] > 0:
             u[:] = 0
             t = c_new.copy()
-            layer_norm_row(t, q.ln_c, q.c_eps, q.c_shift, u)
+            layer_norm_row(t, ln_c, q.c_eps, q.c_shift, u)
         else:
             for j in range(H):
                 u[j] = (c_new[j] + (1 << (C_BITS - 9))) >> (C_BITS - 8)
@@ -215,10 +216,10 @@ def layer_step(first, hier, symbols, x_table, h, c, z, e, h_above, h_below, z_be
             c[b, j] = c_new[j]
         if q.has_boundary:                                   # eq. 8-9: z = 1[z~ > 0]
             z[b] = 1 if s[i, 4 * H] > 0 else 0
-    prod_e = np.empty((n, q.embed.shape[0]), q.embed.dtype)
-    products(q.embed, h, act, n, prod_e)                     # W_l^e h_t^l, exact
+    prod_e = np.empty((n, embed.shape[0]), embed.dtype)
+    products(embed, h, act, n, prod_e)                       # W_l^e h_t^l, exact
     for i in range(n):
-        for j in range(q.embed.shape[0]):
+        for j in range(embed.shape[0]):
             e[act[i], j] = np.int64(prod_e[i, j])
 
 
