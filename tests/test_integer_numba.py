@@ -1,6 +1,7 @@
 """The compiled CPU engine (hmgen.archive.engine.cpu_engine.IntegerLM) computes exactly QuantLM's integers
 (hmgen.archive.engine.torch_engine), so an archive made by either decodes with the other, on any machine."""
 import io
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 from hmgen.archive import format as C
 from hmgen.archive.engine import torch_engine as Q
 from hmgen.archive.engine.cpu_engine import IntegerLM
+from hmgen.fs import file_sha256
 from hmgen.modelio import load_arrays, load_model
 from tests.conftest import HMGEN
 from tests.test_integer import MODELS, grid_model
@@ -100,7 +102,9 @@ def test_a_model_saved_in_bfloat16_loads_for_the_cpu_engine_with_the_same_identi
     src = Path(load_model("english-small").path)
     half = {k: v.to(torch.bfloat16) for k, v in load_file(str(src.with_suffix(".safetensors"))).items()}
     save_file(half, str(tmp_path / "m.safetensors"))
-    (tmp_path / "m.json").write_text(src.read_text())
+    desc = json.loads(src.read_text())
+    desc["weights_sha256"] = file_sha256(tmp_path / "m.safetensors")   # the file's own, as a saved model records
+    (tmp_path / "m.json").write_text(json.dumps(desc))
     _, _, loaded = load_arrays(str(tmp_path / "m.json"))
     nb = IntegerLM(meta["model"], loaded)
     q = Q.QuantLM(load_model(str(tmp_path / "m.json")).model)
