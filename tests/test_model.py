@@ -1,5 +1,5 @@
 """Specification tests for hmgen.cell.reference against the HM-LSTM paper (Chung, Ahn & Bengio, ICLR 2017,
-arXiv 1609.01704v7; equations as summarised in shared/reference/hmlstm.md §1 and §6).
+arXiv 1609.01704v7: eq. 1-12 and §3.3).
 
 Expected values are computed here with plain torch ops written out from the paper's equations,
 never by calling the model's own cell code. Tiny float64 models keep every test fast and tight.
@@ -254,7 +254,7 @@ def test_recurrent_term_is_never_gated(z_prev, force_z):
 
 
 # ----------------------------------------------------------------------------------------------
-# 1 (cont.). with layer normalisation (placement per reference notes §1.4, the paper gives none):
+# 1 (cont.). with layer normalisation (Ba et al.'s per-term placement; the paper gives none):
 # s = LN(U h) + z_{t-1}^l LN(U_td h^{l+1}) + z_t^{l-1} LN(W h^{l-1}) + b,  h = o * tanh(LN(c))
 # ----------------------------------------------------------------------------------------------
 

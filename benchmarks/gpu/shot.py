@@ -231,7 +231,7 @@ def device_info(log: Log, device: str) -> dict:
                                               capture_output=True, text=True, timeout=30).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         info["constriction"] = None
-    try:   # the archive's adaptive part (hmgen.archive.mixer) is numba-compiled on every device
+    try:   # the archive's adaptive part (hmgen.archive.adaptive) is numba-compiled on every device
         info["numba"] = subprocess.run([sys.executable, "-c", "import numba; print(numba.__version__)"],
                                        capture_output=True, text=True, timeout=60).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):

@@ -1,2 +1,2 @@
-"""The HM-LSTM cell: the float reference, its fast GPU form, and the integer engine (scheme.py: its number
-formats; integer.py: in torch, any device; integer_numba.py: the same integers compiled for the CPU)."""
+"""The HM-LSTM cell: the float reference (reference.py) and its fast GPU form (fast.py). Its integer twin for
+compression lives with the coder, in hmgen.archive.engine."""

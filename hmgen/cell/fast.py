@@ -12,7 +12,7 @@ and tests/test_fast.py checks that the two forwards agree (values and gradients)
   (b) layer 1's bottom-up term W_0^1 x_t for all steps at once (z_t^0 = 1 never gates it).
   (c) the rest of a layer's step (the LNs, gates, eq. 2-3 masks, boundary eq. 8-9) is `layer_step`,
       which `torch.compile` fuses on CUDA. Only the cell is compiled, never the unrolled loop
-      (compile time grows with the loop length: shared/reference/hmlstm.md §5).
+      (compiling an unrolled loop takes time that grows with its length).
   (d) on CUDA, `GraphedSegment` captures the forward and backward of a whole truncated-BPTT segment as
       CUDA graphs (one replay per segment instead of thousands of launches).
 

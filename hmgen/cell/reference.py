@@ -4,8 +4,8 @@ Equation numbers refer to arXiv 1609.01704v7. There is exactly one float impleme
 `layer_step` advances ONE layer by one time step from its pre-activation products (eq. 2-9).
 `HMLSTM.step` calls it layer by layer (training, evaluation, sampling, the boundary view, handwriting);
 `hmgen.cell.fast` calls the same function (compiled on CUDA) and only computes the products differently.
-The one other implementation is the integer engine for compression (`hmgen.cell.integer`, and its compiled CPU
-twin `hmgen.cell.integer_numba`), tested against
+The one other implementation is the integer engine for compression (`hmgen.archive.engine`: in torch, and its
+compiled CPU twin), tested against
 this cell step by step (tests/test_integer.py). `arch="lstm"` is the same cell with the boundary
 detectors switched off (every layer UPDATEs at every step, no top-down input), which is the paper's
 LN-LSTM baseline with identical input and output modules.
@@ -226,7 +226,7 @@ class HMLSTM(nn.Module):
         )
 
     def initial_state(self, batch: int, device=None, dtype=torch.float32) -> State:
-        """h, c, z = 0 for every layer (§7 of the reference notes)."""
+        """h, c, z = 0 for every layer."""
         return [
             (
                 torch.zeros(batch, layer.hidden, device=device, dtype=dtype),
