@@ -243,6 +243,20 @@ def test_integer_inference_costs_under_two_hundredths_of_a_bit(small):
     assert abs(int_bits - float_bits) < 0.02
 
 
+def test_the_coders_compiled_code_is_stamped_with_every_module_of_its_folder(tmp_path):
+    """numba checks only a cached function's own file, and the predictor inlines the components in the other files
+    of its folder: the stamp numba compares covers all of them, so editing any one compiles the folder again."""
+    import shutil
+    from hmgen import jit
+    from hmgen.archive.adaptive import predictor
+    folder = Path(predictor.__file__).parent
+    assert jit.STAMPED and predictor.learn._cache._impl.locator.get_source_stamp() == jit.folder_stamp(str(folder))
+    copy = shutil.copytree(folder, tmp_path / "adaptive", ignore=shutil.ignore_patterns("__pycache__"))
+    before = jit.folder_stamp(str(copy))
+    (copy / "apm.py").write_text((copy / "apm.py").read_text() + "# edited\n")
+    assert jit.folder_stamp(str(copy)) != before
+
+
 def test_tables_are_the_correctly_rounded_functions():
     t = scheme.tables()
     R = scheme.R

@@ -57,3 +57,24 @@ def test_no_hmgen_module_imports_itself_through_others():
     graph = imports()
     assert "hmgen.text.datasets" in graph["hmgen.text.data"]      # the scan sees function-local imports
     assert edges_on_cycles(graph) == []
+
+
+def test_the_integer_engines_and_the_mixer_components_sit_where_readme_layout_says():
+    """Each of README's Layout entries for archive/engine/ and archive/adaptive/ names exactly the modules there,
+    and the engine classes it names are defined in the modules it names them with; cell/ holds no engine."""
+    import re
+    layout = (PACKAGE.parent / "README.md").read_text().split("## Layout", 1)[1].split("```")[1].splitlines()
+
+    def entry(folder: str) -> str:               # its first line, and the indented lines that continue it
+        start = next(i for i, line in enumerate(layout) if line.startswith(f"  {folder}/ "))
+        rest = layout[start + 1:]
+        end = next((i for i, line in enumerate(rest) if not line.startswith(" " * 21)), len(rest))
+        return "\n".join([layout[start]] + rest[:end])
+
+    for folder in ("engine", "adaptive"):
+        named = set(re.findall(r"\b(\w+)\.py\b", entry(folder)))
+        assert named == {p.stem for p in (PACKAGE / "archive" / folder).glob("*.py")} - {"__init__"}, folder
+    engines = re.findall(r"(\w+)\.py \((QuantLM|IntegerLM)", entry("engine"))
+    assert {cls for _, cls in engines} == {"QuantLM", "IntegerLM"}
+    assert all(f"class {cls}" in (PACKAGE / "archive/engine" / f"{m}.py").read_text() for m, cls in engines)
+    assert not any("njit" in p.read_text() or "QuantLM" in p.read_text() for p in (PACKAGE / "cell").glob("*.py"))
