@@ -102,7 +102,7 @@ STAMPED = stamp_by_folder()
 
 def compiled(*functions) -> bool:
     """Whether numba's disk cache holds code for these @njit functions (False on a fresh install: the first call
-    compiles, ~15 s for the archive coder). Reads numba's private cache layout; says True when it cannot tell."""
+    compiles them). Reads numba's private cache layout; says True when it cannot tell."""
     try:
         return all(os.path.exists(f._cache._cache_file._index_path) for f in functions)
     except AttributeError:
