@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -773,3 +774,25 @@ def test_train_dash_trains_on_standard_input_kept_in_the_run_folder(tmp_path, te
     assert result.returncode == 0, result.stderr
     assert (out / "stdin.txt").read_bytes() == text_file.read_bytes()
     assert hmgen_train("--resume", "-o", str(out), "--steps", "3").returncode == 0
+
+
+def test_cold_starts_restart_the_drawn_streams_from_zero_after_a_newline(tmp_path, text_file):
+    from hmgen.text.train import TextTask
+    task = TextTask(tiny(text_file, tmp_path / "run", cold_starts=0.5), torch.device("cpu"))
+    task.state = [tuple(torch.ones_like(t) for t in layer) for layer in task.state]
+    x = np.full((4, 10), 65, dtype=np.int64)
+    out = task.cold_start(x, step=7)
+    cold = out[:, 0] == task.newline
+    assert 0 < cold.sum() < 4 and (out[:, 1:] == 65).all() and (x == 65).all()
+    for layer in task.state:
+        for t in layer:
+            assert (t[torch.from_numpy(cold)] == 0).all() and (t[torch.from_numpy(~cold)] == 1).all()
+    again = TextTask(tiny(text_file, tmp_path / "run2", cold_starts=0.5), torch.device("cpu"))
+    assert (again.cold_start(x, step=7)[:, 0] == out[:, 0]).all()       # the same streams for the same step
+
+
+def test_a_run_with_cold_starts_resumes_exactly(tmp_path, text_file):
+    whole = train(tiny(text_file, tmp_path / "whole", steps=6, cold_starts=0.3))
+    train(tiny(text_file, tmp_path / "part", steps=3, cold_starts=0.3))
+    resumed = train(tiny(text_file, tmp_path / "part", steps=6, cold_starts=0.3), resume=True)
+    assert resumed["best_valid_bpc"] == whole["best_valid_bpc"]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from hmgen.cell.reference import CharLM, detach_state, operations
 from hmgen.device import build_trainable
-from hmgen.errors import DataError
+from hmgen.errors import DataError, UsageError
 from hmgen.modelio import load_model, save_model
 from hmgen.text.data import Corpus, StreamBatches, load_corpus
 from hmgen.text.evaluate import evaluate, op_counts, rates_dict
@@ -53,6 +53,10 @@ class TextTask:
     def __init__(self, cfg, device, rank: int = 0, world: int = 1, corpus: Corpus | None = None):
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
         self.corpus = corpus or load_corpus(cfg.data, cfg.valid, cfg.download)
+        if not 0 <= cfg.cold_starts <= 1:
+            raise UsageError(f"--cold-starts is a share of segments, between 0 and 1 (got {cfg.cold_starts:g})")
+        vocab = self.corpus.vocab
+        self.newline = int(vocab.encode("\n")[0]) if vocab.kind == "bytes" or "\n" in vocab.symbols else 0
         valid = self.corpus.splits.get("valid")
         if valid is not None and len(valid) < 2:          # found now, not after the first updates
             raise DataError(f"{cfg.valid or cfg.data}: the validation data holds {len(valid)} symbol(s); "
@@ -85,10 +89,27 @@ class TextTask:
             return FastForward(self.model)
         return self.model
 
+    def cold_start(self, x: np.ndarray, step: int) -> np.ndarray:
+        """--cold-starts P: each stream of the global batch starts this segment from the zero state with
+        probability P, its first input the newline a compression lane starts after (hmgen.archive.format START),
+        so the model learns to predict well from the very first bytes of a lane. Drawn from (seed, step): the
+        same streams on resume and under DDP (process r takes streams r, r+world, ... of the global draw)."""
+        gen = np.random.default_rng([self.cfg.seed, step])
+        cold = (gen.random(self.cfg.batch_size) < self.cfg.cold_starts)[self.rank::self.world]      # (B,)
+        if not cold.any():
+            return x
+        keep = torch.from_numpy(~cold).to(self.device, torch.float32)[:, None]                    # (B, 1)
+        self.state = [tuple(t * keep.to(t.dtype) for t in layer) for layer in self.state]
+        x = x.copy()
+        x[cold, 0] = self.newline
+        return x
+
     def loss(self, net, step: int, a: float):
         x, y, new_epoch = self.batches.get(step)                               # (batch/world, T) each
         if new_epoch:
             self.state = self.model.initial_state(x.shape[0], self.device)
+        elif self.cfg.cold_starts:
+            x = self.cold_start(x, step)
         x = torch.from_numpy(x.astype(np.int64)).to(self.device)
         y = torch.from_numpy(y.astype(np.int64)).to(self.device)
         z_init = torch.cat([z for _, _, z in self.state], dim=-1)

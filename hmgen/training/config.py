@@ -63,6 +63,9 @@ class TrainConfig:
                                   "target rate (H-Net's ratio loss; 0 = off).", min=0)
     rate_leak: float = option(0.0, "Added to the sigmoid's derivative in the regulariser's gradient, so a "
                                    "detector far outside its window is still pulled back (0 = off).", min=0)
+    cold_starts: float = option(0.0, "Text: the share of training segments in which a stream starts again from "
+                                     "the zero state after a newline, as every lane of a compressed block does "
+                                     "(0 = off; models meant for compression).", min=0)
     # optimisation (paper §4.1: Adam 0.002, clip 1, LR / 50 on plateau)
     batch_size: int = option(64, "Streams (text) or lines (handwriting) per batch.", fixed=True, min=1,
                              flags=("--batch-size", "-b"))
