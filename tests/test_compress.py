@@ -182,7 +182,7 @@ def test_reduced_float32_matmul_precision_does_not_change_the_archive(small):
         C.compress(io.BytesIO((DATA / "golden-v3.txt").read_bytes()), out, small, "english-small")
     finally:
         torch.set_float32_matmul_precision(before)
-    assert out.getvalue() == (DATA / "golden-v3.hmz").read_bytes()
+    assert out.getvalue() == (DATA / "golden-v4.hmz").read_bytes()
 
 
 @pytest.mark.parametrize("isa", ["default", "avx2"])
@@ -201,7 +201,7 @@ def test_torchs_engine_codes_identically_under_other_cpu_instruction_sets(isa):
             "C.compress(open(sys.argv[1], 'rb'), out, QuantLM(load_model('english-small').model), 'english-small'); "
             "sys.stdout.buffer.write(out.getvalue())")
     run = subprocess.run([sys.executable, "-c", code, str(DATA / "golden-v3.txt")], capture_output=True, env=env)
-    assert run.stdout == (DATA / "golden-v3.hmz").read_bytes(), run.stderr
+    assert run.stdout == (DATA / "golden-v4.hmz").read_bytes(), run.stderr
 
 
 def test_a_version_1_archive_made_on_2026_11_22_still_decodes(small):
@@ -218,9 +218,19 @@ def test_a_version_2_archive_made_on_2026_11_28_still_decodes(small):
     assert back.getvalue() == (DATA / "golden.txt").read_bytes()
 
 
-def test_a_version_3_archive_still_decodes_and_is_reproduced_exactly(small):
+def test_a_version_3_archive_made_on_2026_11_28_still_decodes(small):
     archive = (DATA / "golden-v3.hmz").read_bytes()
     assert archive[4] == 3 and C.list_archive(io.BytesIO(archive)).methods == ["mixed"]
+    back = io.BytesIO()
+    C.decompress(io.BytesIO(archive), back, small, "english-small")
+    assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
+
+
+def test_a_version_4_archive_still_decodes_and_is_reproduced_exactly(small):
+    """golden-v4.hmz (2026-12-04): the version-3 archive's blocks under a version-4 header, byte for byte."""
+    archive = (DATA / "golden-v4.hmz").read_bytes()
+    head = 4 + 3 + len("english-small") + 32 + 4                  # magic, version, scheme, name, sha256, CRC
+    assert archive[4] == 4 and archive[head:] == (DATA / "golden-v3.hmz").read_bytes()[head:]
     back = io.BytesIO()
     C.decompress(io.BytesIO(archive), back, small, "english-small")
     assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
@@ -367,10 +377,10 @@ def mutations(archive: bytes, count: int, seed: int = 0):
         yield bytes(b)
 
 
-@pytest.mark.parametrize("name", ["golden.hmz", "golden-v2.hmz", "golden-v3.hmz"])
+@pytest.mark.parametrize("name", ["golden.hmz", "golden-v2.hmz", "golden-v3.hmz", "golden-v4.hmz"])
 def test_every_corruption_of_a_real_archive_is_detected(small, name):
     archive = (DATA / name).read_bytes()
-    original = (DATA / ("golden-v3.txt" if name == "golden-v3.hmz" else "golden.txt")).read_bytes()
+    original = (DATA / ("golden-v3.txt" if name in ("golden-v3.hmz", "golden-v4.hmz") else "golden.txt")).read_bytes()
     for bad in mutations(archive, 400):
         out = io.BytesIO()
         with pytest.raises(C.FormatError):

@@ -1,11 +1,12 @@
 """`.hmz` archives: per block, the smallest of the model's range code, raw LZMA2, or the bytes stored.
 
-Format, version 3 (all integers little-endian; every record carries a CRC32 of its own header fields):
+Format, version 4 (all integers little-endian; every record carries a CRC32 of its own header fields):
 
-  header   magic b"\\x89HMZ" | version u8 = 3 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
+  header   magic b"\\x89HMZ" | version u8 = 4 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
            model name (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
   block    b"B" | method u8 | transform u8 | coded length n u32 (1..BLOCK) | lane length m u32 | payload bytes u32 |
            CRC32 of the block's input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload
+  flush    b"F" | payload bytes u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload
   end      b"E" | total input length u64 | blocks u32 | CRC32 of the whole input u32 | CRC32 of these u32
 
 An archive is one or more such members back to back (`cat a.hmz b.hmz`, or `compress -c a b`): it decodes
@@ -22,10 +23,18 @@ bytes, then stored by `method`:
              (hmgen.archive.adaptive), as 256-entry frequency tables (version 2; still decoded, no longer written)
   4 mixed    the same models and mixer, each byte coded as its 8 bits (high bit first; bit d of every running lane,
              then bit d + 1), each bit's probability refined by two adaptive probability maps (version 3)
+  6 LZMA-stream      payload = what one raw LZMA2 stream at preset 9e, running across the member's LZMA-stream
+  7 LZMA-x86-stream  blocks (7: behind the x86 filter), gave out while it read this block (version 4); a flush
+             record ends the stream (its payload: the rest), before the next block of another method and before
+             the end record. A block's bytes may come out only with a later payload of its stream: the decoder
+             holds them until the block is complete, then checks its CRC32.
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 64 MiB block of `xz -9e`'s size for inputs up to
-64 MiB (one block: its LZMA2 is xz's stream without the container). Beyond, each block's LZMA2 starts with an empty
-dictionary where xz's still reaches 64 MiB back across the boundary. Version 2 wrote blocks of 16 MiB.
+64 MiB (one block: its LZMA2 is xz's stream without the container). A block of at least ESTIMATE_FROM bytes is
+first judged on a sample (entropy, then the model's code against LZMA2's on SAMPLE bytes): one the model cannot win
+skips the model and goes into the member's LZMA stream, so a large binary or incompressible input costs about
+xz's time, and its LZMA2, one stream like xz's, reaches across block boundaries, so the bound holds at any size.
+Version 2 wrote blocks of 16 MiB; versions 2 and 3 restarted LZMA2 in every block.
 
 Methods 2-4 cut the n bytes into L = ceil(n / m) contiguous lanes of m bytes (the last may be shorter),
 coded in parallel as one batch: at step t the coder receives the t-th byte of every lane still running, in
@@ -33,12 +42,14 @@ lane order, each lane having started from the model's initial state as if it fol
 of a block shares one range coder stream. The decoder replays the same steps, so it reproduces the encoder's
 frequencies exactly (hmgen.archive.engine), and checks the block's CRC32 before writing any of it.
 
+Version 3 (still decoded): as version 4 without methods 6 and 7 and the flush record.
 Version 2 (still decoded): as version 3 without methods 4 and 5.
 Version 1 (still decoded): the same header with version 1, blocks b"B" | n u32 | m u32 | words u32 | CRC32 of
 the input u32 | CRC32 of the payload u32 | CRC32 of these u32 | words x u32 (method 2, no transform).
 """
 from __future__ import annotations
 
+import lzma
 import struct
 import time
 import zlib
@@ -66,7 +77,7 @@ class Engine(Protocol):
 
 
 MAGIC = b"\x89HMZ"
-VERSION = 3
+VERSION = 4
 BLOCK = 64 << 20          # input bytes per block: xz -9e's dictionary size, so a block's LZMA2 reaches as far back as
                           # xz's does (smaller blocks cost ratio on large binaries: benchmarks/RESULTS.md)
 MAX_LANES = 4096
@@ -75,12 +86,18 @@ SMALL_LANE = 256          # ...down to this for small blocks, cut into up to SMA
 SMALL_LANES = 16          # cost time, and the adaptive models share what every lane has learned
 DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger batches, faster)
 START = 10                # every lane starts as if after a newline
-STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86 = range(6)
-METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86")
+STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREAM = range(8)
+METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86", "lzma-stream", "lzma-x86-stream")
 CODED = (NETWORK, MIXED_BYTES, MIXED)      # the methods that run the model
+STREAMED = (LZMA_STREAM, LZMA_X86_STREAM)  # the methods whose payloads continue one LZMA2 stream
+ESTIMATE_FROM = 512 << 10  # blocks from this size are first judged on a sample: can the model win?
+SAMPLE = 128 << 10         # ... of this many bytes: the model's code against LZMA2's
+MIN_ENTROPY_CHECK = 16 << 10   # from this size a block whose bytes look random (order-0 entropy above
+RANDOM_BITS = 7.9              # RANDOM_BITS per byte) skips the model: compressed or random data
 BLOCK_HEAD = struct.Struct("<BBIIIIII")    # method, transform, n, m, payload bytes, data crc, payload crc, header crc
 BLOCK_HEAD_V1 = struct.Struct("<IIIIII")   # n, m, words, data crc, payload crc, header crc
 END_HEAD = struct.Struct("<QIII")          # total, blocks, data crc, header crc
+FLUSH_HEAD = struct.Struct("<III")         # payload bytes, payload crc, header crc
 FAMILY = constriction.stream.model.Categorical(perfect=False)   # explicit: constriction 0.5 still defaults to its
                                                                 # slow perfect=True, and coder and decoder must agree
 
@@ -195,55 +212,138 @@ def binary(p1: np.ndarray) -> np.ndarray:
     return np.stack([4096 - p1, p1], axis=1).astype(np.float64)
 
 
+def block_record(method: int, transform: int, n: int, m: int, data: bytes, payload: bytes) -> bytes:
+    fields = (method, transform, n, m, len(payload), zlib.crc32(data), zlib.crc32(payload))
+    return b"B" + BLOCK_HEAD.pack(*fields, zlib.crc32(b"B" + BLOCK_HEAD.pack(*fields, 0)[:-4])) + payload
+
+
 def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
-                 progress: Callable[[int], None] | None) -> tuple[bytes, bytes, str, int]:
-    """One block -> (record header, payload, method name, lanes): the smallest of the candidates."""
+                 progress: Callable[[int], None] | None, model: bool = True) -> tuple[bytes, str, int]:
+    """One block on its own -> (its record, method name, lanes): the smallest of stored, LZMA2 (behind the x86
+    filter too, for machine code) and, unless `model` is False, the model's code."""
     transform, coded = methods.forward(data)
     n = len(coded)
     m = lanes_for(n, max_lanes, min_lane)
-    words = code_block(q, m, n, True, data=coded, progress=progress)
-    candidates = [(len(data), STORED, methods.NONE, 0, data),        # ties go to the simpler method
-                  (None, LZMA, transform, 0, methods.lzma_compress(coded)),
-                  *([(None, LZMA_X86, transform, 0, methods.lzma_compress(coded, x86=True))]
+    candidates = [(STORED, methods.NONE, 0, data),        # ties go to the simpler method
+                  (LZMA, transform, 0, methods.lzma_compress(coded)),
+                  *([(LZMA_X86, transform, 0, methods.lzma_compress(coded, x86=True))]
                     if methods.looks_like_x86(coded) else []),
-                  (None, MIXED, transform, m, words.astype("<u4").tobytes())]
-    size, method, transform, m, payload = min(((len(c[4]), *c[1:]) for c in candidates), key=lambda c: c[0])
+                  *([(MIXED, transform, m, code_block(q, m, n, True, data=coded, progress=progress)
+                      .astype("<u4").tobytes())] if model else [])]
+    method, transform, m, payload = min(candidates, key=lambda c: len(c[3]))
+    if progress is not None and not model:
+        progress(n)
     n = len(data) if method == STORED else n
-    fields = (method, transform, n, m, size, zlib.crc32(data), zlib.crc32(payload))
-    rec = b"B" + BLOCK_HEAD.pack(*fields, zlib.crc32(b"B" + BLOCK_HEAD.pack(*fields, 0)[:-4]))
-    return rec, payload, METHOD_NAMES[method], -(-n // m) if m else 0
+    return block_record(method, transform, n, m, data, payload), METHOD_NAMES[method], -(-n // m) if m else 0
+
+
+def entropy_bits(data: bytes) -> float:
+    """Order-0 entropy in bits per byte."""
+    counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
+    p = counts[counts > 0] / len(data)
+    return float(-(p * np.log2(p)).sum())
+
+
+def model_may_win(q: Engine, coded: bytes, max_lanes: int, min_lane: int | None) -> bool:
+    """The cheap estimate made before the model runs on a block: bytes that look random (compressed, encrypted)
+    never; from ESTIMATE_FROM bytes, only if the model's code of the first SAMPLE bytes is smaller than LZMA2's."""
+    if len(coded) >= MIN_ENTROPY_CHECK and entropy_bits(coded[:SAMPLE]) > RANDOM_BITS:
+        return False
+    if len(coded) < ESTIMATE_FROM:
+        return True
+    sample = coded[:SAMPLE]
+    m = lanes_for(len(sample), max_lanes, min_lane)
+    return 4 * len(code_block(q, m, len(sample), True, data=sample)) < len(methods.lzma_compress(sample))
+
+
+class LzmaStream:
+    """The member's one LZMA2 stream (methods 6, 7): fed block after block, in pieces, so a progress bar moves."""
+
+    PIECE = 1 << 20
+
+    def __init__(self, x86: bool):
+        self.x86 = x86
+        self.coder = lzma.LZMACompressor(format=lzma.FORMAT_RAW,
+                                         filters=methods.X86_FILTERS if x86 else methods.FILTERS)
+
+    def feed(self, coded: bytes, progress: Callable[[int], None] | None) -> bytes:
+        out = []
+        for i in range(0, len(coded), self.PIECE):
+            out.append(self.coder.compress(coded[i:i + self.PIECE]))
+            if progress is not None:
+                progress(min(self.PIECE, len(coded) - i))
+        return b"".join(out)
+
+    def flush_record(self) -> bytes:
+        payload = self.coder.flush()
+        fields = (len(payload), zlib.crc32(payload))
+        return b"F" + FLUSH_HEAD.pack(*fields, zlib.crc32(b"F" + FLUSH_HEAD.pack(*fields, 0)[:-4])) + payload
+
+
+class MemberWriter:
+    """One archive member written block by block: the header, each block (the smallest of its methods, or into
+    the member's LZMA stream when the estimate says the model cannot win), the stream's flush, the end record.
+    `compress` drives it from a file; hmgen.archive.api from writes of any size."""
+
+    def __init__(self, dst: BinaryIO, q: Engine, name: str, max_lanes: int = DEFAULT_LANES,
+                 min_lane: int | None = None, progress: Callable[[int], None] | None = None):
+        if not 1 <= max_lanes <= MAX_LANES:
+            raise ValueError(f"lanes must be between 1 and {MAX_LANES}")
+        self.dst, self.q, self.max_lanes, self.min_lane, self.progress = dst, q, max_lanes, min_lane, progress
+        self.st = Stats(model=name)
+        self.start = time.perf_counter()
+        self.crc = 0
+        self.stream: LzmaStream | None = None
+        self.put(header_bytes(name, q.hash))
+
+    def put(self, record: bytes) -> None:
+        self.dst.write(record)
+        self.st.bytes_out += len(record)
+
+    def end_stream(self) -> None:
+        if self.stream is not None:
+            self.put(self.stream.flush_record())
+            self.stream = None
+
+    def write_block(self, data: bytes) -> None:
+        """One block of 1..BLOCK bytes."""
+        transform, coded = methods.forward(data)
+        may_win = model_may_win(self.q, coded, self.max_lanes, self.min_lane)
+        if may_win or len(coded) < ESTIMATE_FROM:          # small blocks: every method tried, as in version 3
+            self.end_stream()
+            record, method, lanes = encode_block(self.q, data, self.max_lanes, self.min_lane, self.progress,
+                                                 model=may_win)
+        else:
+            x86 = methods.looks_like_x86(coded)
+            if self.stream is not None and self.stream.x86 != x86:
+                self.end_stream()
+            self.stream = self.stream or LzmaStream(x86)
+            method = LZMA_X86_STREAM if x86 else LZMA_STREAM
+            record = block_record(method, transform, len(coded), 0, data, self.stream.feed(coded, self.progress))
+            method, lanes = METHOD_NAMES[method], 0
+        self.put(record)
+        self.st.bytes_in += len(data)
+        self.st.blocks += 1
+        self.st.lanes.append(lanes)
+        self.st.methods.append(method)
+        self.crc = zlib.crc32(data, self.crc)
+
+    def close(self) -> Stats:
+        self.end_stream()
+        fields = (self.st.bytes_in, self.st.blocks, self.crc)
+        self.put(b"E" + END_HEAD.pack(*fields, zlib.crc32(b"E" + struct.pack("<QII", *fields))))
+        self.st.seconds = time.perf_counter() - self.start
+        return self.st
 
 
 def compress(src: BinaryIO, dst: BinaryIO, q: Engine, name: str, max_lanes: int = DEFAULT_LANES,
              progress: Callable[[int], None] | None = None, min_lane: int | None = None, block: int = BLOCK) -> Stats:
     """Read src to its end, write one archive member to dst. The lane layout is stored, so the decoder needs
     none of these settings."""
-    if not 1 <= max_lanes <= MAX_LANES:
-        raise ValueError(f"lanes must be between 1 and {MAX_LANES}")
-    st = Stats(model=name)
-    start = time.perf_counter()
-    head = header_bytes(name, q.hash)
-    dst.write(head)
-    st.bytes_out += len(head)
-    crc = 0
-    while True:
-        data = read_full(src, block)
-        if not data:
-            break
-        rec, payload, method, lanes = encode_block(q, data, max_lanes, min_lane, progress)
-        dst.write(rec + payload)
-        st.bytes_in += len(data)
-        st.bytes_out += len(rec) + len(payload)
-        st.blocks += 1
-        st.lanes.append(lanes)
-        st.methods.append(method)
-        crc = zlib.crc32(data, crc)
-    fields = (st.bytes_in, st.blocks, crc)
-    end = b"E" + END_HEAD.pack(*fields, zlib.crc32(b"E" + struct.pack("<QII", *fields)))
-    dst.write(end)
-    st.bytes_out += len(end)
-    st.seconds = time.perf_counter() - start
-    return st
+    writer = MemberWriter(dst, q, name, max_lanes, min_lane, progress)
+    while data := read_full(src, block):
+        writer.write_block(data)
+    return writer.close()
 
 
 def read_full(f: BinaryIO, n: int) -> bytes:
@@ -280,7 +380,7 @@ def read_header(src: BinaryIO, magic: bytes | None = None) -> Header:
         raise FormatError("not an hmgen archive (bad magic number)")
     fixed = read_exact(src, 3, "header")
     version, scheme, length = fixed
-    if version not in (1, 2, VERSION):
+    if version not in (1, 2, 3, VERSION):
         raise FormatError(f"archive format version {version}; this hmgen reads versions 1 to {VERSION}")
     raw = read_exact(src, length + 32, "header")
     (crc,) = struct.unpack("<I", read_exact(src, 4, "header"))
@@ -318,12 +418,27 @@ class Block:
 
 
 def read_records(src: BinaryIO, version: int, skip_payload: bool = False):
-    """Yield a Block for each block (payload None when skipped), then ("E", total, blocks, crc)."""
+    """Yield a Block for each block (payload None when skipped), ("F", payload, record bytes) for each flush of an
+    LZMA stream (version 4), then ("E", total, blocks, crc)."""
     blocks = 0
     while True:
         kind = read_exact(src, 1, "block list")
+        if kind == b"F" and version >= 4:
+            raw = read_exact(src, FLUSH_HEAD.size, "flush record")
+            size, payload_crc, crc = FLUSH_HEAD.unpack(raw)
+            if zlib.crc32(b"F" + raw[:-4]) != crc or size > BLOCK:
+                raise FormatError(f"damaged archive (flush record after block {blocks})")
+            if skip_payload and src.seekable():
+                src.seek(size, 1)
+                payload = None
+            else:
+                payload = read_exact(src, size, "flush record")
+                if zlib.crc32(payload) != payload_crc:
+                    raise FormatError(f"damaged archive (flush record after block {blocks}: CRC mismatch)")
+            yield ("F", payload, 1 + FLUSH_HEAD.size + size)
+            continue
         if kind == b"B":
-            blk = read_block_v1(src, blocks) if version == 1 else read_block(src, blocks)
+            blk = read_block_v1(src, blocks) if version == 1 else read_block(src, blocks, version)
             size = blk.size - 1 - (BLOCK_HEAD_V1.size if version == 1 else BLOCK_HEAD.size)
             if skip_payload and src.seekable():
                 src.seek(size, 1)
@@ -348,14 +463,18 @@ def read_records(src: BinaryIO, version: int, skip_payload: bool = False):
             raise FormatError(f"damaged archive (unknown record after block {blocks})")
 
 
-def read_block(src: BinaryIO, index: int) -> Block:
+LAST_METHOD = {2: MIXED, 3: LZMA_X86, 4: LZMA_X86_STREAM}     # the methods each version may hold
+
+
+def read_block(src: BinaryIO, index: int, version: int = VERSION) -> Block:
     raw = read_exact(src, BLOCK_HEAD.size, "block header")
     method, transform, n, m, size, data_crc, payload_crc, crc = BLOCK_HEAD.unpack(raw)
     if zlib.crc32(b"B" + raw[:-4]) != crc:
         raise FormatError(f"damaged archive (block {index + 1} header CRC mismatch)")
     lanes_ok = 1 <= m <= n and -(-n // m) <= MAX_LANES if method in CODED else m == 0
-    if not (method <= LZMA_X86 and transform <= methods.LAST and 1 <= n <= BLOCK and lanes_ok and size <= n
-            and (method != STORED or (size == n and transform == methods.NONE))
+    most = n + n // 64 + (1 << 20) if method in STREAMED else n      # a stream may give out earlier blocks' bytes
+    if not (method <= LAST_METHOD[version] and transform <= methods.LAST and 1 <= n <= BLOCK and lanes_ok
+            and size <= most and (method != STORED or (size == n and transform == methods.NONE))
             and (method not in CODED or size % 4 == 0)):
         raise FormatError(f"damaged archive (block {index + 1} header out of range)")
     return Block(method, transform, n, m, data_crc, None, 1 + BLOCK_HEAD.size + size, payload_crc)
@@ -383,7 +502,7 @@ def check_model(head: Header, q: Engine, name: str) -> None:
 
 def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int,
                  progress: Callable[[int], None] | None) -> bytes:
-    """A block's input, checked against its CRC32."""
+    """A block's input, checked against its CRC32 (a block of its own: not of an LZMA stream)."""
     try:
         if blk.method == STORED:
             coded = blk.payload
@@ -393,25 +512,66 @@ def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int
             q, _ = model()
             words = np.frombuffer(blk.payload, dtype="<u4").astype(np.uint32)
             coded = code_block(q, blk.m, blk.n, False, words=words, progress=progress, method=blk.method)
-        data = methods.inverse(blk.transform, coded)
     except (AssertionError, ValueError, KeyError, RuntimeError, methods.LZMAError) as e:  # constriction, lzma
         raise FormatError(f"damaged archive (block {index} does not decode: {type(e).__name__})") from None
-    if zlib.crc32(data) != blk.data_crc:
-        raise FormatError(f"damaged archive (block {index} decodes to data with the wrong CRC32)")
     if progress is not None and blk.method not in CODED:
         progress(blk.n)
+    return checked(blk, coded, index)
+
+
+def checked(blk: Block, coded: bytes, index: int) -> bytes:
+    data = methods.inverse(blk.transform, coded)
+    if zlib.crc32(data) != blk.data_crc:
+        raise FormatError(f"damaged archive (block {index} decodes to data with the wrong CRC32)")
     return data
 
 
-def decompress(src: BinaryIO, dst: BinaryIO | None, q: Engine | Callable[[Header], tuple[Engine, str]],
-               name: str = "", head: Header | None = None, progress: Callable[[int], None] | None = None) -> Stats:
-    """Decode every member from src (the first header already read if `head` is given); dst None = test only.
-    `q` is the integer model, or a function giving (model, name) for a member's header, called only when a
-    block needs the model. Each block is verified against its CRC32 before it is written."""
-    start = time.perf_counter()
-    head = head or read_header(src)
-    resolve = q if callable(q) else (lambda h: (q, name))
-    st = Stats(model=head.name)
+class StreamDecoder:
+    """One LZMA stream of a member (methods 6, 7): payloads in, each block's bytes out once all of them came,
+    checked against its CRC32."""
+
+    def __init__(self, x86: bool):
+        self.x86 = x86
+        self.coder = lzma.LZMADecompressor(format=lzma.FORMAT_RAW,
+                                           filters=methods.X86_FILTERS if x86 else methods.FILTERS)
+        self.out = bytearray()
+        self.waiting: list[tuple[Block, int]] = []           # blocks not complete yet, with their index
+
+    def feed(self, payload: bytes, what: str) -> None:
+        try:
+            if self.coder.eof:
+                raise methods.LZMAError("data after the end of the stream")
+            self.out += self.coder.decompress(payload)
+        except methods.LZMAError:
+            raise FormatError(f"damaged archive ({what} does not decode)") from None
+
+    def block(self, blk: Block, index: int) -> list[tuple[Block, bytes]]:
+        self.feed(blk.payload, f"block {index}")
+        self.waiting.append((blk, index))
+        return self.ready()
+
+    def ready(self) -> list[tuple[Block, bytes]]:
+        done = []
+        while self.waiting and len(self.out) >= self.waiting[0][0].n:
+            blk, index = self.waiting.pop(0)
+            coded = bytes(self.out[:blk.n])
+            del self.out[:blk.n]
+            done.append((blk, checked(blk, coded, index)))
+        return done
+
+    def flush(self, payload: bytes) -> list[tuple[Block, bytes]]:
+        self.feed(payload, "the LZMA stream's flush record")
+        done = self.ready()
+        if not self.coder.eof or self.waiting or self.out or self.coder.unused_data:
+            raise FormatError("damaged archive (an LZMA stream does not hold its blocks)")
+        return done
+
+
+def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]], head: Header, st: Stats,
+                   progress: Callable[[int], None] | None = None):
+    """Every member's blocks from src, in order, each as its verified bytes (the first header already read);
+    `st` counts them. `resolve` gives (model, name) for a member's header, asked only when a block needs it."""
+    st.model = st.model or head.name
     while head is not None:
         engine: list = []
 
@@ -423,25 +583,55 @@ def decompress(src: BinaryIO, dst: BinaryIO | None, q: Engine | Callable[[Header
             return engine[0]
 
         st.bytes_in += head.size
-        crc, out = 0, 0
+        crc, out, stream = 0, 0, None
         for rec in read_records(src, head.version):
-            if isinstance(rec, tuple):
+            if isinstance(rec, tuple) and rec[0] == "F":
+                if stream is None:
+                    raise FormatError("damaged archive (a flush record without an LZMA stream)")
+                done, stream = stream.flush(rec[1]), None
+                st.bytes_in += rec[2]
+            elif isinstance(rec, tuple):
                 _, total, _, data_crc = rec
-                if total != out or data_crc != crc:
+                if stream is not None or total != out or data_crc != crc:
                     raise FormatError("damaged archive (length or CRC of the whole input does not match)")
                 st.bytes_in += 1 + END_HEAD.size
                 break
-            data = decode_block(rec, model, st.blocks + 1, progress)
-            if dst is not None:
-                dst.write(data)
-            crc = zlib.crc32(data, crc)
-            out += len(data)
-            st.bytes_in += rec.size
-            st.bytes_out += len(data)
-            st.blocks += 1
-            st.lanes.append(-(-rec.n // rec.m) if rec.m else 0)
-            st.methods.append(METHOD_NAMES[rec.method])
+            else:
+                index = st.blocks + 1
+                st.blocks += 1
+                st.bytes_in += rec.size
+                st.lanes.append(-(-rec.n // rec.m) if rec.m else 0)
+                st.methods.append(METHOD_NAMES[rec.method])
+                if rec.method in STREAMED:
+                    if stream is not None and stream.x86 != (rec.method == LZMA_X86_STREAM):
+                        raise FormatError(f"damaged archive (block {index} changes an open LZMA stream's filter)")
+                    stream = stream or StreamDecoder(rec.method == LZMA_X86_STREAM)
+                    done = stream.block(rec, index)
+                elif stream is not None:
+                    raise FormatError(f"damaged archive (block {index} inside an LZMA stream)")
+                else:
+                    done = [(rec, decode_block(rec, model, index, progress))]
+            for blk, data in done:
+                if progress is not None and blk.method in STREAMED:
+                    progress(blk.n)
+                crc = zlib.crc32(data, crc)
+                out += len(data)
+                st.bytes_out += len(data)
+                yield data
         head = next_header(src)
+
+
+def decompress(src: BinaryIO, dst: BinaryIO | None, q: Engine | Callable[[Header], tuple[Engine, str]],
+               name: str = "", head: Header | None = None, progress: Callable[[int], None] | None = None) -> Stats:
+    """Decode every member from src (the first header already read if `head` is given); dst None = test only.
+    `q` is the integer model, or a function giving (model, name) for a member's header, called only when a
+    block needs the model. Each block is verified against its CRC32 before it is written."""
+    start = time.perf_counter()
+    head = head or read_header(src)
+    st = Stats()
+    for data in decoded_blocks(src, q if callable(q) else (lambda h: (q, name)), head, st, progress):
+        if dst is not None:
+            dst.write(data)
     st.seconds = time.perf_counter() - start
     return st
 
@@ -470,6 +660,9 @@ def list_archive(src: BinaryIO) -> Listing:
         out.members += 1
         out.compressed += head.size
         for rec in read_records(src, head.version, skip_payload=True):
+            if isinstance(rec, tuple) and rec[0] == "F":
+                out.compressed += rec[2]
+                continue
             if isinstance(rec, tuple):
                 out.compressed += 1 + END_HEAD.size
                 out.original += rec[1]

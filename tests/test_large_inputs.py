@@ -1,0 +1,89 @@
+"""Inputs the model cannot win, and inputs larger than a block (format version 4): the estimate that skips the
+model, one LZMA stream across a member's blocks, and its flush records."""
+import io
+import lzma
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from hmgen.archive import format as C
+from hmgen.archive.engine import torch_engine as quant
+from hmgen.modelio import load_model
+from tests.test_compress import mutations
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+BLOCK = C.ESTIMATE_FROM + 4096           # small blocks for the tests, still judged on a sample
+
+
+@pytest.fixture(scope="module")
+def tiny(byte_model):
+    return quant.QuantLM(load_model(str(byte_model)).model)
+
+
+def archive_of(q, data: bytes, block: int = BLOCK) -> tuple[bytes, C.Stats]:
+    out = io.BytesIO()
+    st = C.compress(io.BytesIO(data), out, q, "m", block=block)
+    back = io.BytesIO()
+    C.decompress(io.BytesIO(out.getvalue()), back, q, "m")
+    assert back.getvalue() == data
+    return out.getvalue(), st
+
+
+def repeated_random(n: int, period: int = 200_000, seed: int = 0) -> bytes:
+    chunk = random.Random(seed).randbytes(period)
+    return (chunk * (n // period + 1))[:n]
+
+
+def test_random_bytes_skip_the_model_and_cost_what_xz_does(tiny):
+    data = os.urandom(3 * BLOCK)
+    archive, st = archive_of(tiny, data)
+    assert st.methods == ["lzma-stream"] * 3
+    assert len(archive) <= len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)) * 1.001 + 200
+
+
+def test_one_lzma_stream_reaches_back_across_block_boundaries(tiny):
+    data = repeated_random(3 * BLOCK)                 # each block repeats what the first one held
+    archive, st = archive_of(tiny, data)
+    assert st.methods == ["lzma-stream"] * 3
+    assert len(archive) < 1.05 * len(lzma.compress(data[:200_000], format=lzma.FORMAT_RAW, filters=C.methods.FILTERS))
+
+
+def test_a_stream_is_flushed_before_a_block_of_another_method(tiny):
+    text = b"The cat sat on the mat, and then it sat on the hat.\n" * 200
+    data = os.urandom(BLOCK) + text
+    archive, st = archive_of(tiny, data)
+    assert st.methods[0] == "lzma-stream" and st.methods[1] != "lzma-stream"
+    listed = C.list_archive(io.BytesIO(archive))
+    assert (listed.compressed, listed.original, listed.methods) == (len(archive), len(data), st.methods)
+
+
+def test_prose_is_still_coded_by_the_model_when_its_block_is_judged_on_a_sample(monkeypatch):
+    from hmgen.archive.files import Engines
+    monkeypatch.setattr(C, "ESTIMATE_FROM", 60_000)
+    monkeypatch.setattr(C, "SAMPLE", 30_000)
+    root = Path(__file__).resolve().parents[1]
+    prose = (root / "README.md").read_bytes()[:70_000]
+    q, _ = Engines().get("english-small-3")
+    _, st = archive_of(q, prose, block=len(prose))
+    assert st.methods == ["mixed"]
+
+
+def test_every_corruption_of_an_archive_with_lzma_streams_is_detected(tiny):
+    data = repeated_random(2 * BLOCK, period=50_000) + b"a little text at the end\n"
+    archive, _ = archive_of(tiny, data)
+    for bad in mutations(archive, 200, seed=3):
+        out = io.BytesIO()
+        with pytest.raises(C.FormatError):
+            C.decompress(io.BytesIO(bad), out, tiny, "m")
+        assert data.startswith(out.getvalue())
+
+
+def test_a_version_3_reader_would_refuse_a_stream_block_but_this_one_reads_version_3(tiny):
+    archive, _ = archive_of(tiny, os.urandom(BLOCK))
+    assert archive[4] == C.VERSION == 4
+    v3 = bytearray(archive)
+    v3[4] = 3                                          # a stream block under version 3 is out of range
+    with pytest.raises(C.FormatError):
+        C.decompress(io.BytesIO(bytes(v3)), io.BytesIO(), tiny, "m")
