@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, ContextManager
 
-from hmgen.archive.format import (DEFAULT_LANES, Engine, FormatError, Header, Listing, Stats, code_block, compress,
-                                  decompress, list_archive, read_header)
+from hmgen.archive.format import (DEFAULT_LEVEL, LEVELS, Engine, FormatError, Header, Level, Listing, Stats,
+                                  code_block, compress, decompress, list_archive, read_header)
 from hmgen.fs import atomic_write
 from hmgen.modelio import ModelError, load_arrays, load_model
 
@@ -205,12 +205,14 @@ def open_input(path: str, *, to_stdout: bool, keep: bool, force: bool) -> Binary
 
 
 def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool, force: bool, to_stdout: bool,
-                  lanes: int = DEFAULT_LANES, progress: Callable[[int], None] | None = None) -> Result:
-    """Compress one file (or "-" for stdin) to FILE.hmz or stdout."""
+                  level: Level | None = None, progress: Callable[[int], None] | None = None) -> Result:
+    """Compress one file (or "-" for stdin) to FILE.hmz or stdout, at `level` (default: LEVELS[DEFAULT_LEVEL])."""
+    level = level or LEVELS[DEFAULT_LEVEL]
     q, name = engines.get(model)
     if path == "-":
         out = sys.stdout.buffer
-        st = compress(NamedInput(sys.stdin.buffer, "standard input"), HeldHeader(out), q, name, lanes, progress)
+        st = compress(NamedInput(sys.stdin.buffer, "standard input"), HeldHeader(out), q, name, progress=progress,
+                      level=level)
         out.flush()
         return Result(st, "stdout")
     if path.endswith(SUFFIX) and not (to_stdout or force):     # as gzip, xz, zstd: -c and -f compress it again
@@ -220,14 +222,14 @@ def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool,
         raise Skipped(f"{dst}: already exists; not overwritten (use -f)")
     with open_input(path, to_stdout=to_stdout, keep=keep, force=force) as f:
         if to_stdout:
-            st = compress(f, HeldHeader(sys.stdout.buffer), q, name, lanes, progress)
+            st = compress(f, HeldHeader(sys.stdout.buffer), q, name, progress=progress, level=level)
             sys.stdout.buffer.flush()
             return Result(st, "stdout")
         stats = {}
 
         def write(tmp: str):
             with open(tmp, "wb") as out:
-                stats["st"] = compress(f, out, q, name, lanes, progress)
+                stats["st"] = compress(f, out, q, name, progress=progress, level=level)
                 out.flush()
                 os.fsync(out.fileno())
             if not keep:                      # the input goes away: first prove the archive restores it

@@ -218,15 +218,16 @@ def block_record(method: int, transform: int, n: int, m: int, data: bytes, paylo
 
 
 def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
-                 progress: Callable[[int], None] | None, model: bool = True) -> tuple[bytes, str, int]:
+                 progress: Callable[[int], None] | None, model: bool = True,
+                 preset: int = methods.BEST) -> tuple[bytes, str, int]:
     """One block on its own -> (its record, method name, lanes): the smallest of stored, LZMA2 (behind the x86
     filter too, for machine code) and, unless `model` is False, the model's code."""
     transform, coded = methods.forward(data)
     n = len(coded)
     m = lanes_for(n, max_lanes, min_lane)
     candidates = [(STORED, methods.NONE, 0, data),        # ties go to the simpler method
-                  (LZMA, transform, 0, methods.lzma_compress(coded)),
-                  *([(LZMA_X86, transform, 0, methods.lzma_compress(coded, x86=True))]
+                  (LZMA, transform, 0, methods.lzma_compress(coded, preset=preset)),
+                  *([(LZMA_X86, transform, 0, methods.lzma_compress(coded, x86=True, preset=preset))]
                     if methods.looks_like_x86(coded) else []),
                   *([(MIXED, transform, m, code_block(q, m, n, True, data=coded, progress=progress)
                       .astype("<u4").tobytes())] if model else [])]
@@ -261,10 +262,9 @@ class LzmaStream:
 
     PIECE = 1 << 20
 
-    def __init__(self, x86: bool):
+    def __init__(self, x86: bool, preset: int = methods.BEST):
         self.x86 = x86
-        self.coder = lzma.LZMACompressor(format=lzma.FORMAT_RAW,
-                                         filters=methods.X86_FILTERS if x86 else methods.FILTERS)
+        self.coder = lzma.LZMACompressor(format=lzma.FORMAT_RAW, filters=methods.filters(x86, preset))
 
     def feed(self, coded: bytes, progress: Callable[[int], None] | None) -> bytes:
         out = []
@@ -280,16 +280,38 @@ class LzmaStream:
         return b"F" + FLUSH_HEAD.pack(*fields, zlib.crc32(b"F" + FLUSH_HEAD.pack(*fields, 0)[:-4])) + payload
 
 
+@dataclass(frozen=True)
+class Level:
+    """A compression level: a choice of the encoder only (any archive decodes without knowing it)."""
+    model: bool = True                  # run the model (else LZMA2 and stored only)
+    max_lanes: int = DEFAULT_LANES      # lanes coded side by side at most...
+    min_lane: int | None = None         # ...each at least this long (None: lanes_for's default)
+    preset: int = methods.BEST          # LZMA2's preset
+
+
+# -1 .. -9 (--fast = 1, --best = 9). Measured points of the speed/size curve: README "Levels",
+# benchmarks/levels.py. Fewer, longer lanes start cold less often (smaller archives) but give the threads
+# fewer lanes to share out per step.
+LEVELS = {1: Level(model=False, preset=6), 2: Level(model=False),
+          3: Level(max_lanes=4096, min_lane=256), 4: Level(max_lanes=1024, min_lane=512),
+          5: Level(max_lanes=512, min_lane=1024), 6: Level(), 7: Level(max_lanes=128, min_lane=4096),
+          8: Level(max_lanes=64, min_lane=8192), 9: Level(max_lanes=16, min_lane=16384)}
+DEFAULT_LEVEL = 6
+
+
 class MemberWriter:
     """One archive member written block by block: the header, each block (the smallest of its methods, or into
     the member's LZMA stream when the estimate says the model cannot win), the stream's flush, the end record.
     `compress` drives it from a file; hmgen.archive.api from writes of any size."""
 
     def __init__(self, dst: BinaryIO, q: Engine, name: str, max_lanes: int = DEFAULT_LANES,
-                 min_lane: int | None = None, progress: Callable[[int], None] | None = None):
+                 min_lane: int | None = None, progress: Callable[[int], None] | None = None,
+                 level: Level | None = None):
         if not 1 <= max_lanes <= MAX_LANES:
             raise ValueError(f"lanes must be between 1 and {MAX_LANES}")
-        self.dst, self.q, self.max_lanes, self.min_lane, self.progress = dst, q, max_lanes, min_lane, progress
+        self.level = level or Level(max_lanes=max_lanes, min_lane=min_lane)
+        self.dst, self.q, self.progress = dst, q, progress
+        self.max_lanes, self.min_lane = self.level.max_lanes, self.level.min_lane
         self.st = Stats(model=name)
         self.start = time.perf_counter()
         self.crc = 0
@@ -308,16 +330,16 @@ class MemberWriter:
     def write_block(self, data: bytes) -> None:
         """One block of 1..BLOCK bytes."""
         transform, coded = methods.forward(data)
-        may_win = model_may_win(self.q, coded, self.max_lanes, self.min_lane)
+        may_win = self.level.model and model_may_win(self.q, coded, self.max_lanes, self.min_lane)
         if may_win or len(coded) < ESTIMATE_FROM:          # small blocks: every method tried, as in version 3
             self.end_stream()
             record, method, lanes = encode_block(self.q, data, self.max_lanes, self.min_lane, self.progress,
-                                                 model=may_win)
+                                                 model=may_win, preset=self.level.preset)
         else:
             x86 = methods.looks_like_x86(coded)
             if self.stream is not None and self.stream.x86 != x86:
                 self.end_stream()
-            self.stream = self.stream or LzmaStream(x86)
+            self.stream = self.stream or LzmaStream(x86, self.level.preset)
             method = LZMA_X86_STREAM if x86 else LZMA_STREAM
             record = block_record(method, transform, len(coded), 0, data, self.stream.feed(coded, self.progress))
             method, lanes = METHOD_NAMES[method], 0
@@ -337,10 +359,11 @@ class MemberWriter:
 
 
 def compress(src: BinaryIO, dst: BinaryIO, q: Engine, name: str, max_lanes: int = DEFAULT_LANES,
-             progress: Callable[[int], None] | None = None, min_lane: int | None = None, block: int = BLOCK) -> Stats:
+             progress: Callable[[int], None] | None = None, min_lane: int | None = None, block: int = BLOCK,
+             level: Level | None = None) -> Stats:
     """Read src to its end, write one archive member to dst. The lane layout is stored, so the decoder needs
-    none of these settings."""
-    writer = MemberWriter(dst, q, name, max_lanes, min_lane, progress)
+    none of these settings (`level`, when given, replaces max_lanes and min_lane)."""
+    writer = MemberWriter(dst, q, name, max_lanes, min_lane, progress, level)
     while data := read_full(src, block):
         writer.write_block(data)
     return writer.close()

@@ -16,8 +16,14 @@ import lzma
 NONE, CRLF = 0, 1
 LAST = CRLF
 LZMAError = lzma.LZMAError
-FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+BEST = 9 | lzma.PRESET_EXTREME
+FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": BEST}]
 X86_FILTERS = [{"id": lzma.FILTER_X86}] + FILTERS
+
+
+def filters(x86: bool = False, preset: int = BEST) -> list[dict]:
+    """The LZMA2 chain at a preset (the decoder takes BEST's: its dictionary holds any smaller one's)."""
+    return ([{"id": lzma.FILTER_X86}] if x86 else []) + [{"id": lzma.FILTER_LZMA2, "preset": preset}]
 
 
 def forward(data: bytes) -> tuple[int, bytes]:
@@ -34,8 +40,8 @@ def inverse(transform: int, coded: bytes) -> bytes:
     return coded
 
 
-def lzma_compress(data: bytes, x86: bool = False) -> bytes:
-    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=X86_FILTERS if x86 else FILTERS)
+def lzma_compress(data: bytes, x86: bool = False, preset: int = BEST) -> bytes:
+    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=filters(x86, preset))
 
 
 def looks_like_x86(data: bytes) -> bool:

@@ -182,7 +182,7 @@ app.command(help=archive.DECOMPRESS_HELP, cls=Command)(archive.decompress)
 
 def main():
     if debugging():
-        return app(prog_name="hmgen")
+        return app(args=archive.level_flags(sys.argv[1:]), prog_name="hmgen")
     standard_streams()
     status = run()
     try:                                         # what is still buffered must reach its reader, or the
@@ -200,7 +200,7 @@ def main():
 def run() -> int:
     """The command's exit status."""
     try:
-        app(prog_name="hmgen")
+        app(args=archive.level_flags(sys.argv[1:]), prog_name="hmgen")
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
     except BrokenPipeError:

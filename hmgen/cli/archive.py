@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from contextlib import contextmanager
@@ -96,10 +97,12 @@ def list_archives(files: list[str], as_json: bool) -> None:
 
 
 def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool, force: bool, test: bool,
-                    list_: bool, verbose: bool, quiet: bool, model: Optional[str], device: str, lanes: int,
-                    threads: Optional[int], as_json: bool):
+                    list_: bool, verbose: bool, quiet: bool, model: Optional[str], device: str, lanes: Optional[int],
+                    threads: Optional[int], as_json: bool, level: Optional[int] = None):
+    import dataclasses
+
     from hmgen.archive import files as archive
-    from hmgen.archive.format import FormatError, MAX_LANES
+    from hmgen.archive.format import DEFAULT_LEVEL, LEVELS, FormatError, MAX_LANES
 
     exit_on_termination()
     # On the CPU the compiled engine codes on one thread and torch is never imported. Elsewhere torch's engine,
@@ -107,8 +110,11 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
     # a quiet machine and lose up to ~30x beside another busy process (benchmarks/RESULTS.md).
     if device != "cpu":
         set_threads(threads or 1)
-    if not 1 <= lanes <= MAX_LANES:
+    if lanes is not None and not 1 <= lanes <= MAX_LANES:
         raise UsageError(f"--lanes must be between 1 and {MAX_LANES}")
+    chosen = LEVELS[level or DEFAULT_LEVEL]
+    if lanes is not None:
+        chosen = dataclasses.replace(chosen, max_lanes=lanes)
     files = files or ["-"]
     reads_stdin = "-" in files
     if (decompress or test or list_) and reads_stdin and sys.stdin.isatty() and not force:
@@ -140,7 +146,7 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
                                                   to_stdout=stdout, test=test, progress=advance)
                 else:
                     res = archive.compress_path(path, engines, model, keep=keep or stdout, force=force,
-                                                to_stdout=stdout, lanes=lanes, progress=advance)
+                                                to_stdout=stdout, level=chosen, progress=advance)
         except archive.Skipped as e:
             say(f"hmgen: {e}")
             status = status or SKIPPED                      # an error (1) outranks a warning
@@ -172,9 +178,32 @@ error (nothing done); 3 warning: a file was skipped (gzip says 2); 141 the
 reader of standard output left."""
 
 
-def archive_options(files, stdout, keep, force, test, list_, verbose, quiet, model, device, lanes, threads, as_json):
+def archive_options(files, stdout, keep, force, test, list_, verbose, quiet, model, device, lanes, threads, as_json,
+                    level=None):
     return dict(files=files, stdout=stdout, keep=keep, force=force, test=test, list_=list_, verbose=verbose,
-                quiet=quiet, model=model, device=device, lanes=lanes, threads=threads, as_json=as_json)
+                quiet=quiet, model=model, device=device, lanes=lanes, threads=threads, as_json=as_json, level=level)
+
+
+LEVEL_FLAG = re.compile(r"^-([A-Za-z]*)([1-9])([A-Za-z]*)$")
+
+
+def level_flags(args: list[str]) -> list[str]:
+    """gzip's and xz's level flags for compress and decompress: -1 .. -9 (also inside a group, as in -9k),
+    --fast (-1) and --best (-9) become --level N; arguments after "--" are names, left alone."""
+    if not args or args[0] not in ("compress", "decompress"):
+        return args
+    out = [args[0]]
+    for i, a in enumerate(args[1:], 1):
+        if a == "--":
+            return out + args[i:]
+        m = LEVEL_FLAG.match(a)
+        if a in ("--fast", "--best"):
+            out.append(f"--level={1 if a == '--fast' else 9}")
+        elif m:
+            out += [f"--level={m.group(2)}"] + ([f"-{m.group(1)}{m.group(3)}"] if m.group(1) + m.group(3) else [])
+        else:
+            out.append(a)
+    return out
 
 
 FILES = typer.Argument(None, help="Files; none or - means stdin to stdout.")
@@ -187,7 +216,11 @@ VERBOSE = typer.Option(False, "--verbose", "-v", help="More detail in the summar
 QUIET = quiet_option("No summary line, no progress bar.")
 MODEL = model_option("Byte-level model (name or path). Decompression uses the archive's own by default.")
 DEVICE = device_option()
-LANES = typer.Option(256, "--lanes", help="At most this many lanes coded in parallel (more: faster, slightly larger).")
+LANES = typer.Option(None, "--lanes", help="At most this many lanes coded in parallel (default: the level's; "
+                     "more: larger archives).")
+LEVEL = typer.Option(None, "--level", min=1, max=9, help="1 (fastest: LZMA2 alone, preset 6), 2 (LZMA2 at xz -9e's "
+                     "preset), 3..9 (the model, fewer and longer lanes: smaller); default 6. -1 .. -9, --fast and "
+                     "--best say the same. Decompression needs no level.")
 THREADS = threads_option("CPU threads for torch with --device cuda (default 1); the CPU engine uses one.")
 JSON = json_option("With -l: print JSON.")
 
@@ -200,14 +233,15 @@ def compress(files: Optional[list[str]] = FILES,
              decompress: bool = typer.Option(False, "--decompress", "-d", help="Decompress instead."),
              stdout: bool = STDOUT, keep: bool = KEEP, force: bool = FORCE, test: bool = TEST, list_: bool = LIST,
              verbose: bool = VERBOSE, quiet: bool = QUIET, model: Optional[str] = MODEL, device: str = DEVICE,
-             lanes: int = LANES, threads: Optional[int] = THREADS, as_json: bool = JSON):
+             lanes: Optional[int] = LANES, threads: Optional[int] = THREADS, as_json: bool = JSON,
+             level: Optional[int] = LEVEL):
     archive_command(decompress=decompress, **archive_options(files, stdout, keep, force, test, list_, verbose, quiet,
-                                                             model, device, lanes, threads, as_json))
+                                                             model, device, lanes, threads, as_json, level))
 
 
 def decompress(files: Optional[list[str]] = FILES, stdout: bool = STDOUT, keep: bool = KEEP, force: bool = FORCE,
                test: bool = TEST, list_: bool = LIST, verbose: bool = VERBOSE, quiet: bool = QUIET,
-               model: Optional[str] = MODEL, device: str = DEVICE, lanes: int = LANES,
-               threads: Optional[int] = THREADS, as_json: bool = JSON):
+               model: Optional[str] = MODEL, device: str = DEVICE, lanes: Optional[int] = LANES,
+               threads: Optional[int] = THREADS, as_json: bool = JSON, level: Optional[int] = LEVEL):
     archive_command(decompress=True, **archive_options(files, stdout, keep, force, test, list_, verbose, quiet,
-                                                       model, device, lanes, threads, as_json))
+                                                       model, device, lanes, threads, as_json, level))
