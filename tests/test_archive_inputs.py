@@ -2,6 +2,7 @@
 plain files (devices, FIFOs, links), names at the file system's limit, standard streams closed or on a terminal."""
 import os
 import pty
+import random
 import subprocess
 import threading
 import time
@@ -188,3 +189,17 @@ def test_help_on_a_narrow_terminal_never_cuts_an_example_command(command):
                        env={**os.environ, "COLUMNS": "40"})
     examples = [l for l in r.stdout.splitlines() if l.lstrip().startswith(("hmgen ", "cat "))]
     assert r.returncode == 0 and all(len(l) <= 40 for l in examples), examples
+
+
+@pytest.mark.slow
+def test_a_big_file_shows_bytes_rate_and_time_left_both_ways_on_a_terminal(tmp_path, model):
+    from tests.test_cli import stderr_through_a_terminal
+    f = tmp_path / "big.txt"
+    words = b"the a cat dog sat ran on under mat hill river and then slowly quickly".split()
+    rng = random.Random(0)
+    f.write_bytes(b" ".join(rng.choice(words) for _ in range(60_000)))
+    shown = stderr_through_a_terminal(["compress", "-k", *model, str(f)])
+    assert "big.txt" in shown and "kB" in shown and "/s" in shown and ("0:00" in shown or "-:--:--" in shown)
+    shown = stderr_through_a_terminal(["decompress", "-f", *model, str(f) + ".hmz"])
+    total = f"{f.stat().st_size / 1000:.1f}"
+    assert "kB/s" in shown and f"/{total}" in shown.replace("\u2009", "")       # the total from the headers

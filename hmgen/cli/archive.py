@@ -67,6 +67,16 @@ def exit_on_termination() -> None:
         signal.signal(sig, unwind)
 
 
+def original_size(path: str) -> int | None:
+    """What an archive file decodes to, from its headers alone (for the progress bar's time left); None if unknown."""
+    from hmgen.archive import files as archive
+    from hmgen.archive.format import FormatError
+    try:
+        return archive.list_path(path).original
+    except (FormatError, OSError):
+        return None                     # the decoding itself reports what is wrong
+
+
 def list_archives(files: list[str], as_json: bool) -> None:
     """-l: sizes, ratio, bpc and model(s) of each archive, from its headers; exits."""
     from hmgen.archive import files as archive
@@ -131,9 +141,10 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
     for path in files:
         to_stdout = stdout or path == "-"
         size = os.path.getsize(path) if path != "-" and os.path.isfile(path) else None
+        total = original_size(path) if decompress and size else size        # what the bar counts: input bytes
         try:
-            with Bar(path if path != "-" else "stdin", quiet or (size or 0) < (1 << 16) and path != "-",
-                     total=None if decompress else size, unit="bytes") as bar:
+            with Bar(path if path != "-" else "stdin", quiet or (total or 0) < (1 << 16) and path != "-",
+                     total=total, unit="bytes") as bar:
                 done = [0]
 
                 def advance(k: int):
