@@ -654,6 +654,7 @@ def make_dry_data(root: Path) -> Path:
     from hmgen.modelio import save_model
     from hmgen.text.data import Vocab
     torch.manual_seed(0)
+    (root / "init").mkdir()                        # save_model writes into an existing folder only
     save_model(root / "init" / "english", CharLM(ModelConfig(256, "hmlstm", 8, [16, 16, 16], 16, ln_terms=False)), Vocab("bytes"))
     return root
 
