@@ -632,3 +632,12 @@ def test_cli_svg_and_png_to_the_same_file_is_a_usage_error(tmp_path):
     r = subprocess.run(HMGEN + ["handwrite", "hi", "-o", str(tmp_path / "x.svg"), "--png", str(tmp_path / "x.svg")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "same file" in r.stderr and not (tmp_path / "x.svg").exists()
+
+
+def test_handwriting_runs_default_to_a_tenth_of_the_straight_through_gradient_text_runs_to_all_of_it():
+    from hmgen.training.config import TrainConfig
+    hand, text = TrainConfig(data="iam:somewhere"), TrainConfig(data="corpus.txt")
+    assert (hand.boundary_grad, hand.boundary_lr, hand.rate_band) == (0.1, 0.1, 1.0)
+    assert (text.boundary_grad, text.boundary_lr, text.rate_band) == (1.0, 1.0, 2.0)
+    mine = TrainConfig(data="iam:somewhere", boundary_grad=1.0, boundary_lr=0.5)
+    assert (mine.boundary_grad, mine.boundary_lr) == (1.0, 0.5)

@@ -1,8 +1,12 @@
 """Bundle a handwriting run's best model into models/ with its test-split figures.
 
-  python -m hmgen.handwriting.bundle runs/hw/best models/handwriting-small --test-json runs/hw/test.json
+  python -m hmgen.handwriting.bundle runs/hw/best models/handwriting-small --test-json runs/hw/test.json \
+      [--styles runs/hw/styles.json --data ../shared/data/handwriting/iamondb]
 
 --test-json: the JSON written by benchmarks/handwriting.py --nll runs/hw/best --json FILE.
+--styles: the style bank, IAM-OnDB line ids: a JSON list, or the JSON of benchmarks/handwriting.py
+--choose-styles (its "chosen"); the lines are read from --data and preprocessed and normalised as the model's
+training data. Without it the run's own bank (training lines) is kept.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import json
 
 import torch
 
+from hmgen.handwriting.data import load_iam, preprocess
+from hmgen.handwriting.model import normalise
 from hmgen.modelio import load_hw_model, save_hw_model
 
 DESCRIPTION = ("English handwriting from text: {arch} {hidden} + Graves attention window + {M}-component mixture, "
@@ -23,6 +29,8 @@ def main():
     ap.add_argument("dest")
     ap.add_argument("--test-json", required=True)
     ap.add_argument("--name", default=None)
+    ap.add_argument("--styles", default=None, help="JSON: a list of IAM-OnDB line ids, or --choose-styles output")
+    ap.add_argument("--data", default="../shared/data/handwriting/iamondb", help="where --styles' lines are")
     args = ap.parse_args()
     torch.set_num_threads(1)
     m = load_hw_model(args.src)
@@ -38,7 +46,22 @@ def main():
     desc = DESCRIPTION.format(arch="HM-LSTM" if c.arch == "hmlstm" else "LSTM", hidden="x".join(map(str, c.hidden)),
                               M=c.mixtures)
     name = args.name or args.dest.rstrip("/").split("/")[-1]
-    print(save_hw_model(args.dest, m.net, m.styles, name=name, description=desc, figures=figures, **meta))
+    styles = m.styles if args.styles is None else bank(m, args.styles, args.data)
+    print(save_hw_model(args.dest, m.net, styles, name=name, description=desc, figures=figures, **meta))
+
+
+def bank(m, styles_json: str, data: str) -> list[dict]:
+    """The style bank from line ids: [{"text", "line_id", "offsets": normalised (N, 3)}]."""
+    got = json.loads(open(styles_json).read())
+    ids = got["chosen"] if isinstance(got, dict) else got
+    lines = {ln.line_id: ln for ln in load_iam(data)}
+    c = m.cfg
+    missing = [i for i in ids if i not in lines]
+    if missing:
+        raise SystemExit(f"{data}: no lines {missing}")
+    return [{"text": lines[i].text, "line_id": i,
+             "offsets": normalise(preprocess(lines[i].points, c.stride, c.align, c.smooth, c.glitch, c.clip), c)}
+            for i in ids]
 
 
 if __name__ == "__main__":
