@@ -51,7 +51,7 @@ from hmgen.handwriting.data import load_iam, prepare_lines, preprocess, select, 
 from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.handwriting.model import denormalise, normalise
 from hmgen.handwriting.render import to_png, to_svg
-from hmgen.handwriting.sample import space_words, synthesize
+from hmgen.handwriting.sample import PIECE, space_words, synthesize, write_lines
 from hmgen.handwriting.styles import FEATURES, features
 from hmgen.modelio import load_hw_model
 from hmgen.handwriting.train import evaluate_lines
@@ -235,15 +235,16 @@ def mean_features(lines) -> dict:
     return {k: round(float(np.nanmean([x[k] for x in f])), 4) for k in FEATURES}
 
 
-def write_styled(m, phrases: list[str], seeds: range, bias: float, style: dict | None):
-    """Every phrase once per seed, as `hmgen handwrite` writes one line (word gaps as drawn)."""
-    prime = None if style is None else (normalise(style["offsets"], m.cfg), style["text"])
-    out = []
-    for seed in seeds:
-        for ln in synthesize(m, phrases, bias=bias, seed=seed, prime=prime):
-            ln.offsets = space_words(ln, m.cfg.line_height)
-            out.append(ln)
-    return out
+def write_styled(m, phrases: list[str], seeds: range, bias: float, style: dict | None, piece: int | None = PIECE):
+    """Every phrase once per seed, as `hmgen handwrite` writes one line (hmgen.handwriting.sample.write_lines:
+    word gaps as drawn, with a style in primed pieces of `piece` characters), in the style given (a primer)."""
+    bank = m.styles
+    m.styles = [] if style is None else [{"text": style["text"], "offsets": normalise(style["offsets"], m.cfg)}]
+    try:
+        return [ln for seed in seeds for ln in write_lines(m, phrases, bias=bias, seed=seed,
+                                                           style=None if style is None else 0, piece=piece)]
+    finally:
+        m.styles = bank
 
 
 def correlation(a: list[float], b: list[float]) -> float | None:
@@ -255,7 +256,7 @@ def correlation(a: list[float], b: list[float]) -> float | None:
 
 
 def style_benchmark(model_path: str, data: str, phrases: list[str], seeds: range, bias: float,
-                    ids: list[str] | None = None, keep: Path | None = None) -> dict:
+                    ids: list[str] | None = None, keep: Path | None = None, piece: int | None = PIECE) -> dict:
     """Per style: its primer's features and Tesseract's reading of the primer, the mean features of the phrases
     written in it, their CER and word accuracy, and CER / the same phrases' CER without a style; across styles,
     per feature, the correlation between primer and output."""
@@ -275,7 +276,7 @@ def style_benchmark(model_path: str, data: str, phrases: list[str], seeds: range
         for i, st in enumerate(styles):
             t0 = time.time()
             primer = scores([st["text"]], reader.read(svg([st["offsets"]]), f"primer{i}"))
-            written = write_styled(m, phrases, seeds, bias, st)
+            written = write_styled(m, phrases, seeds, bias, st, piece)
             r = scores(texts, reader.read(svg([ln.offsets for ln in written]), f"style{i}"))
             row = {"style": i, "line_id": st["line_id"], "text": st["text"], "writer": st["writer"],
                    "primer_cer": primer["cer"], "primer": features(st["offsets"], st["text"]),
@@ -287,7 +288,7 @@ def style_benchmark(model_path: str, data: str, phrases: list[str], seeds: range
             rows.append(row)
             print(json.dumps(row), flush=True)
     corr = {k: correlation([r["primer"][k] for r in rows], [r["output"][k] for r in rows]) for k in FEATURES}
-    return {"model": model_path, "bias": bias, "seeds": [seeds.start, seeds.stop - 1], "phrases": len(phrases),
+    return {"model": model_path, "bias": bias, "piece": piece, "seeds": [seeds.start, seeds.stop - 1], "phrases": len(phrases),
             "no_style": base, "styles": rows, "correlation": corr,
             "worst_cer_ratio": max(r["cer_ratio"] for r in rows), "mean_cer_ratio":
             round(float(np.mean([r["cer_ratio"] for r in rows])), 3)}
@@ -295,7 +296,7 @@ def style_benchmark(model_path: str, data: str, phrases: list[str], seeds: range
 
 def choose_styles(model_path: str, data: str, phrases: list[str], seed: int, bias: float, n: int = 12,
                   candidates: int = 40, chars: tuple[int, int] = (14, 30), max_points: int = 350,
-                  primer_cer: float = 0.25) -> dict:
+                  primer_cer: float = 0.25, piece: int | None = PIECE) -> dict:
     """A style bank from real test lines (testset_f: writers never trained on): one line per writer, 14-30
     characters, that Tesseract reads with CER <= primer_cer; of `candidates` of them (random), those whose
     phrases (written once each, seed `seed`) read no worse than without a style; of these, n spread over slant
@@ -324,7 +325,7 @@ def choose_styles(model_path: str, data: str, phrases: list[str], seed: int, bia
                                                                                bias, None)])))["cer"]
         for st in legible:
             st["cer"] = scores(texts, reader.read(svg([ln.offsets for ln in write_styled(
-                m, phrases, range(seed, seed + 1), bias, st)])))["cer"]
+                m, phrases, range(seed, seed + 1), bias, st, piece)])))["cer"]
             st["cer_ratio"] = round(st["cer"] / max(base, 1e-9), 3)
             st["features"] = features(st["offsets"], st["text"])
             print(json.dumps({k: v for k, v in st.items() if k != "offsets"}), flush=True)
@@ -338,7 +339,7 @@ def choose_styles(model_path: str, data: str, phrases: list[str], seed: int, bia
             dist = np.min(np.linalg.norm(f[:, None] - f[chosen][None], axis=-1), axis=1)
             chosen.append(int(np.argmax(dist)))
     keep = lambda st: {k: v for k, v in st.items() if k != "offsets"}
-    return {"model": model_path, "bias": bias, "seed": seed, "phrases": len(phrases), "no_style_cer": base,
+    return {"model": model_path, "bias": bias, "piece": piece, "seed": seed, "phrases": len(phrases), "no_style_cer": base,
             "pool": len(pool), "legible": len(legible), "good": len(good),
             "chosen": [good[i]["line_id"] for i in chosen], "candidates": [keep(st) for st in legible]}
 
@@ -360,12 +361,12 @@ def style_table(res: dict) -> str:
 
 
 def style_sheet(model_path: str, data: str, text: str, path: str, seed: int, bias: float,
-                ids: list[str] | None = None) -> None:
+                ids: list[str] | None = None, piece: int | None = PIECE) -> None:
     """A PNG of every style: the primer (a real line), then `text` written in it."""
     m = load_hw_model(model_path)
     rows = []
     for st in style_lines(m, data, ids):
-        ln = write_styled(m, [text], range(seed, seed + 1), bias, st)[0]
+        ln = write_styled(m, [text], range(seed, seed + 1), bias, st, piece)[0]
         rows += [st["offsets"], ln.offsets]
     Path(path).write_bytes(to_png(rows, m.cfg.line_height, line_height=45, margin=12, stroke_width=2))
 
@@ -446,6 +447,7 @@ def main():
     ap.add_argument("--choose-styles", default=None, help="model for which a style bank is chosen from test lines "
                     "(on the first half of the phrases, --first-seed)")
     ap.add_argument("--bank-size", type=int, default=12)
+    ap.add_argument("--piece", type=int, default=PIECE, help="with a style, characters per primed piece (0: whole lines)")
     ap.add_argument("--candidates", type=int, default=40)
     ap.add_argument("--sheet", default=None, help="PNG of every style: its primer and --sheet-text written in it")
     ap.add_argument("--sheet-text", default="The quick brown fox jumps over the lazy dog")
@@ -474,16 +476,17 @@ def main():
         print(legibility_table(res["legibility"]), flush=True)
     if args.choose_styles:
         res["choose_styles"] = choose_styles(args.choose_styles, args.data, phrases[:len(phrases) // 2],
-                                             args.first_seed, args.style_bias, args.bank_size, args.candidates)
+                                             args.first_seed, args.style_bias, args.bank_size, args.candidates,
+                                             piece=args.piece or None)
         print(json.dumps({k: v for k, v in res["choose_styles"].items() if k != "candidates"}), flush=True)
     if args.styles:
         seeds = range(args.first_seed, args.first_seed + args.seeds)
         res["styles"] = style_benchmark(args.styles, args.data, phrases, seeds, args.style_bias, args.style_ids,
-                                        keep=Path(args.keep_png) if args.keep_png else None)
+                                        keep=Path(args.keep_png) if args.keep_png else None, piece=args.piece or None)
         print(style_table(res["styles"]), flush=True)
         if args.sheet:
             style_sheet(args.styles, args.data, args.sheet_text, args.sheet, args.first_seed, args.style_bias,
-                        args.style_ids)
+                        args.style_ids, args.piece or None)
     if args.word_gaps:
         res["word_gaps"] = word_gaps(args.word_gaps, args.data, phrases, args.bias)
         print(json.dumps(res["word_gaps"]), flush=True)

@@ -641,3 +641,30 @@ def test_handwriting_runs_default_to_a_tenth_of_the_straight_through_gradient_te
     assert (text.boundary_grad, text.boundary_lr, text.rate_band) == (1.0, 1.0, 2.0)
     mine = TrainConfig(data="iam:somewhere", boundary_grad=1.0, boundary_lr=0.5)
     assert (mine.boundary_grad, mine.boundary_lr) == (1.0, 0.5)
+
+
+def test_with_a_style_a_line_is_written_in_primed_pieces_of_whole_words(monkeypatch):
+    import hmgen.handwriting.sample as sample
+    from hmgen.handwriting.sample import pieces_of
+    assert pieces_of("ab cab a bb abcabcabc c", 6) == ["ab cab", "a bb", "abcabcabc", "c"]
+    m = racing_model([{"text": "ab", "offsets": np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32)}])
+    asked = []
+    real_synthesize = sample.synthesize
+    monkeypatch.setattr(sample, "synthesize", lambda model, texts, *a, **k: asked.append(texts) or
+                        real_synthesize(model, texts, *a, **k))
+    lines = write_lines(m, ["ab cab a bb", "", "c"], seed=1, style=0, piece=6)
+    assert asked == [["ab cab", "a bb", "c"]]                     # one batch: every piece of every line
+    assert [ln.text for ln in lines] == ["ab cab a bb", "", "c"] and lines[0].stop == "end of text"
+    write_lines(m, ["ab cab a bb"], seed=1, piece=6)               # no style: whole lines
+    assert asked[-1] == ["ab cab a bb"]
+
+
+def test_pieces_are_joined_a_word_gap_apart_at_the_same_height():
+    from hmgen.handwriting.sample import join_pieces
+    a = np.array([[0, 0, 0], [10, 5, 0], [10, -5, 1]], np.float32)         # ink from x 0 to 20, median y 0
+    b = np.array([[0, 30, 0], [10, 10, 1]], np.float32)                    # from its origin: x 0..10, y 30..40
+    off = join_pieces([a, b], units_per_line=100.0)
+    xy = np.cumsum(off[:, :2], 0)
+    assert len(off) == 5 and off[2, 2] == 1
+    assert xy[3:, 0].min() - xy[:3, 0].max() == pytest.approx(100 * sum(WORD_GAP) / 2)
+    assert np.median(xy[3:, 1]) == pytest.approx(np.median(xy[:3, 1]))

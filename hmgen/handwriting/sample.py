@@ -62,6 +62,14 @@ def sample_point(params: torch.Tensor, M: int, bias: float, gen: torch.Generator
     return torch.stack([x1, x2, eos], -1)
 
 
+def window_position(phi: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """(B,) the character the window is on: the argmax of phi (B, U); where phi has vanished everywhere (the window
+    ran past the text, or has not reached it) the nearest slot to the mean of kappa (B, K)."""
+    top = phi.argmax(1)
+    near = kappa.mean(1).round().clamp(0, phi.shape[1] - 1).long()
+    return torch.where(phi.max(1).values > 1e-12, top, near)
+
+
 def run_primer(net, seq: torch.Tensor, state, onehot, tmask, a: float = 1.0):
     """Run the network over a primer's points (T, 3) for every row, clamped (Graves §5.5): the inputs are the
     null pen-up point, then the primer's points; -> the state after its last point (window position, both
@@ -109,7 +117,7 @@ def synthesize(model: HandwritingModel, texts: list[str], bias: float = BIAS, se
     if prime is not None and len(prime[0]):
         seq = np.asarray(prime[0], np.float32)
         state, x, phi = run_primer(net, torch.from_numpy(seq), state, onehot, tmask, a)
-        lag = max(0.0, own - 1 - float(phi[0].argmax()))     # characters before the separating space
+        lag = max(0.0, own - 1 - float(window_position(phi, state[1])[0]))   # characters before the space
         px = np.cumsum(denormalise(seq, cfg)[:, 0])
         xabs[:], right[:] = float(px[-1]), float(px.max())
     sx, mx = float(cfg.std[0]), float(cfg.mean[0])
@@ -131,7 +139,7 @@ def synthesize(model: HandwritingModel, texts: list[str], bias: float = BIAS, se
         pen_up = x[:, 2] > 0.5                               # the point before this one ended a stroke
         params, state, phi, _ = net.step(x, state, onehot, tmask, a)
         x = sample_point(params, cfg.mixtures, bias, gen)
-        top = phi.argmax(1)
+        top = window_position(phi, state[1])
         out[t], kap[t], pos[t] = x, state[1].mean(1), top.to(pos.dtype)
         xabs += x[:, 0] * sx + mx
         # this line's first stroke: the window is on the separating space or beyond, and the pen came down to the
@@ -249,20 +257,74 @@ def style_prime(model: HandwritingModel, style: int | None):
     return np.asarray(s["offsets"], np.float32), s["text"]
 
 
+# With a style, a line is written in pieces of at most this many characters (whole words), each primed with the
+# style line, and the pieces are joined into the line (our choice, measured: handwriting-small-2 forgets a
+# primer's slant within ~15 characters; across 8 styles the slant of what it wrote correlated 0.61 with the
+# primer's in the first half of a phrase and -0.06 in the second; benchmarks/RESULTS.md).
+PIECE = 16
+
+
+def pieces_of(text: str, width: int) -> list[str]:
+    """Whole words, greedily grouped into pieces of at most `width` characters (a longer word is a piece)."""
+    out = []
+    for w in text.split():
+        if out and len(out[-1]) + 1 + len(w) <= width:
+            out[-1] += " " + w
+        else:
+            out.append(w)
+    return out
+
+
+def join_pieces(pieces: list[np.ndarray], units_per_line: float, gap: tuple[float, float] = WORD_GAP) -> np.ndarray:
+    """Offsets of a line's pieces, one after the other: each piece begins a word gap (the middle of the training
+    data's range) right of all ink before it, with the median height of its points at the line's so far."""
+    out = pieces[0].copy()
+    for nxt in pieces[1:]:
+        if not len(nxt):
+            continue
+        if not len(out):
+            out = nxt.copy()
+            continue
+        xy = np.cumsum(out[:, :2], 0)                                  # (n, 2) the line so far, its own origin
+        xn = np.cumsum(nxt[:, :2], 0)                                  # the piece, from its origin
+        origin = np.array([xy[:, 0].max() + np.mean(gap) * units_per_line - xn[:, 0].min(),
+                           np.median(xy[:, 1]) - np.median(xn[:, 1])])
+        moved = nxt.copy()
+        moved[0, :2] = origin + nxt[0, :2] - xy[-1]                    # from the last point to the piece's first
+        out[-1, 2] = 1.0
+        out = np.concatenate([out, moved])
+    return out
+
+
 def write_lines(model: HandwritingModel, lines: list[str], bias: float = BIAS, seed: int | None = None,
-                style: int | None = None, max_steps_per_char: int = 25) -> list[Line]:
-    """Several lines, sampled side by side. With a style from the bank every line is primed with it. Without
-    one, every line is written from the model's own start (our choice, measured: priming lines 2.. with line 1,
-    as X-rayLaser's txt2script does, made them far less legible with handwriting-small, Tesseract CER 0.82 vs
-    0.59 at bias 3, and did not even keep the size: later lines came out at 0.72 of line 1's height, unprimed
-    ones at 1.03); at the default bias the lines share the model's one neat hand.
+                style: int | None = None, max_steps_per_char: int = 25, piece: int | None = PIECE) -> list[Line]:
+    """Several lines, sampled side by side. With a style from the bank every line is written in pieces of at most
+    `piece` characters (whole words; None: whole lines), each primed with the style line, joined (join_pieces).
+    Without one, every line is written whole from the model's own start (our choice, measured: priming lines 2..
+    with line 1, as X-rayLaser's txt2script does, made them far less legible with handwriting-small, Tesseract CER
+    0.82 vs 0.59 at bias 3, and did not even keep the size: later lines came out at 0.72 of line 1's height,
+    unprimed ones at 1.03); at the default bias the lines share the model's one neat hand.
     Blank lines ("") come back as empty Lines (stop "blank") in their places."""
     todo = [t for t in lines if t.strip()]
     if not todo:
         raise SynthesisError("nothing to write (empty text)")
-    written = synthesize(model, todo, bias, seed, style_prime(model, style), max_steps_per_char)
+    prime = style_prime(model, style)
+    parts = [pieces_of(t, piece) if prime is not None and piece else [t] for t in todo]
+    flat = [p for ps in parts for p in ps]
+    written = synthesize(model, flat, bias, seed, prime, max_steps_per_char)
     for ln in written:
         ln.offsets = space_words(ln, model.cfg.line_height)
-    it = iter(written)
+    it, joined = iter(written), []
+    for text, ps in zip(todo, parts):
+        got = [next(it) for _ in ps]
+        if len(got) == 1:
+            joined.append(got[0])
+            continue
+        stop = next((ln.stop for ln in got if ln.stop != "end of text"), "end of text")
+        joined.append(Line(text, join_pieces([ln.offsets for ln in got], model.cfg.line_height), stop,
+                           sum(ln.steps for ln in got), np.concatenate([ln.kappa for ln in got]), got[0].prime_chars,
+                           round(float(np.mean([ln.coverage for ln in got])), 4), max(ln.tries for ln in got),
+                           None, round(float(np.mean([ln.primer_lag for ln in got])), 2)))
+    it = iter(joined)
     return [next(it) if t.strip() else Line("", np.zeros((0, 3), np.float32), "blank", 0, np.zeros(0, np.float32))
             for t in lines]
