@@ -425,7 +425,7 @@ def test_cli_writes_svg_file_stdout_and_reads_stdin(tmp_path, hw_model):
               "--color", "navy", "--stroke-width", "1.5"])
     assert r3.stdout == out.read_text()                       # same seed, same SVG
     r4 = run(["handwrite", "-m", str(hw_model), "--list-styles"])
-    assert r4.returncode == 0 and r4.stdout.strip() == "0\thello"
+    assert r4.returncode == 0 and r4.stdout.strip() == "0\thello\tx-01"
 
 
 def test_cli_errors(tmp_path, hw_model):

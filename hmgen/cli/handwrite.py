@@ -27,8 +27,8 @@ def handwrite(
     model: Optional[str] = model_option(f"Handwriting model: a bundled name or a path (default: {DEFAULT[HANDWRITING]})."),
     bias: float = typer.Option(BIAS, "--bias", "-b", min=0.0, max=100.0, help="0 = unbiased, varied, harder to read; higher = neater, more alike (Graves 2013 §5.4)."),
     seed: Optional[int] = seed_option("Same seed, same SVG."),
-    style: Optional[int] = typer.Option(None, "--style", min=0, help="Write in the hand of line N of the model's style bank (--list-styles)."),
-    list_styles: bool = typer.Option(False, "--list-styles", help="Print the model's style bank and exit."),
+    style: Optional[int] = typer.Option(None, "--style", min=0, help="Write in the hand of line N of the model's style bank (--list-styles): the network reads that real line first, then writes."),
+    list_styles: bool = typer.Option(False, "--list-styles", help="Print the model's style bank (number, text, IAM-OnDB line) and exit."),
     width: int = typer.Option(40, "--width", "-w", min=1, help="Wrap lines longer than this many characters."),
     line_height: float = typer.Option(LINE_HEIGHT, "--line-height", min=1.0, max=10000.0, help="Pixels per line of handwriting."),
     margin: float = typer.Option(MARGIN, "--margin", min=0.0, max=10000.0, help="Margin around the text, pixels."),
@@ -60,7 +60,7 @@ def handwrite(
     hm = load_hw_model(model)
     if list_styles:
         for i, s in enumerate(hm.styles):
-            typer.echo(f"{i}\t{s['text']}")
+            typer.echo(f"{i}\t{s['text']}\t{s.get('line_id', '')}")       # N, its text, its IAM-OnDB line
         return
     if text is None:
         raise UsageError("no text: give TEXT, or - to read it from stdin")
