@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 
 from hmgen.archive import format as C
-from hmgen.archive.engine import torch_engine as quant
-from hmgen.modelio import load_model
 from tests.test_compress import mutations
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -19,7 +17,8 @@ BLOCK = C.ESTIMATE_FROM + 4096           # small blocks for the tests, still jud
 
 @pytest.fixture(scope="module")
 def tiny(byte_model):
-    return quant.QuantLM(load_model(str(byte_model)).model)
+    from hmgen.archive.files import Engines
+    return Engines().get(str(byte_model))[0]            # the compiled CPU engine: what compress runs
 
 
 def archive_of(q, data: bytes, block: int = BLOCK) -> tuple[bytes, C.Stats]:
@@ -70,6 +69,7 @@ def test_prose_is_still_coded_by_the_model_when_its_block_is_judged_on_a_sample(
     assert st.methods == ["mixed"]
 
 
+@pytest.mark.slow
 def test_every_corruption_of_an_archive_with_lzma_streams_is_detected(tiny):
     data = repeated_random(2 * BLOCK, period=50_000) + b"a little text at the end\n"
     archive, _ = archive_of(tiny, data)
@@ -87,3 +87,37 @@ def test_a_version_3_reader_would_refuse_a_stream_block_but_this_one_reads_versi
     v3[4] = 3                                          # a stream block under version 3 is out of range
     with pytest.raises(C.FormatError):
         C.decompress(io.BytesIO(bytes(v3)), io.BytesIO(), tiny, "m")
+
+
+def words(n: int, seed: int = 0) -> bytes:
+    vocabulary = b"the a cat dog sat ran on under mat hill river and then slowly quickly home".split()
+    rng = random.Random(seed)
+    return b" ".join(rng.choice(vocabulary) for _ in range(n // 5))[:n]
+
+
+def test_the_archive_is_the_same_for_any_number_of_threads_and_decodes_with_any(tiny, monkeypatch):
+    monkeypatch.setattr(C, "SEGMENT", 40_000)          # the model's blocks: several, small, for the test
+    data = words(150_000)
+    archives = []
+    for threads in (1, 2, 3):
+        out = io.BytesIO()
+        st = C.compress(io.BytesIO(data), out, tiny, "m", threads=threads)
+        archives.append(out.getvalue())
+    assert st.methods == ["mixed"] * 4 and archives[0] == archives[1] == archives[2]
+    for threads in (1, 2, 4):
+        back = io.BytesIO()
+        C.decompress(io.BytesIO(archives[0]), back, tiny, "m", threads=threads)
+        assert back.getvalue() == data
+
+
+@pytest.mark.slow
+def test_a_damaged_block_decoded_on_threads_writes_nothing_after_the_blocks_before_it(tiny, monkeypatch):
+    monkeypatch.setattr(C, "SEGMENT", 30_000)
+    data = words(100_000, seed=1)
+    out = io.BytesIO()
+    C.compress(io.BytesIO(data), out, tiny, "m", threads=2)
+    for bad in mutations(out.getvalue(), 40, seed=5):
+        back = io.BytesIO()
+        with pytest.raises(C.FormatError):
+            C.decompress(io.BytesIO(bad), back, tiny, "m", threads=3)
+        assert data.startswith(back.getvalue())

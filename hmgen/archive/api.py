@@ -40,30 +40,32 @@ def level_of(level: int | None) -> Level:
     return LEVELS[level]
 
 
-def compress(data: bytes, model: str | None = None, *, level: int | None = None, device: str = "cpu") -> bytes:
-    """`data` as one archive member, coded with `model` (default: the bundled default text model)."""
+def compress(data: bytes, model: str | None = None, *, level: int | None = None, threads: int = 0,
+             device: str = "cpu") -> bytes:
+    """`data` as one archive member, coded with `model` (default: the bundled default text model) on `threads`
+    threads (0: one per core; the archive is the same for any number)."""
     out = io.BytesIO()
-    with HmzFile(out, "wb", model=model, level=level, device=device) as f:
+    with HmzFile(out, "wb", model=model, level=level, threads=threads, device=device) as f:
         f.write(data)
     return out.getvalue()
 
 
-def decompress(data: bytes, model: str | None = None, *, device: str = "cpu") -> bytes:
+def decompress(data: bytes, model: str | None = None, *, threads: int = 0, device: str = "cpu") -> bytes:
     """The bytes an archive holds (the concatenation of its members'). `model` overrides the one each member
     names (its weights must still be the ones the member was made with)."""
-    with HmzFile(io.BytesIO(data), "rb", model=model, device=device) as f:
+    with HmzFile(io.BytesIO(data), "rb", model=model, threads=threads, device=device) as f:
         return f.read()
 
 
 def open(filename: str | os.PathLike | BinaryIO, mode: str = "rb", *, model: str | None = None,
-         level: int | None = None, device: str = "cpu", encoding: str | None = None, errors: str | None = None,
-         newline: str | None = None):
+         level: int | None = None, threads: int = 0, device: str = "cpu", encoding: str | None = None,
+         errors: str | None = None, newline: str | None = None):
     """An archive opened as a file object: "rb", "wb", "xb", "ab" (an appended member) give an HmzFile; "rt",
     "wt", "xt", "at" wrap it in io.TextIOWrapper (encoding, errors, newline), as lzma.open does."""
     text = "t" in mode
     if text and "b" in mode:
         raise ValueError(f"invalid mode {mode!r}")
-    binary = HmzFile(filename, mode.replace("t", ""), model=model, level=level, device=device)
+    binary = HmzFile(filename, mode.replace("t", ""), model=model, level=level, threads=threads, device=device)
     if text:
         return io.TextIOWrapper(binary, encoding, errors, newline)
     return binary
@@ -75,7 +77,7 @@ class HmzFile(io.BufferedIOBase):
     rest at close(), which also writes the member's end. Not seekable."""
 
     def __init__(self, filename: str | os.PathLike | BinaryIO, mode: str = "rb", *, model: str | None = None,
-                 level: int | None = None, device: str = "cpu"):
+                 level: int | None = None, threads: int = 0, device: str = "cpu"):
         if mode not in ("r", "rb", "w", "wb", "x", "xb", "a", "ab"):
             raise ValueError(f"invalid mode {mode!r}")
         self._mode = mode[0]
@@ -86,13 +88,14 @@ class HmzFile(io.BufferedIOBase):
         else:
             raise TypeError("filename must be a path or a file object")
         self._engines, self._model = engines(device), model
+        self._threads = threads or len(os.sched_getaffinity(0))
         self._buffer = bytearray()
         self.stats = Stats()
         if self._mode == "r":
             self._blocks = None                 # decoding starts at the first read
         else:
             q, name = self._engines.get(model)
-            self._writer = MemberWriter(self._file, q, name, level=level_of(level))
+            self._writer = MemberWriter(self._file, q, name, level=level_of(level), threads=self._threads)
 
     # -- reading
     def readable(self) -> bool:
@@ -103,7 +106,7 @@ class HmzFile(io.BufferedIOBase):
         if self._blocks is None:
             head = read_header(self._file)
             self._blocks = decoded_blocks(self._file, lambda h: self._engines.for_archive(h, self._model), head,
-                                          self.stats)
+                                          self.stats, threads=self._threads)
         try:
             self._buffer += next(self._blocks)
             return True

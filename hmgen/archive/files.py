@@ -205,14 +205,15 @@ def open_input(path: str, *, to_stdout: bool, keep: bool, force: bool) -> Binary
 
 
 def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool, force: bool, to_stdout: bool,
-                  level: Level | None = None, progress: Callable[[int], None] | None = None) -> Result:
+                  level: Level | None = None, progress: Callable[[int], None] | None = None,
+                  threads: int = 1) -> Result:
     """Compress one file (or "-" for stdin) to FILE.hmz or stdout, at `level` (default: LEVELS[DEFAULT_LEVEL])."""
     level = level or LEVELS[DEFAULT_LEVEL]
     q, name = engines.get(model)
     if path == "-":
         out = sys.stdout.buffer
         st = compress(NamedInput(sys.stdin.buffer, "standard input"), HeldHeader(out), q, name, progress=progress,
-                      level=level)
+                      level=level, threads=threads)
         out.flush()
         return Result(st, "stdout")
     if path.endswith(SUFFIX) and not (to_stdout or force):     # as gzip, xz, zstd: -c and -f compress it again
@@ -222,18 +223,18 @@ def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool,
         raise Skipped(f"{dst}: already exists; not overwritten (use -f)")
     with open_input(path, to_stdout=to_stdout, keep=keep, force=force) as f:
         if to_stdout:
-            st = compress(f, HeldHeader(sys.stdout.buffer), q, name, progress=progress, level=level)
+            st = compress(f, HeldHeader(sys.stdout.buffer), q, name, progress=progress, level=level, threads=threads)
             sys.stdout.buffer.flush()
             return Result(st, "stdout")
         stats = {}
 
         def write(tmp: str):
             with open(tmp, "wb") as out:
-                stats["st"] = compress(f, out, q, name, progress=progress, level=level)
+                stats["st"] = compress(f, out, q, name, progress=progress, level=level, threads=threads)
                 out.flush()
                 os.fsync(out.fileno())
             if not keep:                      # the input goes away: first prove the archive restores it
-                verify(Path(tmp), f, q, name)
+                verify(Path(tmp), f, q, name, threads)
 
         atomic_write(dst, write, like=path)
     if not keep:
@@ -241,13 +242,13 @@ def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool,
     return Result(stats["st"], str(dst))
 
 
-def verify(archive: Path, original: BinaryIO, q: Engine, name: str) -> None:
+def verify(archive: Path, original: BinaryIO, q: Engine, name: str, threads: int = 1) -> None:
     """Decode the archive and compare it with the original, read again from its start through the same open
     file (a regular file: open_input allows removing nothing else)."""
     original.seek(0)
     with open(archive, "rb") as a:
         sink = CompareSink(original)
-        decompress(a, sink, q, name)
+        decompress(a, sink, q, name, threads=threads)
         if not sink.equal or original.read(1):
             raise FormatError(f"{archive}: verification failed, the archive does not restore the input; input kept")
 
@@ -264,7 +265,7 @@ def to_stdout_when_verified(decode: Callable[[BinaryIO], Stats]) -> Stats:
 
 
 def decompress_path(path: str, engines: Engines, model: str | None, *, keep: bool, force: bool, to_stdout: bool,
-                    test: bool = False, progress: Callable[[int], None] | None = None) -> Result:
+                    test: bool = False, progress: Callable[[int], None] | None = None, threads: int = 1) -> Result:
     """Decompress (or with test=True, only check) one archive, "-" for stdin. Concatenated archives decode to
     the concatenation; each member's model is loaded only if one of its blocks needs it."""
     resolve = lambda head: engines.for_archive(head, model)
@@ -272,8 +273,8 @@ def decompress_path(path: str, engines: Engines, model: str | None, *, keep: boo
         src = NamedInput(sys.stdin.buffer, "standard input")
         head = read_header(src)
         if test:
-            return Result(decompress(src, None, resolve, head=head, progress=progress), "(test)")
-        return Result(to_stdout_when_verified(lambda out: decompress(src, out, resolve, head=head, progress=progress)),
+            return Result(decompress(src, None, resolve, head=head, progress=progress, threads=threads), "(test)")
+        return Result(to_stdout_when_verified(lambda out: decompress(src, out, resolve, head=head, progress=progress, threads=threads)),
                       "stdout")
     if not test and not to_stdout and not path.endswith(SUFFIX):
         raise Skipped(f"{path}: unknown suffix -- ignored (expected {SUFFIX})")
@@ -283,15 +284,15 @@ def decompress_path(path: str, engines: Engines, model: str | None, *, keep: boo
     with open_input(path, to_stdout=to_stdout or test, keep=keep, force=force) as f:
         head = read_header(f)
         if test:
-            return Result(decompress(f, None, resolve, head=head, progress=progress), "(test)")
+            return Result(decompress(f, None, resolve, head=head, progress=progress, threads=threads), "(test)")
         if to_stdout:
-            return Result(to_stdout_when_verified(lambda out: decompress(f, out, resolve, head=head, progress=progress)),
+            return Result(to_stdout_when_verified(lambda out: decompress(f, out, resolve, head=head, progress=progress, threads=threads)),
                           "stdout")
         stats = {}
 
         def write(tmp: str):
             with open(tmp, "wb") as out:
-                stats["st"] = decompress(f, out, resolve, head=head, progress=progress)
+                stats["st"] = decompress(f, out, resolve, head=head, progress=progress, threads=threads)
                 out.flush()
                 os.fsync(out.fileno())
 

@@ -90,6 +90,8 @@ STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREA
 METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86", "lzma-stream", "lzma-x86-stream")
 CODED = (NETWORK, MIXED_BYTES, MIXED)      # the methods that run the model
 STREAMED = (LZMA_STREAM, LZMA_X86_STREAM)  # the methods whose payloads continue one LZMA2 stream
+SEGMENT = 1 << 20          # what the model codes is cut into blocks of this size: independent, so coded side by side
+WINDOW = 256 << 20         # decoding on several threads: at most this many bytes of blocks decoded ahead
 ESTIMATE_FROM = 512 << 10  # blocks from this size are first judged on a sample: can the model win?
 SAMPLE = 128 << 10         # ... of this many bytes: the model's code against LZMA2's
 MIN_ENTROPY_CHECK = 16 << 10   # from this size a block whose bytes look random (order-0 entropy above
@@ -151,9 +153,9 @@ def encode_lanes(steps, grid: np.ndarray, method: int) -> np.ndarray:
     for t, k, model in steps:
         if method == MIXED:                                      # 8 binary decisions per byte, high bit first
             bits = (grid[:k, t][None, :] >> np.arange(7, -1, -1)[:, None]) & 1      # (8, k), bit-major
-            coder.encode(bits.reshape(-1).astype(np.int32), FAMILY, binary(model.byte_bits(grid, t, k).reshape(-1)))
+            coder.encode(bits.reshape(-1).astype(np.int32), FAMILY, binary(model.predict_bits(grid, t, k).reshape(-1)))
         else:
-            coder.encode(grid[:k, t].astype(np.int32), FAMILY, model.byte_frequencies(grid, t, k))
+            coder.encode(grid[:k, t].astype(np.int32), FAMILY, model.predict_bytes(grid, t, k))
     return coder.get_compressed()
 
 
@@ -164,10 +166,10 @@ def decode_lanes(steps, grid: np.ndarray, method: int, words: np.ndarray) -> Non
         if method == MIXED:
             nodes = np.ones(k, dtype=np.int64)
             for d in range(8):
-                nodes = 2 * nodes + coder.decode(FAMILY, binary(model.bit(grid, t, k, d, nodes)))
+                nodes = 2 * nodes + coder.decode(FAMILY, binary(model.predict_bit(grid, t, k, d, nodes)))
             grid[:k, t] = nodes - 256
         else:
-            grid[:k, t] = coder.decode(FAMILY, model.byte_frequencies(grid, t, k))
+            grid[:k, t] = coder.decode(FAMILY, model.predict_bytes(grid, t, k))
 
 
 def steps(q: Engine, grid: np.ndarray, n: int, method: int, progress: Callable[[int], None] | None):
@@ -184,9 +186,9 @@ def steps(q: Engine, grid: np.ndarray, n: int, method: int, progress: Callable[[
     for t in range(m):
         freq, state = q.next_frequencies(prev, state)
         k = lanes if t < last else lanes - 1                     # lanes still running at step t
-        model.start(freq[:k], grid, t)                           # exact integers, float64 by format
+        model.begin(freq[:k], grid, t)                           # exact integers, float64 by format
         yield t, k, model
-        model.learn(grid, t, k)
+        model.update(grid, t, k)
         prev = grid[:, t].astype(np.int64)
         done += k
         if progress is not None and (t % 16 == 15 or t == m - 1):
@@ -197,13 +199,13 @@ def steps(q: Engine, grid: np.ndarray, n: int, method: int, progress: Callable[[
 class NetworkAlone:
     """Method 2's predictor: the network's frequencies as they are, nothing learned from the block."""
 
-    def start(self, net: np.ndarray, grid: np.ndarray, t: int) -> None:
+    def begin(self, net: np.ndarray, grid: np.ndarray, t: int) -> None:
         self.net = net
 
-    def byte_frequencies(self, grid: np.ndarray, t: int, k: int) -> np.ndarray:
+    def predict_bytes(self, grid: np.ndarray, t: int, k: int) -> np.ndarray:
         return self.net
 
-    def learn(self, grid: np.ndarray, t: int, k: int) -> None:
+    def update(self, grid: np.ndarray, t: int, k: int) -> None:
         pass
 
 
@@ -236,6 +238,36 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
         progress(n)
     n = len(data) if method == STORED else n
     return block_record(method, transform, n, m, data, payload), METHOD_NAMES[method], -(-n // m) if m else 0
+
+
+def segments(data: bytes) -> list[bytes]:
+    """The model's blocks of what was read: SEGMENT bytes each (a CR LF pair is never cut), so that a large input
+    gives the threads independent blocks; decided by the data alone, never by the thread count."""
+    pieces, start = [], 0
+    while start < len(data):
+        end = min(len(data), start + SEGMENT)
+        if end < len(data) and data[end - 1:end] == b"\r":
+            end += 1
+        pieces.append(data[start:end])
+        start = end
+    return pieces
+
+
+def ordered_map(fn: Callable, items: list, threads: int):
+    """fn over items on up to `threads` threads, results in order (the coder's loops run in numba code that
+    releases the GIL, and LZMA2 does too). One thread, or one item: no pool."""
+    if threads <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            for f in futures:
+                yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
 
 
 def entropy_bits(data: bytes) -> float:
@@ -306,11 +338,11 @@ class MemberWriter:
 
     def __init__(self, dst: BinaryIO, q: Engine, name: str, max_lanes: int = DEFAULT_LANES,
                  min_lane: int | None = None, progress: Callable[[int], None] | None = None,
-                 level: Level | None = None):
+                 level: Level | None = None, threads: int = 1):
         if not 1 <= max_lanes <= MAX_LANES:
             raise ValueError(f"lanes must be between 1 and {MAX_LANES}")
         self.level = level or Level(max_lanes=max_lanes, min_lane=min_lane)
-        self.dst, self.q, self.progress = dst, q, progress
+        self.dst, self.q, self.progress, self.threads = dst, q, progress, threads
         self.max_lanes, self.min_lane = self.level.max_lanes, self.level.min_lane
         self.st = Stats(model=name)
         self.start = time.perf_counter()
@@ -328,21 +360,26 @@ class MemberWriter:
             self.stream = None
 
     def write_block(self, data: bytes) -> None:
-        """One block of 1..BLOCK bytes."""
+        """1..BLOCK bytes read: one block into the LZMA stream, or SEGMENT-sized blocks of their own, coded side by
+        side on `threads` threads (each its own predictor and range coder: the same archive for any thread count)."""
         transform, coded = methods.forward(data)
         may_win = self.level.model and model_may_win(self.q, coded, self.max_lanes, self.min_lane)
         if may_win or len(coded) < ESTIMATE_FROM:          # small blocks: every method tried, as in version 3
             self.end_stream()
-            record, method, lanes = encode_block(self.q, data, self.max_lanes, self.min_lane, self.progress,
-                                                 model=may_win, preset=self.level.preset)
-        else:
-            x86 = methods.looks_like_x86(coded)
-            if self.stream is not None and self.stream.x86 != x86:
-                self.end_stream()
-            self.stream = self.stream or LzmaStream(x86, self.level.preset)
-            method = LZMA_X86_STREAM if x86 else LZMA_STREAM
-            record = block_record(method, transform, len(coded), 0, data, self.stream.feed(coded, self.progress))
-            method, lanes = METHOD_NAMES[method], 0
+            code = lambda piece: (piece, *encode_block(self.q, piece, self.max_lanes, self.min_lane, self.progress,
+                                                       model=may_win, preset=self.level.preset))
+            for piece, record, method, lanes in ordered_map(code, segments(data) if may_win else [data], self.threads):
+                self.add(piece, record, method, lanes)
+            return
+        x86 = methods.looks_like_x86(coded)
+        if self.stream is not None and self.stream.x86 != x86:
+            self.end_stream()
+        self.stream = self.stream or LzmaStream(x86, self.level.preset)
+        method = LZMA_X86_STREAM if x86 else LZMA_STREAM
+        record = block_record(method, transform, len(coded), 0, data, self.stream.feed(coded, self.progress))
+        self.add(data, record, METHOD_NAMES[method], 0)
+
+    def add(self, data: bytes, record: bytes, method: str, lanes: int) -> None:
         self.put(record)
         self.st.bytes_in += len(data)
         self.st.blocks += 1
@@ -360,10 +397,11 @@ class MemberWriter:
 
 def compress(src: BinaryIO, dst: BinaryIO, q: Engine, name: str, max_lanes: int = DEFAULT_LANES,
              progress: Callable[[int], None] | None = None, min_lane: int | None = None, block: int = BLOCK,
-             level: Level | None = None) -> Stats:
+             level: Level | None = None, threads: int = 1) -> Stats:
     """Read src to its end, write one archive member to dst. The lane layout is stored, so the decoder needs
-    none of these settings (`level`, when given, replaces max_lanes and min_lane)."""
-    writer = MemberWriter(dst, q, name, max_lanes, min_lane, progress, level)
+    none of these settings (`level`, when given, replaces max_lanes and min_lane; `threads` changes the speed,
+    never the archive)."""
+    writer = MemberWriter(dst, q, name, max_lanes, min_lane, progress, level, threads)
     while data := read_full(src, block):
         writer.write_block(data)
     return writer.close()
@@ -591,68 +629,102 @@ class StreamDecoder:
 
 
 def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]], head: Header, st: Stats,
-                   progress: Callable[[int], None] | None = None):
+                   progress: Callable[[int], None] | None = None, threads: int = 1):
     """Every member's blocks from src, in order, each as its verified bytes (the first header already read);
-    `st` counts them. `resolve` gives (model, name) for a member's header, asked only when a block needs it."""
-    st.model = st.model or head.name
-    while head is not None:
-        engine: list = []
+    `st` counts them. `resolve` gives (model, name) for a member's header, asked only when a block needs it.
+    With threads > 1, blocks of their own are decoded side by side: up to `threads` of them, and WINDOW bytes,
+    ahead of the one yielded."""
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    window: list = []                                    # [n, future] of blocks read, decoding, not yet yielded
+    try:
+        st.model = st.model or head.name
+        while head is not None:
+            engine: list = []
 
-        def model(head=head):
-            if not engine:
-                q, name = resolve(head)
-                check_model(head, q, name)
-                engine.append((q, name))
-            return engine[0]
+            def model(head=head):
+                if not engine:
+                    q, name = resolve(head)
+                    check_model(head, q, name)
+                    engine.append((q, name))
+                return engine[0]
 
-        st.bytes_in += head.size
-        crc, out, stream = 0, 0, None
-        for rec in read_records(src, head.version):
-            if isinstance(rec, tuple) and rec[0] == "F":
-                if stream is None:
-                    raise FormatError("damaged archive (a flush record without an LZMA stream)")
-                done, stream = stream.flush(rec[1]), None
-                st.bytes_in += rec[2]
-            elif isinstance(rec, tuple):
-                _, total, _, data_crc = rec
-                if stream is not None or total != out or data_crc != crc:
-                    raise FormatError("damaged archive (length or CRC of the whole input does not match)")
-                st.bytes_in += 1 + END_HEAD.size
-                break
-            else:
+            st.bytes_in += head.size
+            total_crc, total, stream = 0, 0, None
+
+            def ahead(keep: int):
+                """Decoded blocks off the front of the window until `keep` (and WINDOW bytes) remain."""
+                nonlocal total_crc, total
+                while len(window) > keep or (window and sum(n for n, _ in window) > WINDOW):
+                    data = window.pop(0)[1].result()
+                    total_crc, total = zlib.crc32(data, total_crc), total + len(data)
+                    st.bytes_out += len(data)
+                    yield data
+
+            def now(ready: list[bytes]):
+                nonlocal total_crc, total
+                for data in ready:
+                    total_crc, total = zlib.crc32(data, total_crc), total + len(data)
+                    st.bytes_out += len(data)
+                    yield data
+
+            for rec in read_records(src, head.version):
+                if isinstance(rec, tuple) and rec[0] == "F":
+                    if stream is None:
+                        raise FormatError("damaged archive (a flush record without an LZMA stream)")
+                    yield from now([data for _, data in stream.flush(rec[1])])
+                    stream = None
+                    st.bytes_in += rec[2]
+                    continue
+                if isinstance(rec, tuple):
+                    yield from ahead(0)
+                    _, length, _, data_crc = rec
+                    if stream is not None or total != length or data_crc != total_crc:
+                        raise FormatError("damaged archive (length or CRC of the whole input does not match)")
+                    st.bytes_in += 1 + END_HEAD.size
+                    break
                 index = st.blocks + 1
                 st.blocks += 1
                 st.bytes_in += rec.size
                 st.lanes.append(-(-rec.n // rec.m) if rec.m else 0)
                 st.methods.append(METHOD_NAMES[rec.method])
-                if rec.method in STREAMED:
+                if rec.method in STREAMED:                   # in order, after every block before it
+                    yield from ahead(0)
                     if stream is not None and stream.x86 != (rec.method == LZMA_X86_STREAM):
                         raise FormatError(f"damaged archive (block {index} changes an open LZMA stream's filter)")
                     stream = stream or StreamDecoder(rec.method == LZMA_X86_STREAM)
-                    done = stream.block(rec, index)
-                elif stream is not None:
+                    ready = [data for _, data in stream.block(rec, index)]
+                    if progress is not None:
+                        progress(sum(map(len, ready)))
+                    yield from now(ready)
+                    continue
+                if stream is not None:
                     raise FormatError(f"damaged archive (block {index} inside an LZMA stream)")
-                else:
-                    done = [(rec, decode_block(rec, model, index, progress))]
-            for blk, data in done:
-                if progress is not None and blk.method in STREAMED:
-                    progress(blk.n)
-                crc = zlib.crc32(data, crc)
-                out += len(data)
-                st.bytes_out += len(data)
-                yield data
-        head = next_header(src)
+                if pool is None:
+                    yield from now([decode_block(rec, model, index, progress)])
+                    continue
+                if rec.method in CODED:
+                    model()                                  # loaded here, once, before a thread needs it
+                window.append([rec.n, pool.submit(decode_block, rec, model, index, progress)])
+                yield from ahead(threads - 1)
+            head = next_header(src)
+    finally:
+        if pool is not None:
+            for _, f in window:
+                f.cancel()
+            pool.shutdown(wait=True)
 
 
 def decompress(src: BinaryIO, dst: BinaryIO | None, q: Engine | Callable[[Header], tuple[Engine, str]],
-               name: str = "", head: Header | None = None, progress: Callable[[int], None] | None = None) -> Stats:
+               name: str = "", head: Header | None = None, progress: Callable[[int], None] | None = None,
+               threads: int = 1) -> Stats:
     """Decode every member from src (the first header already read if `head` is given); dst None = test only.
     `q` is the integer model, or a function giving (model, name) for a member's header, called only when a
     block needs the model. Each block is verified against its CRC32 before it is written."""
     start = time.perf_counter()
     head = head or read_header(src)
     st = Stats()
-    for data in decoded_blocks(src, q if callable(q) else (lambda h: (q, name)), head, st, progress):
+    for data in decoded_blocks(src, q if callable(q) else (lambda h: (q, name)), head, st, progress, threads):
         if dst is not None:
             dst.write(data)
     st.seconds = time.perf_counter() - start

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from hmgen.cli.common import one_line, say
-from hmgen.cli.options import device_option, json_option, model_option, quiet_option, set_threads, threads_option
+from hmgen.cli.options import device_option, json_option, model_option, quiet_option, set_threads
 from hmgen.errors import HmgenError, UsageError
 from hmgen.progress import Bar
 
@@ -119,7 +119,8 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
     # one CPU thread by default: its steps are many small operations, which gain little from a second thread on
     # a quiet machine and lose up to ~30x beside another busy process (benchmarks/RESULTS.md).
     if device != "cpu":
-        set_threads(threads or 1)
+        set_threads(1)
+    workers = threads or len(os.sched_getaffinity(0))     # 0 or none given: every core this process may use
     if lanes is not None and not 1 <= lanes <= MAX_LANES:
         raise UsageError(f"--lanes must be between 1 and {MAX_LANES}")
     chosen = LEVELS[level or DEFAULT_LEVEL]
@@ -154,10 +155,10 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
 
                 if decompress:
                     res = archive.decompress_path(path, engines, model, keep=keep or stdout, force=force,
-                                                  to_stdout=stdout, test=test, progress=advance)
+                                                  to_stdout=stdout, test=test, progress=advance, threads=workers)
                 else:
                     res = archive.compress_path(path, engines, model, keep=keep or stdout, force=force,
-                                                to_stdout=stdout, level=chosen, progress=advance)
+                                                to_stdout=stdout, level=chosen, progress=advance, threads=workers)
         except archive.Skipped as e:
             say(f"hmgen: {e}")
             status = status or SKIPPED                      # an error (1) outranks a warning
@@ -232,7 +233,8 @@ LANES = typer.Option(None, "--lanes", help="At most this many lanes coded in par
 LEVEL = typer.Option(None, "--level", min=1, max=9, help="1 (fastest: LZMA2 alone, preset 6), 2 (LZMA2 at xz -9e's "
                      "preset), 3..9 (the model, fewer and longer lanes: smaller); default 6. -1 .. -9, --fast and "
                      "--best say the same. Decompression needs no level.")
-THREADS = threads_option("CPU threads for torch with --device cuda (default 1); the CPU engine uses one.")
+THREADS = typer.Option(None, "--threads", "-T", min=0, max=1024, help="Blocks coded side by side (0 or none: one "
+                       "per core); the archive is the same for any number.")
 JSON = json_option("With -l: print JSON.")
 
 

@@ -48,7 +48,8 @@ class State(NamedTuple):
 
 
 class Predictor:
-    """The adaptive state of one block of n bytes coded in `lanes` lanes; bitwise: method 4, else method 3."""
+    """The adaptive state of one block of n bytes coded in `lanes` lanes; bitwise: method 4, else method 3. Its
+    methods (begin a step, predict, update) run the compiled functions below."""
 
     def __init__(self, n: int, lanes: int, bitwise: bool):
         c = curves()
@@ -56,29 +57,29 @@ class Predictor:
                            mixer.new(SETS, INPUTS, lanes, trusted=NET), apm.new(256 if bitwise else 0, lanes, c.squash),
                            apm.new(1 << 16 if bitwise else 0, lanes, c.squash), c)
 
-    def start(self, net: np.ndarray, grid: np.ndarray, t: int) -> None:
+    def begin(self, net: np.ndarray, grid: np.ndarray, t: int) -> None:
         """Step t: net (k, 256) the network's integer frequencies for the k lanes running."""
         start(self.state, net, grid, t, net.shape[0])
 
-    def byte_bits(self, grid: np.ndarray, t: int, k: int) -> np.ndarray:
+    def predict_bits(self, grid: np.ndarray, t: int, k: int) -> np.ndarray:
         """(8, k): P(1) in 12 bits of every bit of the k bytes grid[:k, t] (encoding: the bytes are known)."""
         out = np.empty((8, k), dtype=np.int64)
         byte_bits(self.state, grid, t, k, out)
         return out
 
-    def bit(self, grid: np.ndarray, t: int, k: int, d: int, nodes: np.ndarray) -> np.ndarray:
+    def predict_bit(self, grid: np.ndarray, t: int, k: int, d: int, nodes: np.ndarray) -> np.ndarray:
         """(k,): P(bit d = 1) in 12 bits of each lane at its node (decoding: the bits above are known)."""
         out = np.empty(k, dtype=np.int64)
         bits(self.state, grid, t, k, d, nodes, out)
         return out
 
-    def byte_frequencies(self, grid: np.ndarray, t: int, k: int) -> np.ndarray:
+    def predict_bytes(self, grid: np.ndarray, t: int, k: int) -> np.ndarray:
         """(k, 256) float64 integer frequencies of the mixed distribution (method 3)."""
         out = np.empty((k, 256), dtype=np.float64)
         byte_frequencies(self.state, grid, t, k, out)
         return out
 
-    def learn(self, grid: np.ndarray, t: int, k: int) -> None:
+    def update(self, grid: np.ndarray, t: int, k: int) -> None:
         """Every component learns from the bytes of step t (grid[:k, t]), lane by lane."""
         learn(self.state, grid, t, k)
 
