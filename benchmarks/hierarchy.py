@@ -28,7 +28,8 @@ from boundaries import measure                    # benchmarks/boundaries.py
 from hmgen.text.data import load_ptb
 from hmgen.cell.reference import CharLM
 from hmgen.training.boundary import glorot_boundary_rows
-from hmgen.training.loop import TrainConfig, train
+from hmgen.text.train import train
+from hmgen.training.config import TrainConfig
 
 # name -> TrainConfig options (everything else equal); each names its cell and regulariser, so that the table
 # does not depend on the defaults of the day. "ref" is hmgen's cell before issue 14.

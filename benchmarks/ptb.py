@@ -23,7 +23,8 @@ from hmgen.text.data import load_ptb
 from hmgen.text.evaluate import evaluate
 from hmgen.modelio import load_model
 from hmgen.training.config import TrainConfig
-from hmgen.training.loop import hardware, train
+from hmgen.text.train import train
+from hmgen.training.loop import hardware
 
 PAPER = {"hmlstm": 1.24, "lstm": 1.29}   # Table 1: LN HM-LSTM (step fn + slope annealing), LN LSTM
 

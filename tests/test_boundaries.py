@@ -10,7 +10,7 @@ import torch
 from hmgen.text.boundaries import (Boundaries, analyse, prf, render_svg, render_terminal, rows, space_flags,
                               stream_boundaries, word_boundaries)
 from hmgen.text.data import Vocab
-from hmgen.text.evaluate import op_counts
+from hmgen.cell.reference import op_counts
 from hmgen.cell.reference import operations
 from hmgen.modelio import load_model
 from tests.conftest import HMGEN

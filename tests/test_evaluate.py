@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from hmgen.cell.reference import CharLM, ModelConfig, operations
 from hmgen.text.boundaries import stream_boundaries
-from hmgen.text.evaluate import evaluate, op_counts, rates_dict
+from hmgen.cell.reference import op_counts, rates_dict
+from hmgen.text.evaluate import evaluate
 from hmgen.modelio import load_model
 
 VOCAB = 13

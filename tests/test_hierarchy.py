@@ -13,7 +13,7 @@ from hmgen.training.boundary import (BoundaryRowsLR, RateControl, boundary_rows,
 from tests.test_train import english, text_file, tiny, train_records, write_ptb  # noqa: F401 (fixture)
 from hmgen.training.checkpoint import read_run_config
 from hmgen.training.config import OLD_RUN_DEFAULTS, TrainConfig
-from hmgen.training.loop import train
+from hmgen.text.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -32,7 +32,14 @@ from hmgen.modelio import load_model
 from hmgen.errors import UsageError
 from hmgen.training.checkpoint import RunError
 from hmgen.training.config import OPTIONS, TrainConfig
-from hmgen.training.loop import Interrupted, slope, train
+from hmgen.cli.train import task_for
+from hmgen.training.loop import Interrupted, slope
+from hmgen.training.loop import train as loop_train
+
+def train(cfg: TrainConfig, **kw) -> dict:
+    """The loop on the task of the run's corpus, as `hmgen train` chooses it."""
+    return loop_train(cfg, task_for(cfg.data), **kw)
+
 
 BIN = Path(sys.executable).parent          # the virtualenv's bin/: python, torchrun, hmgen
 TIMING = {"symbols_per_s", "seconds", "train_seconds"}

@@ -360,5 +360,22 @@ def operations(z: torch.Tensor, z_init: torch.Tensor, hierarchical: bool = True)
     return op
 
 
+def op_counts(model: nn.Module, z: torch.Tensor, z_init: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(layers, 3) counts of UPDATE / COPY / FLUSH over a segment (only where mask is true), for any model with a
+    `cfg.arch` (the character LM, the handwriting network)."""
+    op = operations(z, z_init, model.cfg.arch == "hmlstm")            # (batch, T, L)
+    onehot = F.one_hot(op, 3)                                           # (batch, T, L, 3)
+    if mask is not None:
+        onehot = onehot * mask[..., None, None]
+    return onehot.sum(dim=(0, 1))
+
+
+def rates_dict(counts: torch.Tensor) -> list[dict]:
+    """(layers, 3) counts -> [{"update": .., "copy": .., "flush": ..}] per layer, as fractions."""
+    total = counts.sum(dim=1, keepdim=True).clamp(min=1)
+    r = (counts / total).tolist()
+    return [{name: round(v, 4) for name, v in zip(OPS, row)} for row in r]
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -75,7 +75,8 @@ def train(data: Optional[str], config: Optional[Path], resume: bool, force: bool
         cfg = dataclasses.replace(cfg, data=str(save_stdin(Path(cfg.out), force)))
     command = "hmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
-        summary = run_training(cfg, resume=resume, quiet=quiet, command=command, force=force, init=init)
+        summary = run_training(cfg, task_for(cfg.data), resume=resume, quiet=quiet, command=command, force=force,
+                               init=init)
     except KeyboardInterrupt:       # before the loop began, or a second Ctrl-C
         out = Path(cfg.out)
         kept = (f"the checkpoint in {out} is kept; continue with hmgen train --resume --out {out}"
@@ -97,6 +98,15 @@ def train(data: Optional[str], config: Optional[Path], resume: bool, force: bool
                  "no model saved yet (none was validated; --resume continues)")
         typer.echo(f"stopped at step {summary['step']} ({summary['stop']}); best validation {what} {shown}; {saved}",
                    err=True)
+
+
+def task_for(data: str):
+    """The training task of a corpus: handwriting synthesis for iam:DIR, language modelling for any other."""
+    if data.startswith("iam:"):
+        from hmgen.handwriting.train import HandwritingTask
+        return HandwritingTask
+    from hmgen.text.train import TextTask
+    return TextTask
 
 
 def save_stdin(out: Path, force: bool) -> Path:

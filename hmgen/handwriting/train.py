@@ -23,11 +23,10 @@ from hmgen.handwriting.data import (HandwritingDataError, load_iam, line_height_
                                     select)
 from hmgen.handwriting.model import HWConfig, SynthesisNet, encode_text, mixture_nll, normalise, text_batch
 from hmgen.modelio import load_hw_model, save_hw_model
-from hmgen.cell.reference import COPY, operations
-from hmgen.text.evaluate import op_counts, rates_dict
-from hmgen.training.boundary import default_rate_targets, detector_stats, rate_loss, threshold_offsets
+from hmgen.cell.reference import COPY, op_counts, operations, rates_dict
+from hmgen.training.boundary import Detectors, default_rate_targets, detector_stats, rate_loss, threshold_offsets
 from hmgen.training.checkpoint import load_init
-from hmgen.training.task import Validation, finite
+from hmgen.training.task import Validation, json_figure
 
 
 def hw_config_from(cfg, alphabet: str, stats, line_height: float) -> HWConfig:
@@ -142,6 +141,12 @@ def evaluate_lines(net: SynthesisNet, lines, max_points: int | None = None, batc
             "layers": rates_dict(counts), "points_per_s": round(points / max(time.time() - t0, 1e-9))}
 
 
+def train(cfg, **kw) -> dict:
+    """hmgen.training.loop.train on IAM-OnDB (iam:DIR; the keyword arguments are the loop's)."""
+    from hmgen.training.loop import train as loop_train
+    return loop_train(cfg, HandwritingTask, **kw)
+
+
 class HandwritingTask:
     kind = "handwriting"
     best_key, best_digits = "best_valid_nll", 2
@@ -157,6 +162,7 @@ class HandwritingTask:
         self.hw = hw_config_from(cfg, self.data.alphabet if cfg.conditional else "", self.data.stats,
                                  self.data.line_height)
         self.model = build_trainable(lambda: SynthesisNet(self.hw), device)
+        self.detectors = Detectors(self.model.rnn, cfg) if self.hw.arch == "hmlstm" else None
         self.styles = [{"text": p.text, "line_id": p.line_id, "offsets": normalise(p.offsets, self.hw)}
                        for p in self.data.styles]
         self.n_batches = math.ceil(len(self.data.train) / cfg.batch_size)
@@ -175,7 +181,7 @@ class HandwritingTask:
         return self.batch_no / self.n_batches
 
     @property
-    def at_boundary(self) -> bool:
+    def resumable_here(self) -> bool:
         return self.batch is None
 
     def start_fields(self) -> dict:
@@ -212,7 +218,7 @@ class HandwritingTask:
             self.det += detector_stats(pre[0].detach() * live, z.detach() * live[..., :1], torch.where(
                 live, ops, torch.full_like(ops, COPY)), a).cpu()
         if self.control:                        # where this step's thresholds should have been (no padding)
-            self.offsets = threshold_offsets(pre[0].detach(), ops, self.targets, msk, self.cfg.rate_band)
+            self.detectors.offsets = threshold_offsets(pre[0].detach(), ops, self.targets, msk, self.cfg.rate_band)
         if self.regularise:                     # pre[0]: (B, T, L-1); padding steps count like the others
             reg = self.cfg.rate_reg * rate_loss(pre[0], z, ops, self.targets, leak=self.cfg.rate_leak)
             self.reg_sum += float(reg.detach()) * int(points)
@@ -231,9 +237,9 @@ class HandwritingTask:
             fields["window"] = [round(float(w), 4) for w in self.det[1] / self.det[2].clamp(min=1)]
             self.det.zero_()
         if self.regularise:                     # the loop's loss is NLL + this; both parts reported
-            fields["rate_loss"] = finite(reg, 5)
+            fields["rate_loss"] = json_figure(reg, 5)
             loss -= reg
-            fields["loss"] = finite(loss)
+            fields["loss"] = json_figure(loss)
         zs = "/".join(f"{v:.2f}" for v in z_rates) or "-"
         win = " win " + "/".join(f"{w:.2f}" for w in fields["window"]) if self.watch else ""
         return fields, f"nll/pt {loss:.3f} {fields['points_per_s']} pt/s z {zs}{win}"
@@ -241,7 +247,7 @@ class HandwritingTask:
     def validate(self) -> Validation:
         r = evaluate_lines(self.model, self.data.valid, self.cfg.eval_symbols, device=self.device)
         return Validation(r["nll_line"],
-                          {"valid_nll_line": finite(r["nll_line"], 2), "valid_nll_point": finite(r["nll_point"]),
+                          {"valid_nll_line": json_figure(r["nll_line"], 2), "valid_nll_point": json_figure(r["nll_point"]),
                            "valid_lines": r["lines"], "valid_z_rates": r["z_rates"]},
                           f"valid NLL {r['nll_line']:.1f} nats/line, {r['nll_point']:.4f}/point",
                           {"valid_nll_line": round(r["nll_line"], 2), "valid_nll_point": round(r["nll_point"], 4),
@@ -257,7 +263,7 @@ class HandwritingTask:
                                          "Bunke, ICDAR 2005); the style bank holds real IAM-OnDB lines"},
                       figures=figures)
 
-    def carry(self):
+    def checkpoint_state(self):
         return {}, {"batch_no": self.batch_no}    # inside a batch: a resumed run restarts it
 
     def restore(self, tensors, meta) -> None:

@@ -9,23 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hmgen.cell.reference import OPS, CharLM, operations
-
-
-def op_counts(model: CharLM, z: torch.Tensor, z_init: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """(layers, 3) counts of UPDATE / COPY / FLUSH over a segment (only where mask is true)."""
-    op = operations(z, z_init, model.cfg.arch == "hmlstm")            # (batch, T, L)
-    onehot = F.one_hot(op, 3)                                           # (batch, T, L, 3)
-    if mask is not None:
-        onehot = onehot * mask[..., None, None]
-    return onehot.sum(dim=(0, 1))
-
-
-def rates_dict(counts: torch.Tensor) -> list[dict]:
-    """(layers, 3) counts -> [{"update": .., "copy": .., "flush": ..}] per layer, as fractions."""
-    total = counts.sum(dim=1, keepdim=True).clamp(min=1)
-    r = (counts / total).tolist()
-    return [{name: round(v, 4) for name, v in zip(OPS, row)} for row in r]
+from hmgen.cell.reference import CharLM, op_counts, rates_dict
 
 
 class Segment(NamedTuple):

@@ -15,15 +15,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from hmgen.cell.reference import CharLM, detach_state, operations
+from hmgen.cell.reference import CharLM, detach_state, op_counts, operations, rates_dict
 from hmgen.device import build_trainable
 from hmgen.errors import DataError, UsageError
 from hmgen.modelio import load_model, save_model
 from hmgen.text.data import Corpus, StreamBatches, load_corpus
-from hmgen.text.evaluate import evaluate, op_counts, rates_dict
-from hmgen.training.boundary import default_rate_targets, detector_stats, rate_loss, threshold_offsets
+from hmgen.text.evaluate import evaluate
+from hmgen.training.boundary import Detectors, default_rate_targets, detector_stats, rate_loss, threshold_offsets
 from hmgen.training.checkpoint import load_init
-from hmgen.training.task import Validation, finite
+from hmgen.training.task import Validation, json_figure
 
 
 def gather_state(state, world: int):
@@ -46,6 +46,12 @@ def scatter_state(state, rank: int, world: int):
     return state if world == 1 else [tuple(t[rank::world] for t in layer) for layer in state]
 
 
+def train(cfg, **kw) -> dict:
+    """hmgen.training.loop.train on a text corpus (the keyword arguments are the loop's)."""
+    from hmgen.training.loop import train as loop_train
+    return loop_train(cfg, TextTask, **kw)
+
+
 class TextTask:
     kind = "text"
     best_key, best_digits = "best_valid_bpc", 4
@@ -62,6 +68,7 @@ class TextTask:
             raise DataError(f"{cfg.valid or cfg.data}: the validation data holds {len(valid)} symbol(s); "
                             f"it needs at least 2")
         self.model = build_trainable(lambda: CharLM(cfg.model_config(self.corpus.vocab.size)), device)
+        self.detectors = Detectors(self.model.rnn, cfg) if cfg.arch == "hmlstm" else None
         self.batches = StreamBatches(self.corpus.split("train"), cfg.batch_size, cfg.seq_len, rank, world)
         self.steps_per_epoch = len(self.batches)
         self.state = scatter_state(self.model.initial_state(cfg.batch_size, device), rank, world)
@@ -78,7 +85,7 @@ class TextTask:
     def epoch(self) -> float:
         return self.step / len(self.batches)
 
-    at_boundary = True          # every step: the state is in the checkpoint
+    resumable_here = True          # every step: the state is in the checkpoint
 
     def start_fields(self) -> dict:
         return {"vocab": self.corpus.vocab.size, "train_symbols": len(self.corpus.split("train"))}
@@ -135,7 +142,7 @@ class TextTask:
                     dist.all_gather(parts[0], p_z)
                     dist.all_gather(parts[1], o)
                     p_z, o = torch.cat(parts[0]), torch.cat(parts[1])
-                self.offsets = threshold_offsets(p_z, o, self.targets, band=self.cfg.rate_band)
+                self.detectors.offsets = threshold_offsets(p_z, o, self.targets, band=self.cfg.rate_band)
             if self.cfg.rate_reg:
                 fired = det[0] / (x.numel() * self.world)                          # (L-1,) F, whole batch
                 reg = self.cfg.rate_reg * rate_loss(pre[0], z, ops, self.targets, fired, self.cfg.rate_leak)
@@ -153,7 +160,7 @@ class TextTask:
         reg = self.reg_sum / max(symbols, 1)
         loss -= reg                                  # the loop's loss is the objective: report its two parts
         bpc = loss / math.log(2)
-        fields = {"loss": finite(loss), "bpc": finite(bpc), "symbols_per_s": round(symbols / max(seconds, 1e-9)),
+        fields = {"loss": json_figure(loss), "bpc": json_figure(bpc), "symbols_per_s": round(symbols / max(seconds, 1e-9)),
                   "layers": rates}
         fires = "/".join(f"{r['flush']:.2f}" for r in rates[:-1]) if self.cfg.arch == "hmlstm" else "-"
         updates = "/".join(f"{1 - r['copy']:.2f}" for r in rates)            # share of steps a layer computes
@@ -161,7 +168,7 @@ class TextTask:
         if self.watch:   # per detector: share of all steps it fired; share of its computed steps inside |z~| < 1/a
             fields["fire"] = [round(float(f), 4) for f in self.det[0] / max(symbols, 1)]
             fields["window"] = [round(float(w), 4) for w in self.det[1] / self.det[2].clamp(min=1)]
-            fields["rate_loss"] = finite(reg, 5)
+            fields["rate_loss"] = json_figure(reg, 5)
             text += " win " + "/".join(f"{w:.2f}" for w in fields["window"])
         self.det.zero_()
         self.reg_sum = 0.0
@@ -172,7 +179,7 @@ class TextTask:
         if ids is None:
             return None
         r = evaluate(self.model, ids, max_symbols=self.cfg.eval_symbols, device=self.device)
-        return Validation(r["bpc"], {"valid_bpc": finite(r["bpc"]),
+        return Validation(r["bpc"], {"valid_bpc": json_figure(r["bpc"]),
                                      "valid_layers": r["layers"]},
                           f"valid bpc {r['bpc']:.4f}", {"valid_bpc": round(r["bpc"], 4), "valid_symbols": r["symbols"],
                                                         "valid_layers": r["layers"]})
@@ -181,7 +188,7 @@ class TextTask:
         save_model(stem, self.model, self.corpus.vocab, name=name, description="",
                    training={"data": self.corpus.source, "corpus": self.corpus.name, **training}, figures=figures)
 
-    def carry(self):
+    def checkpoint_state(self):
         full = gather_state(self.state, self.world)
         tensors = {f"carry.{l}.{n}": t for l, layer in enumerate(full) for n, t in zip("hcz", layer)}
         return tensors, {"vocab": self.corpus.vocab.to_dict()}

@@ -206,3 +206,41 @@ def glorot_boundary_rows(rnn: HMLSTM) -> None:
                 bound = (6.0 / (lin.weight.shape[1] + 1)) ** 0.5
                 lin.weight[r].uniform_(-bound, bound)
         layer.bias[r] = 0.0
+
+
+class Detectors:
+    """What training does to an HM-LSTM's boundary detectors besides the loss, from the run's options (hmgen's
+    choices; the paper has none of them): the boundary rows' initialisation (--boundary-init), the straight-through
+    gradient's scale (--boundary-grad), the rows' learning rate (--boundary-lr) and the rate controller
+    (--rate-control). A task builds one for its stack right after building the model and sets `offsets` in each
+    loss (threshold_offsets); the loop calls before_step / after_step around the optimiser's step and keeps
+    `state()` in the checkpoint."""
+
+    KEY = "rate_control.state"            # the controller's tensor in checkpoints
+
+    def __init__(self, rnn: HMLSTM, cfg):
+        if cfg.boundary_init == "glorot":
+            glorot_boundary_rows(rnn)
+        if cfg.boundary_grad != 1.0:
+            for layer in rnn.layers:
+                layer.spec = layer.spec._replace(ste=cfg.boundary_grad)
+        self.rows_lr = BoundaryRowsLR(rnn, cfg.boundary_lr) if cfg.boundary_lr != 1.0 else None
+        self.control = RateControl(rnn, cfg.rate_control) if cfg.rate_control > 0 and len(rnn.layers) > 1 else None
+        self.offsets: torch.Tensor | None = None
+
+    def before_step(self) -> None:
+        if self.rows_lr:
+            self.rows_lr.before()
+
+    def after_step(self) -> None:
+        if self.rows_lr:
+            self.rows_lr.after()
+        if self.control and self.offsets is not None:   # where this step's thresholds should have been
+            self.control.after(self.offsets)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {self.KEY: self.control.state} if self.control else {}
+
+    def restore(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.control and self.KEY in tensors:
+            self.control.state = tensors[self.KEY].clone()

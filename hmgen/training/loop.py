@@ -23,11 +23,11 @@ from hmgen.cell.reference import count_parameters
 from hmgen.device import pick_device
 from hmgen.progress import Bar
 from hmgen.errors import HmgenError, UsageError
-from hmgen.training.boundary import BoundaryRowsLR, RateControl, glorot_boundary_rows, group_grad_norms
+from hmgen.training.boundary import group_grad_norms
 from hmgen.training.checkpoint import (check_run_folder, clear_run_folder, load_checkpoint, read_run_config,
                                        save_checkpoint, trim_metrics)
 from hmgen.training.config import TrainConfig, absolute_data, resume_changes
-from hmgen.training.task import Task, finite
+from hmgen.training.task import Task, json_figure
 
 
 class TrainingDiverged(HmgenError):
@@ -60,15 +60,6 @@ def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
-def make_task(cfg: TrainConfig, device, rank: int, world: int, data=None) -> Task:
-    """The task for the corpus: handwriting for iam:DIR, text language modelling for the rest."""
-    if cfg.data.startswith("iam:"):
-        from hmgen.handwriting.train import HandwritingTask
-        return HandwritingTask(cfg, device, rank, world, data)
-    from hmgen.text.train import TextTask
-    return TextTask(cfg, device, rank, world, data)
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module):
@@ -147,9 +138,10 @@ class Reporter:
 
 # ----------------------------------------------------------------------------- the loop
 
-def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: str | None = None,
+def train(cfg: TrainConfig, task: type[Task], resume: bool = False, quiet: bool = False, command: str | None = None,
           force: bool = False, init: str | None = None, data=None) -> dict:
-    """Train a new run in cfg.out, or continue it (`resume`); returns a summary of the run.
+    """Train a new run in cfg.out, or continue it (`resume`), on `task` (a class: hmgen.text.train.TextTask,
+    hmgen.handwriting.train.HandwritingTask; the loop knows none of them); returns a summary of the run.
 
     A new run refuses a folder that holds one unless `force`; `init` starts from another model file's weights
     (fresh optimiser). On resume, cfg may change only what may change (hmgen.training.config); what changed
@@ -163,7 +155,7 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
         cfg = replace(cfg, data=absolute_data(cfg.data), valid=absolute_data(cfg.valid))
     fresh = not out.exists()
     try:
-        return run(cfg, out, resume, quiet, command, force, init, data)
+        return run(cfg, task, out, resume, quiet, command, force, init, data)
     except BaseException:
         if not resume and dist_info()[0] == 0 and not (out / "checkpoint.safetensors").exists():
             clear_run_folder(out)
@@ -172,8 +164,8 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False, command: 
         raise
 
 
-def run(cfg: TrainConfig, out: Path, resume: bool, quiet: bool, command: str | None, force: bool, init: str | None,
-        data) -> dict:
+def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet: bool, command: str | None,
+        force: bool, init: str | None, data) -> dict:
     """train()'s work, once the run folder was checked."""
     changes = resume_changes(read_run_config(out), cfg, out) if resume else {}
     if resume and init:
@@ -194,16 +186,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool, quiet: bool, command: str | N
 
     torch.manual_seed(cfg.seed)                 # the task builds its model before drawing anything else
     task = make_task(cfg, device, rank, world, data)
-    model = task.model
-    rnn = model.rnn if cfg.arch == "hmlstm" else None      # the HM-LSTM stack of either task
-    if rnn is not None and cfg.boundary_init == "glorot":
-        glorot_boundary_rows(rnn)
-    if rnn is not None and cfg.boundary_grad != 1.0:
-        for layer in rnn.layers:
-            layer.spec = layer.spec._replace(ste=cfg.boundary_grad)
-    rows_lr = BoundaryRowsLR(rnn, cfg.boundary_lr) if rnn is not None and cfg.boundary_lr != 1.0 else None
-    control = (RateControl(rnn, cfg.rate_control)
-               if rnn is not None and cfg.rate_control > 0 and len(rnn.layers) > 1 else None)
+    model, detectors = task.model, task.detectors
     opt, sched = make_optimizer(cfg, model)
     if init:
         task.init_from(init)
@@ -216,8 +199,8 @@ def run(cfg: TrainConfig, out: Path, resume: bool, quiet: bool, command: str | N
     if resume:
         meta, tensors = load_checkpoint(out, model, opt, sched)
         task.restore(tensors, meta)
-        if control and "rate_control.state" in tensors:
-            control.state = tensors["rate_control.state"].clone()
+        if detectors:
+            detectors.restore(tensors)
         step, decays, elapsed_before = meta["step"], meta["lr_decays"], meta["train_seconds"]
         best = math.inf if meta[task.best_key] is None else meta[task.best_key]
         history = meta.get("history", [])
@@ -243,12 +226,12 @@ def run(cfg: TrainConfig, out: Path, resume: bool, quiet: bool, command: str | N
     seconds = lambda: elapsed_before + time.time() - t_start
 
     def checkpoint():
-        tensors, meta = task.carry()            # a collective under DDP: every process takes part
-        if control:
-            tensors = {**tensors, "rate_control.state": control.state}
+        tensors, meta = task.checkpoint_state()     # a collective under DDP: every process takes part
+        if detectors:
+            tensors = {**tensors, **detectors.state()}
         if rank == 0:
             save_checkpoint(out, model, opt, sched, tensors, {
-                "task": task.kind, "step": step, task.best_key: finite(best, task.best_digits),
+                "task": task.kind, "step": step, task.best_key: json_figure(best, task.best_digits),
                 "lr_decays": decays, "config": asdict(cfg), "train_seconds": seconds(), "history": history, **meta})
 
     def validate(schedule: bool = True) -> bool:
@@ -267,7 +250,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool, quiet: bool, command: str | N
         decays += plateau_step(opt, sched, figure, schedule)
         lr = opt.param_groups[0]["lr"]
         if rank == 0:
-            reporter.write({"step": step, **v.fields, task.best_key: finite(best, task.best_digits), "lr": lr})
+            reporter.write({"step": step, **v.fields, task.best_key: json_figure(best, task.best_digits), "lr": lr})
             reporter.print(f"step {step}: {v.text} (best {best:.{task.best_digits}f}) lr {lr:.2e}")
             if improved:
                 task.export(out / "best", cfg.name or out.name,
@@ -286,7 +269,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool, quiet: bool, command: str | N
         while True:
             if total is not None and step >= total:
                 break
-            if task.at_boundary:
+            if task.resumable_here:
                 if cfg.epochs is not None and task.epoch >= cfg.epochs:
                     stop_reason = "epochs"
                     break
@@ -311,13 +294,11 @@ def run(cfg: TrainConfig, out: Path, resume: bool, quiet: bool, command: str | N
             groups = group_grad_norms(model) if log_now and rank == 0 else {}    # before clipping
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             grad_max = max(grad_max, float(grad_norm))
-            if rows_lr:
-                rows_lr.before()
+            if detectors:
+                detectors.before_step()
             opt.step()
-            if rows_lr:
-                rows_lr.after()
-            if control:                             # task.offsets: where this step's thresholds should have been
-                control.after(task.offsets)
+            if detectors:
+                detectors.after_step()
             step += 1
             step_loss = loss.detach()
             if distributed:   # the log describes the whole global batch, not this process's share
@@ -328,14 +309,14 @@ def run(cfg: TrainConfig, out: Path, resume: bool, quiet: bool, command: str | N
 
             if log_now:
                 fields, stats = task.log_fields(loss_sum / weight_since, weight_since, time.time() - t_log)
-                rec = {"step": step, "epoch": round(epoch, 4), "loss": finite(loss_sum / weight_since),
+                rec = {"step": step, "epoch": round(epoch, 4), "loss": json_figure(loss_sum / weight_since),
                        "lr": opt.param_groups[0]["lr"], "slope": round(a, 4), "grad_norm": round(float(grad_norm), 4),
                        "grad_norm_max": round(grad_max, 4), "grad_groups": {k: round(v, 4) for k, v in groups.items()},
                        **fields, "seconds": round(seconds(), 1)}
                 reporter.write(rec)
                 reporter.update(step, stats)
                 t_log, weight_since, loss_sum, grad_max = time.time(), 0, 0.0, 0.0
-            if not task.at_boundary:
+            if not task.resumable_here:
                 continue
             if step >= next_eval:
                 next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
@@ -351,7 +332,7 @@ def run(cfg: TrainConfig, out: Path, resume: bool, quiet: bool, command: str | N
         if step > 0 and last_eval != step and not interrupted:
             validate(schedule=False)   # the last steps count too: export the model if they improved it
         checkpoint()
-    summary = {"step": step, task.best_key: finite(best, task.best_digits), "stop": stop_reason, "out": str(out),
+    summary = {"step": step, task.best_key: json_figure(best, task.best_digits), "stop": stop_reason, "out": str(out),
                "model": str(out / "best") if (out / "best.json").is_file() else None,
                "train_seconds": round(seconds(), 1)}
     reporter.write({"event": "stop", **summary})

@@ -13,8 +13,10 @@ from typing import Protocol
 
 import torch
 
+from hmgen.training.boundary import Detectors
 
-def finite(x: float, digits: int = 4) -> float | None:
+
+def json_figure(x: float, digits: int = 4) -> float | None:
     """A figure for JSON: rounded, and null rather than Infinity/NaN (strict JSON)."""
     return round(x, digits) if math.isfinite(x) else None
 
@@ -34,12 +36,13 @@ class Task(Protocol):
     best_key: str                 # name of the best figure in metrics, checkpoint and summary
     best_digits: int              # ... and its rounding
     steps_per_epoch: int | None   # for the progress bar's total when --epochs is given (None: not known)
+    detectors: Detectors | None   # what training does to its boundary detectors (None: no HM-LSTM stack)
 
     @property
     def epoch(self) -> float: ...             # epochs done, fractional (slope annealing, --epochs)
 
     @property
-    def at_boundary(self) -> bool: ...        # a checkpoint, evaluation or stop here resumes exactly
+    def resumable_here(self) -> bool: ...     # a checkpoint, evaluation or stop here resumes exactly
 
     def start_fields(self) -> dict: ...       # the task's part of the "start" event (data sizes, model)
 
@@ -57,7 +60,7 @@ class Task(Protocol):
 
     def export(self, stem, name: str, training: dict, figures: dict) -> None: ...   # the best model file
 
-    def carry(self) -> tuple[dict[str, torch.Tensor], dict]: ...   # task state for a checkpoint (all processes call)
+    def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict]: ...   # for a checkpoint; all processes call
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None: ...
 
