@@ -6,6 +6,8 @@ legibility (an OCR engine reads the output), speed.
       --complete handwriting-small --time handwriting-small --test-lines 300 --json benchmarks/results/handwriting.json
   nice -n 10 python benchmarks/handwriting.py --data ../shared/data/handwriting/iamondb \\
       --legibility handwriting-small --biases 0 0.75 2 4 --seeds 3 --stroke-widths 2 3 --line-heights 60 100
+  python benchmarks/handwriting.py --styles handwriting-small-2 --seeds 2 --first-seed 10 --json FILE
+  python benchmarks/handwriting.py --sheet examples/handwriting-styles.png
 
 NLL: every model is scored by the same harness (hmgen.handwriting.train.evaluate_lines) on the same test lines,
 each line preprocessed with the model's own stored settings (all models here share them: stride 2, alignment,
@@ -25,6 +27,13 @@ reach. Scores over all lines of a row: CER = character edit distance / reference
 after collapsing white space and the IAM transcripts' spaces before punctuation), word accuracy = reference
 words in the longest common word subsequence / reference words. Completed = the window passed the last
 character (see Completion).
+Styles (--styles MODEL): for every style of the model's bank (or --style-ids lines), the features of its primer
+and the mean features of the phrases written in it as `hmgen handwrite --style N` writes them (hmgen.handwriting.
+styles: slant, width per character, letter height, pen-up share), Tesseract's CER of those phrases and of the same
+phrases without a style (same seeds), their ratio, and per feature the correlation across styles between primer
+and output. --choose-styles MODEL picks a bank from real test lines (see choose_styles; it reads only the first
+half of the phrases, so the second half stays held out); --sheet FILE draws every style's primer and a text
+written in it (--sheet-model, default: the default handwriting model; needs no data).
 Time: wall-clock of the real command `hmgen handwrite "hello" -o FILE` (interpreter start-up, model load,
 synthesis, SVG), median of --repeat runs.
 """
@@ -296,11 +305,11 @@ def style_benchmark(model_path: str, data: str, phrases: list[str], seeds: range
 
 def choose_styles(model_path: str, data: str, phrases: list[str], seed: int, bias: float, n: int = 12,
                   candidates: int = 40, chars: tuple[int, int] = (14, 30), max_points: int = 350,
-                  primer_cer: float = 0.25, piece: int | None = PIECE) -> dict:
+                  primer_cer: float = 0.25, piece: int | None = PIECE, max_ratio: float = 1.05) -> dict:
     """A style bank from real test lines (testset_f: writers never trained on): one line per writer, 14-30
     characters, that Tesseract reads with CER <= primer_cer; of `candidates` of them (random), those whose
-    phrases (written once each, seed `seed`) read no worse than without a style; of these, n spread over slant
-    and width per character (farthest points in standardised features, from the best-read one)."""
+    phrases (written once each, seed `seed`) read at most max_ratio x as badly as without a style; of these, n
+    spread over slant and width per character (pick_styles)."""
     m = load_hw_model(model_path)
     c = m.cfg
     rng = np.random.default_rng(0)
@@ -329,19 +338,27 @@ def choose_styles(model_path: str, data: str, phrases: list[str], seed: int, bia
             st["cer_ratio"] = round(st["cer"] / max(base, 1e-9), 3)
             st["features"] = features(st["offsets"], st["text"])
             print(json.dumps({k: v for k, v in st.items() if k != "offsets"}), flush=True)
-    good = sorted([st for st in legible if st["cer_ratio"] <= 1.0], key=lambda st: st["cer"])
-    chosen = []
-    if good:
-        f = np.array([[st["features"]["slant"], st["features"]["width_per_char"]] for st in good])
-        f = (f - f.mean(0)) / np.maximum(f.std(0), 1e-9)
-        chosen = [0]
-        while len(chosen) < min(n, len(good)):
-            dist = np.min(np.linalg.norm(f[:, None] - f[chosen][None], axis=-1), axis=1)
-            chosen.append(int(np.argmax(dist)))
     keep = lambda st: {k: v for k, v in st.items() if k != "offsets"}
+    good, chosen = pick_styles(legible, n, max_ratio)
     return {"model": model_path, "bias": bias, "piece": piece, "seed": seed, "phrases": len(phrases), "no_style_cer": base,
-            "pool": len(pool), "legible": len(legible), "good": len(good),
-            "chosen": [good[i]["line_id"] for i in chosen], "candidates": [keep(st) for st in legible]}
+            "pool": len(pool), "legible": len(legible), "max_cer_ratio": max_ratio, "good": good,
+            "chosen": chosen, "candidates": [keep(st) for st in legible]}
+
+
+def pick_styles(candidates: list[dict], n: int, max_ratio: float) -> tuple[int, list[str]]:
+    """Of the candidates whose phrases read at most max_ratio x as badly as without a style, n spread over slant
+    and width per character: farthest points in standardised features, from the best-read one.
+    -> (how many qualified, the chosen line ids)."""
+    good = sorted([st for st in candidates if st["cer_ratio"] <= max_ratio], key=lambda st: st["cer"])
+    if not good:
+        return 0, []
+    f = np.array([[st["features"]["slant"], st["features"]["width_per_char"]] for st in good])
+    f = (f - f.mean(0)) / np.maximum(f.std(0), 1e-9)
+    chosen = [0]
+    while len(chosen) < min(n, len(good)):
+        dist = np.min(np.linalg.norm(f[:, None] - f[chosen][None], axis=-1), axis=1)
+        chosen.append(int(np.argmax(dist)))
+    return len(good), [good[i]["line_id"] for i in chosen]
 
 
 def style_table(res: dict) -> str:
@@ -451,6 +468,8 @@ def main():
     ap.add_argument("--candidates", type=int, default=40)
     ap.add_argument("--sheet", default=None, help="PNG of every style: its primer and --sheet-text written in it")
     ap.add_argument("--sheet-text", default="The quick brown fox jumps over the lazy dog")
+    ap.add_argument("--sheet-model", default=None, help="model for --sheet (default: the --styles model, or the "
+                    "default handwriting model)")
     ap.add_argument("--time", default=None, help="model for the handwrite timing")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
@@ -484,9 +503,9 @@ def main():
         res["styles"] = style_benchmark(args.styles, args.data, phrases, seeds, args.style_bias, args.style_ids,
                                         keep=Path(args.keep_png) if args.keep_png else None, piece=args.piece or None)
         print(style_table(res["styles"]), flush=True)
-        if args.sheet:
-            style_sheet(args.styles, args.data, args.sheet_text, args.sheet, args.first_seed, args.style_bias,
-                        args.style_ids, args.piece or None)
+    if args.sheet:       # the model's own bank needs no data (its primers are in the model file)
+        style_sheet(args.sheet_model or args.styles, args.data, args.sheet_text, args.sheet, args.first_seed,
+                    args.style_bias, args.style_ids, args.piece or None)
     if args.word_gaps:
         res["word_gaps"] = word_gaps(args.word_gaps, args.data, phrases, args.bias)
         print(json.dumps(res["word_gaps"]), flush=True)
