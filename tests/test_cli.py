@@ -124,7 +124,6 @@ def in_process(args, input=None):
     ["train", "x.txt", "-b", "0"],
     ["train", "x.txt", "--lr", "-1"],
     ["train", "x.txt", "--threads", "0"],
-    ["compress", "--threads", "0"],
     ["compress", "--lanes", "0"],
     ["sample", "--no-such-option"],
 ])

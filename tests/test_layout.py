@@ -78,3 +78,50 @@ def test_the_integer_engines_and_the_mixer_components_sit_where_readme_layout_sa
     assert {cls for _, cls in engines} == {"QuantLM", "IntegerLM"}
     assert all(f"class {cls}" in (PACKAGE / "archive/engine" / f"{m}.py").read_text() for m, cls in engines)
     assert not any("njit" in p.read_text() or "QuantLM" in p.read_text() for p in (PACKAGE / "cell").glob("*.py"))
+
+
+# The package's tiers, top to bottom (README "Layout"). A module imports its own package, the tiers below, and, in
+# the top and bottom tiers only, its neighbours: text/, handwriting/ and archive/ never import each other, and
+# nothing imports upward (function-local imports included).
+TIERS = [("hmgen", "hmgen.__main__", "hmgen.cli", "hmgen.modelio"),
+         ("hmgen.text", "hmgen.handwriting", "hmgen.archive"),
+         ("hmgen.training",),
+         ("hmgen.cell",),
+         ("hmgen.modelfile", "hmgen.fs", "hmgen.errors", "hmgen.progress", "hmgen.device", "hmgen.bundled", "hmgen.jit")]
+
+
+def unit(module: str) -> str:
+    """The tier entry a module belongs to: hmgen.text.train -> hmgen.text; the package itself -> hmgen."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else "hmgen"
+
+
+def tier(module: str) -> int:
+    return next(i for i, units in enumerate(TIERS) if unit(module) in units)
+
+
+def layering_breaches(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for a, targets in graph.items():
+        for b in targets:
+            if unit(a) == unit(b):
+                continue
+            ta, tb = tier(a), tier(b)
+            if tb < ta or (tb == ta and ta not in (0, len(TIERS) - 1)):
+                out.append(f"{a} -> {b}")
+    return sorted(out)
+
+
+def test_every_module_sits_in_a_tier():
+    assert all(any(unit(m) in units for units in TIERS) for m in imports()), "a module outside README's tiers"
+
+
+def test_the_layering_check_sees_an_upward_and_a_sideways_import():
+    graph = {"hmgen.cell.reference": {"hmgen.training.loop"}, "hmgen.text.train": {"hmgen.handwriting.model"},
+             "hmgen.cli.train": {"hmgen.text.train"}}
+    assert layering_breaches(graph) == ["hmgen.cell.reference -> hmgen.training.loop",
+                                        "hmgen.text.train -> hmgen.handwriting.model"]
+
+
+def test_dependencies_point_one_way_tier_by_tier():
+    assert layering_breaches(imports()) == []

@@ -10,7 +10,7 @@
 
 The archives are the CLI's (`hmgen compress`, `hmgen decompress` read and write the same). A damaged archive, or
 one that needs a model that is not installed, raises hmgen.archive.format.FormatError; a model that cannot be
-loaded, hmgen.modelio.ModelError; both are hmgen.errors.HmgenError. Models are loaded once per process.
+loaded, hmgen.modelfile.ModelError; both are hmgen.errors.HmgenError. Models are loaded once per process.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from typing import BinaryIO, Callable, ContextManager
 from hmgen.archive.format import (DEFAULT_LEVEL, LEVELS, Engine, FormatError, Header, Level, Listing, Stats,
                                   code_block, compress, decompress, list_archive, read_header)
 from hmgen.fs import atomic_write
-from hmgen.modelio import ModelError, load_arrays, load_model
+from hmgen.modelfile import ModelError, load_arrays
 
 SUFFIX = ".hmz"
 SPOOL = 64 << 20          # decoded bytes held in memory before stdout output spills to a temporary file
@@ -87,10 +87,10 @@ class Engines:
 
     def torch_engine(self, model: str | None) -> tuple[Engine, str]:
         from hmgen.archive.engine.torch_engine import QuantLM
-        lm = load_model(model)
-        if lm.vocab.kind != "bytes":
-            raise ModelError(f"model {lm.name!r} has a character vocabulary; compression needs a byte-level model")
-        return QuantLM(lm.model, self.device), lm.name
+        name, meta, arrays = load_arrays(model)
+        if meta.get("vocab", {}).get("kind") != "bytes":
+            raise ModelError(f"model {name!r} has a character vocabulary; compression needs a byte-level model")
+        return QuantLM(cfg=meta["model"], weights=arrays, device=self.device), name
 
     def for_archive(self, head: Header, model: str | None) -> tuple[Engine, str]:
         """The model an archive names (or the one given), refusing a model with other weights."""

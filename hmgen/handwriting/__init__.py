@@ -3,7 +3,7 @@ density output (Graves 2013, arXiv 1308.0850; Chung, Ahn & Bengio 2017 §4.2).
 
   data.py    IAM-OnDB loader (original lineStrokes XML + ascii layout, folders or tar; or the aligned npz),
              official splits, preprocessing (pen offsets, outlier handling, normalisation, alignment)
-  model.py   the synthesis network and the mixture loss (its model files: hmgen.modelio)
+  model.py   the synthesis network, the mixture loss and its model file (hmgen.modelfile)
   sample.py  synthesis: bias, priming (styles), termination
   render.py  layout, SVG and a small PNG rasteriser
   train.py   the training task behind `hmgen train iam:DIR` (hmgen.training.loop runs it)

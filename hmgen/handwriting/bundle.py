@@ -16,8 +16,7 @@ import json
 import torch
 
 from hmgen.handwriting.data import load_iam, preprocess
-from hmgen.handwriting.model import normalise
-from hmgen.modelio import load_hw_model, save_hw_model
+from hmgen.handwriting.model import load_hw_model, normalise, save_hw_model
 
 DESCRIPTION = ("English handwriting from text: {arch} {hidden} + Graves attention window + {M}-component mixture, "
                "trained on IAM-OnDB (non-commercial research only; see models/README.md)")

@@ -15,7 +15,7 @@ import time
 
 from hmgen.errors import HmgenError, UsageError
 from hmgen.handwriting.data import load_iam, prepare_lines, select
-from hmgen.modelio import HandwritingModel, load_hw_model
+from hmgen.handwriting.model import HandwritingModel, load_hw_model
 
 
 def evaluate_iam(model: HandwritingModel, data: str, split: str = "test", max_points: int | None = None,

@@ -1,5 +1,5 @@
 """The synthesis network: an HM-LSTM (or LSTM) stack with Graves' soft attention window and a mixture
-density output; the mixture loss. Its model files: hmgen.modelio.
+density output; the mixture loss; its model file (hmgen.modelfile).
 
 Wiring (our choice, documented in README/models): the window vector w_{t-1} is part of layer 1's input
 (x_t ; w_{t-1}), the window at step t is computed from h^1_t, and the mixture density output sees all
@@ -20,14 +20,18 @@ M (log sigma_x, log sigma_y), M rho (tanh). Loss in log space (logsumexp; eos by
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hmgen.bundled import HANDWRITING
 from hmgen.cell.reference import HMLSTM, count_parameters
+from hmgen.modelfile import describe, load_weights, write_model_files
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -198,3 +202,42 @@ def denormalise(seq: np.ndarray, cfg: HWConfig) -> np.ndarray:
     out = seq.astype(np.float32).copy()
     out[:, :2] = out[:, :2] * np.asarray(cfg.std, np.float32) + np.asarray(cfg.mean, np.float32)
     return out
+
+
+# ----------------------------------------------------------------------------- its model file (hmgen.modelfile)
+
+@dataclass
+class HandwritingModel:
+    net: SynthesisNet
+    cfg: HWConfig
+    styles: list[dict]              # [{"text": str, "offsets": (M, 3) normalised float32, "line_id": str}]
+    meta: dict
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or (self.path.stem if self.path else "model")
+
+
+def save_hw_model(stem: str | os.PathLike, net: SynthesisNet, styles: list[dict] | None = None, **meta) -> Path:
+    """Write a synthesis network and its style bank: net.* weights and style.N (points, 3) offsets."""
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    bank = []
+    for i, s in enumerate(styles or []):
+        tensors[f"style.{i}"] = torch.as_tensor(np.asarray(s["offsets"], np.float32)).contiguous()
+        bank.append({"text": s["text"], "line_id": s.get("line_id", ""), "points": int(len(s["offsets"]))})
+    fields = {"model": net.cfg.to_dict(), "parameters": count_parameters(net), "styles": bank}
+    return write_model_files(stem, HANDWRITING, tensors, fields, **meta)
+
+
+def load_hw_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu") -> HandwritingModel:
+    """A handwriting synthesis model (default: hmgen.bundled.DEFAULT[HANDWRITING])."""
+    desc, meta = describe(None if name_or_path is None else str(name_or_path), HANDWRITING)
+
+    def build(tensors):
+        net = SynthesisNet(HWConfig(**meta["model"]))
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        styles = [{**s, "offsets": tensors[f"style.{i}"].numpy()} for i, s in enumerate(meta.get("styles", []))]
+        return net, styles
+    net, styles = load_weights(desc, build)
+    return HandwritingModel(net.to(device).eval(), net.cfg, styles, meta, desc)

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from hmgen.handwriting.defaults import BIAS
-from hmgen.handwriting.model import denormalise, encode_text, split_params, text_batch
-from hmgen.modelio import HandwritingModel
+from hmgen.handwriting.model import HandwritingModel, denormalise, encode_text, split_params, text_batch
 from hmgen.errors import HmgenError
 
 

@@ -21,8 +21,8 @@ from hmgen.device import build_trainable
 from hmgen.errors import UsageError
 from hmgen.handwriting.data import (HandwritingDataError, load_iam, line_height_units, norm_stats, prepare_lines,
                                     select)
-from hmgen.handwriting.model import HWConfig, SynthesisNet, encode_text, mixture_nll, normalise, text_batch
-from hmgen.modelio import load_hw_model, save_hw_model
+from hmgen.handwriting.model import (HWConfig, SynthesisNet, encode_text, load_hw_model, mixture_nll, normalise,
+                                     save_hw_model, text_batch)
 from hmgen.cell.reference import COPY, op_counts, operations, rates_dict
 from hmgen.training.boundary import Detectors, default_rate_targets, detector_stats, rate_loss, threshold_offsets
 from hmgen.training.checkpoint import load_init

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from hmgen.modelio import LoadedModel
+from hmgen.text.model import LoadedModel
 from hmgen.text.data import VocabError
 
 # --- UTF-8 as a small automaton: state = (continuation bytes still due, allowed range of the next byte)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from hmgen.cell.reference import CharLM, detach_state, op_counts, operations, rates_dict
 from hmgen.device import build_trainable
 from hmgen.errors import DataError, UsageError
-from hmgen.modelio import load_model, save_model
+from hmgen.text.model import load_model, save_model
 from hmgen.text.data import Corpus, StreamBatches, load_corpus
 from hmgen.text.evaluate import evaluate
 from hmgen.training.boundary import Detectors, default_rate_targets, detector_stats, rate_loss, threshold_offsets

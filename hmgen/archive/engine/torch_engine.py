@@ -140,8 +140,10 @@ class QLayer:
 class QuantLM:
     """The integer twin of a byte-level CharLM: step(symbols) -> integer frequencies of the next symbol."""
 
-    def __init__(self, lm: CharLM, device: str | torch.device = "cpu"):
-        qm = scheme.build(lm.cfg.to_dict(), float_weights(lm))
+    def __init__(self, lm: CharLM | None = None, device: str | torch.device = "cpu", *, cfg: dict | None = None,
+                 weights: dict[str, np.ndarray] | None = None):
+        """From a CharLM, or from its config and float weights as a model file holds them (hmgen.modelfile)."""
+        qm = scheme.build(lm.cfg.to_dict(), float_weights(lm)) if lm is not None else scheme.build(cfg, weights)
         self.device = dev = torch.device(device)
         self.hierarchical = qm.hierarchical
         self.hidden = qm.hidden
