@@ -668,3 +668,19 @@ def test_pieces_are_joined_a_word_gap_apart_at_the_same_height():
     assert len(off) == 5 and off[2, 2] == 1
     assert xy[3:, 0].min() - xy[:3, 0].max() == pytest.approx(100 * sum(WORD_GAP) / 2)
     assert np.median(xy[3:, 1]) == pytest.approx(np.median(xy[:3, 1]))
+
+
+def test_calibration_sets_each_detectors_rate_on_the_lines_given():
+    from hmgen.handwriting.calibrate import calibrate, rates
+    from hmgen.handwriting.data import Prepared
+    from hmgen.handwriting.train import tensors_for
+    torch.manual_seed(0)
+    cfg = tiny_cfg(hidden=[8, 8, 8], arch="hmlstm")
+    net = SynthesisNet(cfg)
+    rng = np.random.default_rng(0)
+    lines = [Prepared(f"x-{i}", "abc ab", np.c_[rng.normal(size=(80, 2)), np.arange(80) % 9 == 8].astype(np.float32))
+             for i in range(8)]
+    batches = [tensors_for(lines, [0, 1, 2, 3], cfg, "cpu"), tensors_for(lines, [4, 5, 6, 7], cfg, "cpu")]
+    calibrate(net, batches, [0.2, 0.05])
+    got = rates(net, batches)
+    assert got[0] == pytest.approx(0.2, abs=0.01) and got[1] == pytest.approx(0.05, abs=0.01)
