@@ -19,14 +19,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hmgen.cell import ARCHS, HMLSTM_ARCH
+
 UPDATE, COPY, FLUSH = 0, 1, 2
 OPS = ("update", "copy", "flush")
+
+
+def check_stack(arch: str, hidden) -> list[int]:
+    """A stack's architecture and layer sizes, checked (for every model that holds an HMLSTM stack)."""
+    hidden = [int(h) for h in hidden]
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r} (expected 'hmlstm' or 'lstm')")
+    if not hidden or min(hidden) < 1:
+        raise ValueError("need at least one layer, each of size >= 1")
+    return hidden
 
 
 @dataclass
 class ModelConfig:
     vocab_size: int
-    arch: str = "hmlstm"                  # "hmlstm" | "lstm"
+    arch: str = HMLSTM_ARCH               # or LSTM_ARCH (hmgen.cell.ARCHS)
     embed_dim: int = 128                  # paper §4.1: 128-d input embedding
     hidden: list[int] = field(default_factory=lambda: [512, 512, 512])
     out_embed: int = 512                  # output embedding size (eq. 11)
@@ -37,11 +49,11 @@ class ModelConfig:
     ln_terms: bool = True
 
     def __post_init__(self):
-        self.hidden = [int(h) for h in self.hidden]
-        if self.arch not in ("hmlstm", "lstm"):
-            raise ValueError(f"unknown architecture {self.arch!r} (expected 'hmlstm' or 'lstm')")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError("need at least one layer, each of size >= 1")
+        self.hidden = check_stack(self.arch, self.hidden)
+
+    @property
+    def hierarchical(self) -> bool:
+        return self.arch == HMLSTM_ARCH
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -300,7 +312,7 @@ class CharLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)      # linear lookup, no non-linearity
-        self.rnn = HMLSTM(cfg.embed_dim, cfg.hidden, cfg.arch == "hmlstm", cfg.layer_norm, cfg.ln_terms)
+        self.rnn = HMLSTM(cfg.embed_dim, cfg.hidden, cfg.hierarchical, cfg.layer_norm, cfg.ln_terms)
         self.out = OutputModule(cfg.hidden, cfg.out_embed, cfg.vocab_size)
 
     @property
@@ -363,7 +375,7 @@ def operations(z: torch.Tensor, z_init: torch.Tensor, hierarchical: bool = True)
 def op_counts(model: nn.Module, z: torch.Tensor, z_init: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """(layers, 3) counts of UPDATE / COPY / FLUSH over a segment (only where mask is true), for any model with a
     `cfg.arch` (the character LM, the handwriting network)."""
-    op = operations(z, z_init, model.cfg.arch == "hmlstm")            # (batch, T, L)
+    op = operations(z, z_init, model.cfg.hierarchical)                # (batch, T, L)
     onehot = F.one_hot(op, 3)                                           # (batch, T, L, 3)
     if mask is not None:
         onehot = onehot * mask[..., None, None]

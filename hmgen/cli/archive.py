@@ -33,38 +33,36 @@ def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:
     return line + ("" if res.output in ("stdout", "(test)") else f" -> {res.output}") + (" OK" if res.output == "(test)" else "")
 
 
-SIGNALLED: list[int] = []          # signals received while coding (see exit_on_termination)
-DEFERRING: list[bool] = [False]    # inside numba's loading or compiling: record a signal, act on it after
+class Signals:
+    """SIGINT, SIGTERM and SIGHUP while compress or decompress runs (`timeout`, a closed terminal) unwind like
+    Ctrl-C, so the temporary output file is removed (hmgen.fs.atomic_write) instead of being left behind by an
+    abrupt exit. While numba loads or compiles the coder, a signal is only recorded and acted on right after:
+    an exception raised from a handler inside its LLVM callbacks can crash the interpreter (SIGSEGV), and numba
+    prints and drops a Python exception there, so check() also runs at every progress tick."""
 
+    def __init__(self):
+        self.received: list[int] = []
+        self.deferring = False
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self.unwind)
 
-def stop_if_signalled() -> None:
-    """Re-raise a signal whose exception was swallowed: numba loads machine code through LLVM callbacks that print
-    and drop a Python exception, so a signal handled in there would let the command run on. Called per progress tick."""
-    if SIGNALLED:
-        raise KeyboardInterrupt if SIGNALLED[0] == signal.SIGINT else SystemExit(128 + SIGNALLED[0])
+    def unwind(self, signum, frame) -> None:
+        self.received.append(signum)
+        if not self.deferring:
+            self.check()
 
+    def check(self) -> None:
+        if self.received:
+            raise KeyboardInterrupt if self.received[0] == signal.SIGINT else SystemExit(128 + self.received[0])
 
-@contextmanager
-def signals_deferred():
-    """While numba loads or compiles the coder, a signal is recorded and acted on right after: an exception raised
-    from a handler inside its LLVM callbacks can crash the interpreter (SIGSEGV) instead of unwinding."""
-    DEFERRING[0] = True
-    try:
-        yield
-    finally:
-        DEFERRING[0] = False
-    stop_if_signalled()
-
-
-def exit_on_termination() -> None:
-    """SIGTERM and SIGHUP (`timeout`, a closed terminal) unwind like Ctrl-C, so the temporary output file is
-    removed (hmgen.modelio.atomic_write) instead of being left behind by an abrupt exit."""
-    def unwind(signum, frame):
-        SIGNALLED.append(signum)
-        if not DEFERRING[0]:
-            stop_if_signalled()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, unwind)
+    @contextmanager
+    def deferred(self):
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        self.check()
 
 
 def original_size(path: str) -> int | None:
@@ -114,7 +112,7 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
     from hmgen.archive import files as archive
     from hmgen.archive.format import DEFAULT_LEVEL, LEVELS, FormatError, MAX_LANES
 
-    exit_on_termination()
+    signals = Signals()
     # On the CPU the compiled engine codes on one thread and torch is never imported. Elsewhere torch's engine,
     # one CPU thread by default: its steps are many small operations, which gain little from a second thread on
     # a quiet machine and lose up to ~30x beside another busy process (benchmarks/RESULTS.md).
@@ -135,7 +133,7 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
     decompress = decompress or test
     if not decompress and (stdout or reads_stdin) and sys.stdout.isatty() and not force:
         raise HmgenError("compressed data not written to a terminal (use -f to force, or redirect stdout)")
-    engines = archive.Engines(device, guard=signals_deferred)
+    engines = archive.Engines(device, guard=signals.deferred)
     if not quiet and sys.stderr.isatty() and not archive.coder_compiled():
         say("hmgen: first run: compiling the coder for this CPU (once, about 15 s)")
     status = 0
@@ -149,7 +147,7 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
                 done = [0]
 
                 def advance(k: int):
-                    stop_if_signalled()
+                    signals.check()
                     done[0] += k
                     bar.update(done[0])
 

@@ -42,7 +42,7 @@ def main():
     skip = {"format", "version", "name", "model", "parameters", "styles", "weights_sha256", "figures", "description"}
     meta = {k: v for k, v in m.meta.items() if k not in skip}
     c = m.cfg
-    desc = DESCRIPTION.format(arch="HM-LSTM" if c.arch == "hmlstm" else "LSTM", hidden="x".join(map(str, c.hidden)),
+    desc = DESCRIPTION.format(arch="HM-LSTM" if c.hierarchical else "LSTM", hidden="x".join(map(str, c.hidden)),
                               M=c.mixtures)
     name = args.name or args.dest.rstrip("/").split("/")[-1]
     styles = m.styles if args.styles is None else bank(m, args.styles, args.data)

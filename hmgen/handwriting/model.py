@@ -30,7 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hmgen.bundled import HANDWRITING
-from hmgen.cell.reference import HMLSTM, count_parameters
+from hmgen.cell import HMLSTM_ARCH
+from hmgen.cell.reference import HMLSTM, check_stack, count_parameters
 from hmgen.modelfile import describe, load_weights, write_model_files
 
 LOG_2PI = math.log(2 * math.pi)
@@ -39,7 +40,7 @@ LOG_2PI = math.log(2 * math.pi)
 @dataclass
 class HWConfig:
     alphabet: str = ""                    # characters the model can write (conditional mode)
-    arch: str = "hmlstm"                  # hmlstm | lstm
+    arch: str = HMLSTM_ARCH               # or LSTM_ARCH
     hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
     layer_norm: bool = True
     ln_terms: bool = True                 # see ModelConfig.ln_terms: True for files written before the field
@@ -58,9 +59,11 @@ class HWConfig:
     line_height: float = 100.0            # typical vertical extent of a line in whiteboard units (rendering)
 
     def __post_init__(self):
-        self.hidden = [int(h) for h in self.hidden]
-        if self.arch not in ("hmlstm", "lstm"):
-            raise ValueError(f"unknown architecture {self.arch!r} (expected 'hmlstm' or 'lstm')")
+        self.hidden = check_stack(self.arch, self.hidden)
+
+    @property
+    def hierarchical(self) -> bool:
+        return self.arch == HMLSTM_ARCH
 
     @property
     def n_chars(self) -> int:            # one-hot size: end-of-text slot + alphabet
@@ -96,7 +99,7 @@ class SynthesisNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         C = cfg.n_chars
-        self.rnn = HMLSTM(3 + C, cfg.hidden, cfg.arch == "hmlstm", cfg.layer_norm, cfg.ln_terms)
+        self.rnn = HMLSTM(3 + C, cfg.hidden, cfg.hierarchical, cfg.layer_norm, cfg.ln_terms)
         if cfg.conditional:
             self.window = nn.Linear(cfg.hidden[0], 3 * cfg.window)
             with torch.no_grad():           # start wide-ish and slow: alpha 1, beta 1/e... kappa step ~ scale*0.69

@@ -162,14 +162,14 @@ class HandwritingTask:
         self.hw = hw_config_from(cfg, self.data.alphabet if cfg.conditional else "", self.data.stats,
                                  self.data.line_height)
         self.model = build_trainable(lambda: SynthesisNet(self.hw), device)
-        self.detectors = Detectors(self.model.rnn, cfg) if self.hw.arch == "hmlstm" else None
+        self.detectors = Detectors(self.model.rnn, cfg) if self.hw.hierarchical else None
         self.styles = [{"text": p.text, "line_id": p.line_id, "offsets": normalise(p.offsets, self.hw)}
                        for p in self.data.styles]
         self.n_batches = math.ceil(len(self.data.train) / cfg.batch_size)
         self.batch_no, self.batch, self.z_sum, self.reg_sum = 0, None, 0.0, 0.0
         # the firing-rate regulariser (hmgen.training.boundary), as for text: live detectors (issue 14)
         L = len(self.hw.hidden)
-        self.watch = self.hw.arch == "hmlstm" and L > 1          # the detectors, watched from step 1
+        self.watch = self.hw.hierarchical and L > 1          # the detectors, watched from step 1
         self.regularise = cfg.rate_reg > 0 and self.watch
         self.control = cfg.rate_control > 0 and self.watch
         self.targets = default_rate_targets(L)

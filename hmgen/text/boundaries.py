@@ -96,7 +96,7 @@ def analyse(lm, text: str, seq_len: int = 256, progress=None) -> Boundaries:
         if progress:
             progress(min(s + seq_len, len(ids)), len(ids))
     z = torch.cat(zs) if zs else torch.zeros(0, model.num_layers)     # (T, L)
-    ops = operations(z[None], torch.zeros(1, model.num_layers), model.cfg.arch == "hmlstm")[0]
+    ops = operations(z[None], torch.zeros(1, model.num_layers), model.cfg.hierarchical)[0]
     return Boundaries(text, chars, step_char, z.to(torch.int8).numpy(), ops.numpy(), lm.name)
 
 
@@ -108,7 +108,7 @@ def stream_boundaries(model: CharLM, ids: np.ndarray, streams: int = 16, seq_len
     device = next(model.parameters()).device
     zs, ops = [], []
     for seg in side_by_side(model, ids, streams, seq_len, device=device, progress=progress):
-        ops.append(operations(seg.z, seg.z_init, model.cfg.arch == "hmlstm").cpu())
+        ops.append(operations(seg.z, seg.z_init, model.cfg.hierarchical).cpu())
         zs.append(seg.z.cpu())
     L = model.num_layers
     z = torch.cat(zs, dim=1).reshape(-1, L)[:len(ids)]                  # pieces in order; padding is last

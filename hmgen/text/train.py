@@ -68,7 +68,7 @@ class TextTask:
             raise DataError(f"{cfg.valid or cfg.data}: the validation data holds {len(valid)} symbol(s); "
                             f"it needs at least 2")
         self.model = build_trainable(lambda: CharLM(cfg.model_config(self.corpus.vocab.size)), device)
-        self.detectors = Detectors(self.model.rnn, cfg) if cfg.arch == "hmlstm" else None
+        self.detectors = Detectors(self.model.rnn, cfg) if self.model.cfg.hierarchical else None
         self.batches = StreamBatches(self.corpus.split("train"), cfg.batch_size, cfg.seq_len, rank, world)
         self.steps_per_epoch = len(self.batches)
         self.state = scatter_state(self.model.initial_state(cfg.batch_size, device), rank, world)
@@ -76,7 +76,7 @@ class TextTask:
         self.counts = torch.zeros(self.model.num_layers, 3, dtype=torch.long, device=device)
         # the detectors, watched from step 1
         L = self.model.num_layers
-        self.watch = cfg.arch == "hmlstm" and L > 1
+        self.watch = self.model.cfg.hierarchical and L > 1
         self.targets = default_rate_targets(L)
         self.det = torch.zeros(3, max(L - 1, 1), device=device)   # fired, inside the STE window, computed
         self.reg_sum = 0.0                                        # symbols x the regulariser, since the last log
@@ -162,7 +162,7 @@ class TextTask:
         bpc = loss / math.log(2)
         fields = {"loss": json_figure(loss), "bpc": json_figure(bpc), "symbols_per_s": round(symbols / max(seconds, 1e-9)),
                   "layers": rates}
-        fires = "/".join(f"{r['flush']:.2f}" for r in rates[:-1]) if self.cfg.arch == "hmlstm" else "-"
+        fires = "/".join(f"{r['flush']:.2f}" for r in rates[:-1]) if self.model.cfg.hierarchical else "-"
         updates = "/".join(f"{1 - r['copy']:.2f}" for r in rates)            # share of steps a layer computes
         text = f"loss {loss:.3f} bpc {bpc:.3f} {fields['symbols_per_s'] / 1000:.1f}k ch/s z {fires} upd {updates}"
         if self.watch:   # per detector: share of all steps it fired; share of its computed steps inside |z~| < 1/a

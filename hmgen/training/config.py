@@ -14,6 +14,7 @@ import os
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
+from hmgen.cell import ARCHS, HMLSTM_ARCH
 from hmgen.errors import UsageError
 
 
@@ -35,8 +36,8 @@ class TrainConfig:
                                      "or the last 1%).", fixed=True)
     download: bool = option(False, "Fetch text8/enwik8 if they are not in DIR.", flags=("--download",))
     # model
-    arch: str = option("hmlstm", "hmlstm, or lstm (the baseline: same modules, no boundaries).", fixed=True,
-                       choices=("hmlstm", "lstm"))
+    arch: str = option(HMLSTM_ARCH, "hmlstm, or lstm (the baseline: same modules, no boundaries).", fixed=True,
+                       choices=ARCHS)
     embed_dim: int = option(128, "Input embedding size (paper: 128).", fixed=True, min=1)
     hidden: list[int] = option([512, 512, 512], "Layer sizes, comma-separated.", fixed=True, min=1)
     out_embed: int = option(512, "Output embedding size (paper: 512 on PTB).", fixed=True, min=1)

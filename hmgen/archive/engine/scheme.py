@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hmgen.cell import HMLSTM_ARCH
+
 SCHEME = 1
 LEVELS = 127            # weights and h: integers in [-127, 127]
 PRE = 256               # pre-activations: units of 1/256
@@ -159,7 +161,7 @@ def build(cfg: dict, weights: dict[str, np.ndarray]) -> QuantModel:
     """The quantised model of a byte-level CharLM from its config (arch, hidden) and float weights (numpy arrays
     under their state_dict names, as in the model's safetensors file)."""
     W = {k: np.asarray(v) for k, v in weights.items()}
-    hierarchical = cfg["arch"] == "hmlstm"
+    hierarchical = cfg["arch"] == HMLSTM_ARCH
     hidden = [int(h) for h in cfg["hidden"]]
     h_unit = 1 / LEVELS
 
