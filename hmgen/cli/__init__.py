@@ -106,23 +106,21 @@ def fit_examples(text: str, width: int) -> str:
 class NarrowHelp:
     """--help that fits the terminal: examples are never cut in the middle of a command."""
 
-    def format_help_text(self, ctx, formatter):
-        saved = self.help
+    def fitted(self, attr: str, formatter, write) -> None:
+        """write() with the help text in `attr` fitted to the formatter's width, then the text as it was."""
+        saved = getattr(self, attr)
         if saved:
-            self.help = fit_examples(inspect.cleandoc(saved), formatter.width - formatter.current_indent)
+            setattr(self, attr, fit_examples(inspect.cleandoc(saved), formatter.width - formatter.current_indent))
         try:
-            super().format_help_text(ctx, formatter)
+            write()
         finally:
-            self.help = saved
+            setattr(self, attr, saved)
+
+    def format_help_text(self, ctx, formatter):
+        self.fitted("help", formatter, lambda: super(NarrowHelp, self).format_help_text(ctx, formatter))
 
     def format_epilog(self, ctx, formatter):
-        saved = self.epilog
-        if saved:
-            self.epilog = fit_examples(inspect.cleandoc(saved), formatter.width - formatter.current_indent)
-        try:
-            super().format_epilog(ctx, formatter)
-        finally:
-            self.epilog = saved
+        self.fitted("epilog", formatter, lambda: super(NarrowHelp, self).format_epilog(ctx, formatter))
 
 
 class Commands(NarrowHelp, TyperGroup):
