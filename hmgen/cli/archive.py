@@ -11,9 +11,10 @@ from typing import Optional
 
 import typer
 
-from hmgen.cli.common import one_line, say
+from hmgen.cli.common import say
 from hmgen.cli.options import device_option, json_option, model_option, quiet_option, set_threads
 from hmgen.errors import HmgenError, UsageError
+from hmgen.fs import one_line
 from hmgen.progress import Bar
 
 SKIPPED = 3   # exit status: a file was left alone with a warning (gzip says 2; hmgen's 2 is a usage error)
