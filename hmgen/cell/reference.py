@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hmgen.cell import ARCHS, HMLSTM_ARCH
+from hmgen.cell import ARCHS, HMLSTM_ARCH, LN_EPS
 
 UPDATE, COPY, FLUSH = 0, 1, 2
 OPS = ("update", "copy", "flush")
@@ -91,7 +91,7 @@ class Norm(nn.Module):
 
     def __init__(self, n: int, enabled: bool):
         super().__init__()
-        self.ln = nn.LayerNorm(n, bias=False) if enabled else None
+        self.ln = nn.LayerNorm(n, eps=LN_EPS, bias=False) if enabled else None
 
     def forward(self, x):
         return self.ln(x) if self.ln is not None else x
@@ -203,7 +203,7 @@ class HMLSTMLayer(nn.Module):
         self.ln_bu, self.ln_rec = Norm(rows, terms), Norm(rows, terms)
         self.ln_td = Norm(rows, terms) if above else None
         self.ln_c = Norm(hidden, layer_norm)
-        self.spec = CellSpec(hierarchical, has_boundary, self.ln_c.ln.eps if layer_norm else 1e-5)
+        self.spec = CellSpec(hierarchical, has_boundary, LN_EPS)
 
     def cell_params(self) -> CellParams:
         """The parameters as layer_step reads them (the same tensors, so gradients reach them)."""
