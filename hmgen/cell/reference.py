@@ -35,13 +35,12 @@ def check_stack(arch: str, hidden) -> list[int]:
     return hidden
 
 
-@dataclass
-class ModelConfig:
-    vocab_size: int
+@dataclass(kw_only=True)
+class StackConfig:
+    """The HM-LSTM (or LSTM) stack of a model, the part of its config every kind of model shares (ModelConfig,
+    hmgen.handwriting.model.HWConfig). Keyword arguments only: each kind adds its own fields."""
     arch: str = HMLSTM_ARCH               # or LSTM_ARCH (hmgen.cell.ARCHS)
-    embed_dim: int = 128                  # paper §4.1: 128-d input embedding
     hidden: list[int] = field(default_factory=lambda: [512, 512, 512])
-    out_embed: int = 512                  # output embedding size (eq. 11)
     layer_norm: bool = True
     # Layer-normalise each pre-activation term of eq. 5-7 too (Ba et al.'s per-term form), or only c?
     # The field's default is the old behaviour, for model files written before it existed; new models are
@@ -55,8 +54,20 @@ class ModelConfig:
     def hierarchical(self) -> bool:
         return self.arch == HMLSTM_ARCH
 
+    def stack(self, input_size: int) -> "HMLSTM":
+        """The stack this config describes, on inputs of `input_size`."""
+        return HMLSTM(input_size, self.hidden, self.hierarchical, self.layer_norm, self.ln_terms)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(kw_only=True)
+class ModelConfig(StackConfig):
+    """The character LM: its stack, and the embeddings around it."""
+    vocab_size: int
+    embed_dim: int = 128                  # paper §4.1: 128-d input embedding
+    out_embed: int = 512                  # output embedding size (eq. 11)
 
 
 class BoundaryFn(torch.autograd.Function):
@@ -237,6 +248,12 @@ class HMLSTM(nn.Module):
             for l in range(n)
         )
 
+    def set_ste(self, scale: float) -> None:
+        """Scale the straight-through gradient into every boundary detector by `scale` (training only: 0 = the
+        loss never moves the detectors); the forward is unchanged."""
+        for layer in self.layers:
+            layer.spec = layer.spec._replace(ste=scale)
+
     def initial_state(self, batch: int, device=None, dtype=torch.float32) -> State:
         """h, c, z = 0 for every layer."""
         return [
@@ -312,7 +329,7 @@ class CharLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)      # linear lookup, no non-linearity
-        self.rnn = HMLSTM(cfg.embed_dim, cfg.hidden, cfg.hierarchical, cfg.layer_norm, cfg.ln_terms)
+        self.rnn = cfg.stack(cfg.embed_dim)
         self.out = OutputModule(cfg.hidden, cfg.out_embed, cfg.vocab_size)
 
     @property

@@ -15,7 +15,7 @@ import json
 
 import torch
 
-from hmgen.handwriting.data import load_iam, preprocess
+from hmgen.handwriting.data import load_iam
 from hmgen.handwriting.model import load_hw_model, normalise, save_hw_model
 
 DESCRIPTION = ("English handwriting from text: {arch} {hidden} + Graves attention window + {M}-component mixture, "
@@ -59,7 +59,7 @@ def bank(m, styles_json: str, data: str) -> list[dict]:
     if missing:
         raise SystemExit(f"{data}: no lines {missing}")
     return [{"text": lines[i].text, "line_id": i,
-             "offsets": normalise(preprocess(lines[i].points, c.stride, c.align, c.smooth, c.glitch, c.clip), c)}
+             "offsets": normalise(c.offsets(lines[i].points), c)}
             for i in ids]
 
 

@@ -21,14 +21,7 @@ import torch
 import torch.nn as nn
 
 from hmgen.cell.reference import COPY, HMLSTM
-
-
-def default_rate_targets(layers: int) -> list[float]:
-    """Firing rate per detector (layers 1..L-1), as a share of all time steps (hmgen's choice; the paper has
-    no target). Layer 1 about once per word (char-PTB and English: ~0.18 word ends per character), each
-    layer above about a quarter as often; the paper's Fig. 3 sample has 56 and 9 boundaries in 270 characters
-    (0.21, 0.033)."""
-    return [round(0.2 * 0.25 ** l, 4) for l in range(layers - 1)]
+from hmgen.training.config import DetectorOptions
 
 
 def boundary_rows(rnn: HMLSTM) -> list[list[tuple[nn.Parameter, int]]]:
@@ -48,15 +41,15 @@ def boundary_rows(rnn: HMLSTM) -> list[list[tuple[nn.Parameter, int]]]:
 
 
 @torch.no_grad()
-def group_grad_norms(model: nn.Module) -> dict[str, float]:
-    """Gradient norms (call before clipping) of a model with an HM-LSTM stack `model.rnn`: each layer's gate
-    rows ("L1.gates"), each detector's rows ("L1.boundary"), and everything else ("other": embeddings, output
-    module, attention window)."""
-    inside = {id(p) for p in model.rnn.parameters()}
+def group_grad_norms(rnn: HMLSTM, model: nn.Module) -> dict[str, float]:
+    """Gradient norms (call before clipping) of a model holding the HM-LSTM stack `rnn`: each layer's gate rows
+    ("L1.gates"), each detector's rows ("L1.boundary"), and everything else ("other": embeddings, output module,
+    attention window)."""
+    inside = {id(p) for p in rnn.parameters()}
     other = [p.grad for p in model.parameters() if id(p) not in inside and p.grad is not None]
     out = {}
-    detectors = iter(boundary_rows(model.rnn))
-    for l, layer in enumerate(model.rnn.layers):
+    detectors = iter(boundary_rows(rnn))
+    for l, layer in enumerate(rnn.layers):
         grads = {id(p): p.grad for p in layer.parameters() if p.grad is not None}
         if layer.has_boundary:
             rows = [(p, r) for p, r in next(detectors) if p.grad is not None]
@@ -209,24 +202,74 @@ def glorot_boundary_rows(rnn: HMLSTM) -> None:
 
 
 class Detectors:
-    """What training does to an HM-LSTM's boundary detectors besides the loss, from the run's options (hmgen's
-    choices; the paper has none of them): the boundary rows' initialisation (--boundary-init), the straight-through
-    gradient's scale (--boundary-grad), the rows' learning rate (--boundary-lr) and the rate controller
-    (--rate-control). A task builds one for its stack right after building the model and sets `offsets` in each
-    loss (threshold_offsets); the loop calls before_step / after_step around the optimiser's step and keeps
-    `state()` in the checkpoint."""
+    """What training does to an HM-LSTM's boundary detectors besides the loss, and what it watches of them, from the
+    run's DetectorOptions (hmgen's choices; the paper has none of them): the boundary rows' initialisation
+    (--boundary-init), the straight-through gradient's scale (--boundary-grad), the rows' learning rate
+    (--boundary-lr), the rate controller (--rate-control) and the rate regulariser (--rate-reg).
+
+    A task builds one for its stack right after building the model (`of`: None for a stack without detectors). In
+    each loss it hands over what the detectors did (`watch`), where their thresholds should have been (`aim`) and
+    adds `regulariser` (counting it with `count_regulariser`); `log_fields` reports the figures since the last log
+    line. The loop calls grad_groups before clipping, before_step / after_step around the optimiser's step, and
+    keeps `state()` in the checkpoint."""
 
     KEY = "rate_control.state"            # the controller's tensor in checkpoints
 
-    def __init__(self, rnn: HMLSTM, cfg):
-        if cfg.boundary_init == "glorot":
+    def __init__(self, rnn: HMLSTM, options: DetectorOptions, targets: list[float], device=None):
+        """options: the run's DetectorOptions, none left None (TrainConfig.with_defaults); targets: each
+        detector's firing rate (DetectorDefaults.targets)."""
+        if options.boundary_init == "glorot":
             glorot_boundary_rows(rnn)
-        if cfg.boundary_grad != 1.0:
-            for layer in rnn.layers:
-                layer.spec = layer.spec._replace(ste=cfg.boundary_grad)
-        self.rows_lr = BoundaryRowsLR(rnn, cfg.boundary_lr) if cfg.boundary_lr != 1.0 else None
-        self.control = RateControl(rnn, cfg.rate_control) if cfg.rate_control > 0 and len(rnn.layers) > 1 else None
-        self.offsets: torch.Tensor | None = None
+        if options.boundary_grad != 1.0:
+            rnn.set_ste(options.boundary_grad)
+        self.rnn, self.options, self.targets = rnn, options, targets
+        self.rows_lr = BoundaryRowsLR(rnn, options.boundary_lr) if options.boundary_lr != 1.0 else None
+        self.control = RateControl(rnn, options.rate_control) if options.rate_control > 0 else None
+        self.offsets: torch.Tensor | None = None          # set by aim: where this step's thresholds should have been
+        self.stats = torch.zeros(3, len(targets), device=device)   # fired, inside the STE window, computed
+        self.reg_sum = 0.0                                 # the regulariser times the symbols (points) it covered
+
+    @classmethod
+    def of(cls, rnn: HMLSTM, options: DetectorOptions, targets, device=None) -> "Detectors | None":
+        """The stack's Detectors, targets(layers) their rates; None where it has no detector (the LSTM, one layer)."""
+        return cls(rnn, options, targets(len(rnn.layers)), device) if boundary_rows(rnn) else None
+
+    def grad_groups(self, model: nn.Module) -> dict[str, float]:
+        return group_grad_norms(self.rnn, model)
+
+    def watch(self, pre_z: torch.Tensor, z: torch.Tensor, ops: torch.Tensor, a: float, reduce=None) -> torch.Tensor:
+        """Count a segment's detector_stats for the next log line; `reduce` (e.g. an all_reduce) makes them the
+        whole batch's first. Returns them."""
+        stats = detector_stats(pre_z.detach(), z.detach(), ops, a)
+        if reduce:
+            reduce(stats)
+        self.stats += stats.to(self.stats.device)
+        return stats
+
+    def aim(self, pre_z: torch.Tensor, ops: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Where this step's thresholds should have been (threshold_offsets), for the controller after the step."""
+        if self.control:
+            self.offsets = threshold_offsets(pre_z.detach(), ops, self.targets, mask, self.options.rate_band)
+
+    def regulariser(self, pre_z: torch.Tensor, z: torch.Tensor, ops: torch.Tensor,
+                    fired: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The weighted rate regulariser to add to the loss (rate_loss); None when it is off."""
+        o = self.options
+        return o.rate_reg * rate_loss(pre_z, z, ops, self.targets, fired, o.rate_leak) if o.rate_reg else None
+
+    def count_regulariser(self, value: float, weight: int) -> None:
+        """The regulariser's value over `weight` symbols (points), for log_fields."""
+        self.reg_sum += value * weight
+
+    def log_fields(self, weight: int) -> tuple[dict, float]:
+        """Per detector since the last call: the share of all `weight` steps it fired ("fire") and the share of its
+        computed steps inside the STE window |z~| < 1/a ("window"); and the regulariser's mean. Then reset."""
+        fields = {"fire": [round(float(f), 4) for f in self.stats[0] / max(weight, 1)],
+                  "window": [round(float(w), 4) for w in self.stats[1] / self.stats[2].clamp(min=1)]}
+        reg = self.reg_sum / max(weight, 1)
+        self.stats.zero_()
+        self.reg_sum = 0.0
+        return fields, reg
 
     def before_step(self) -> None:
         if self.rows_lr:
