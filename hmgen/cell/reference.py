@@ -192,9 +192,9 @@ class HMLSTMLayer(nn.Module):
     in PyTorch's LayerNormLSTMCell; with ln_terms also Ba et al.'s per-term form, each term normalised over its
     4H+1 rows *before* it is gated, so a gated-off (all-zero) term never enters LN (clemens33/hmlstm reports
     NaN gradients from LN of zeroed terms). The per-term form was hmgen's first choice; it makes gradients grow
-    exponentially through time at initialisation (char-PTB 3x128, one batch: norm 1.7 / 1.4e5 / 4e10 after
-    10 / 50 / 100 steps; LN on c only: 0.31 / 0.34 / 0.56; benchmarks/hierarchy.py --init-grads), so clipping
-    to 1 starves every other parameter and the detectors swing to saturation (issue 14). New models: c only.
+    exponentially through time at initialisation, where LN on c only keeps them flat (benchmarks/hierarchy.py
+    --init-grads; figures in benchmarks/RESULTS.md), so clipping to 1 starves every other parameter and the
+    detectors swing to saturation. New models: c only.
     """
 
     def __init__(self, input_size: int, hidden: int, above: int, hierarchical: bool, has_boundary: bool,

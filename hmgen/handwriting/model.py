@@ -91,7 +91,7 @@ class SynthesisNet(nn.Module):
         self.head = nn.Linear(sum(cfg.hidden) + C, 1 + 6 * cfg.mixtures)
         # learned initial h per layer: with layer norm, an all-zero h_0 makes LN(U h_0) and LN(U_td h_0)
         # normalise a zero vector, whose gradient is 1/sqrt(eps) ~ 316; a layer that COPYs its zero h for
-        # many steps then multiplies it up through time (measured: gradient norms ~1e13 over 100 points).
+        # many steps then multiplies it up through time (gradients explode: benchmarks/RESULTS.md).
         self.h0 = nn.ParameterList([nn.Parameter(torch.randn(h) * 0.1) for h in cfg.hidden])
 
     @property

@@ -1,19 +1,21 @@
-"""Keeping the boundary detectors alive during training (issue 14), and watching them.
+"""Keeping the boundary detectors alive during training, and watching them.
 
 With the step function forward and the hard-sigmoid straight-through backward (eq. 8-9), a detector whose
 pre-activation z~ leaves the window |z~| < 1/a gets no gradient from the language-model loss at all; in
-hmgen's first runs every detector left it within ~50-100 Adam updates (a layer that never fires, or fires at
-every step) and never came back. The paper adds no term for this (its FLUSH reset is the only cost of firing).
+hmgen's first runs every detector soon left it (a layer that never fires, or fires at every step) and never
+came back (benchmarks/RESULTS.md, "Hierarchy"). The paper adds no term for this (its FLUSH reset is the only
+cost of firing).
 
 Here:
   boundary_rows   where the detector's parameters live (one row of each term's weight, of b, of the LN gains);
   group_grad_norms  gradient norms per parameter group, each layer's boundary rows apart from its gate rows;
-  detector_stats    per detector: firing rate and share of computed steps inside the STE window;
+  detector_stats  per detector: firing rate and share of computed steps inside the STE window;
   rate_loss       a regulariser pulling each layer's firing rate toward a target (H-Net's ratio loss,
                   Hwang, Wang & Gu 2025), which also gives a saturated detector a gradient again;
   RateControl     a controller outside the gradient: after each update it moves each detector's bias b_z
                   toward its target rate, so a detector that stopped firing (or fires always) comes back
-                  whatever its gradients are.
+                  whatever its gradients are;
+  Detectors       all of it for one task's stack, from the run's options (what the tasks and the loop call).
 """
 from __future__ import annotations
 
@@ -84,8 +86,8 @@ def rate_loss(pre_z: torch.Tensor, z: torch.Tensor, ops: torch.Tensor, targets: 
     sigmoid everywhere, so a detector outside the STE window is pulled back (hmgen's choice of soft proxy:
     the hard sigmoid would have no gradient exactly where it is needed).
     leak: added to sigm'(z~) in G's gradient (G's value is unchanged). sigm' vanishes far outside the window
-    (4.5e-5 at z~ = -10, below Adam's epsilon once scaled by the loss weight), so a detector that ran off stays
-    off; with a leak the pull back never falls below leak per step (hmgen's choice, issue 14).
+    (below Adam's epsilon once scaled by the loss weight), so a detector that ran off stays off; with a leak the
+    pull back never falls below leak per step (hmgen's choice).
     pre_z: (batch, T, L-1); z, ops: (batch, T, L); fired: F given (the whole batch's under DDP: the loss is
     linear in G for a given F, so averaging the processes' gradients then gives the one-process gradient)."""
     live = computed(ops)
@@ -103,14 +105,14 @@ class RateControl:
     have fired at its target rate on the step just taken (`threshold_offsets`). z = 1[z~ > 0] (eq. 8), so
     moving b_z moves the threshold directly: the loss still decides *where* a layer fires, the controller keeps
     *how often* near the target, whatever the detector's gradients (none outside the STE window). hmgen's
-    choice (issue 14; the paper has no such term).
+    choice (the paper has no such term).
 
     The step limit s_l adapts as in Rprop: doubled while q keeps its sign, halved when it flips. Unlimited
     moves flipped a self-exciting layer (fire -> FLUSH -> fire again: a gap in its z~ between the steps that
-    chain and those that do not) between 0 % and 60 % on alternate updates (English 3x192, layer 2); a fixed
-    limit of 0.1 settled it but left char-PTB's layer 2 firing at every step for 40 updates while its
-    gradients exploded. Measured in pre-activation units, the controller cannot wind up as one on the rate
-    itself does (a detector whose z~ all sit in a narrow band jumps from 0 % to 90 %).
+    chain and those that do not) between rarely and very often firing on alternate updates; a small fixed limit
+    settled it but left another layer firing at every step for many updates while its gradients exploded
+    (benchmarks/RESULTS.md). Measured in pre-activation units, the controller cannot wind up as one on the rate
+    itself does (a detector whose z~ all sit in a narrow band jumps from never to nearly always firing).
     state: (2, L-1) step limits and the previous sign of q, saved in checkpoints (exact resume)."""
 
     START, SMALLEST, LARGEST = 1.0, 1e-3, 10.0
