@@ -48,12 +48,20 @@ def build_trainable(make, device: torch.device) -> torch.nn.Module:
     """make() on `device`, after checking that it fits: it is first built on torch's meta device (no memory, no
     random numbers drawn) to count its parameters, and refused in one line when their weights, gradients and Adam
     state would not fit in the memory free there (`--embed-dim 100000000000` would otherwise die in the allocator
-    or in the kernel's out-of-memory killer)."""
-    with torch.device("meta"):
-        probe = make()
-    count = sum(p.numel() for p in probe.parameters())
-    need, have = BYTES_PER_TRAINED_PARAMETER * count, available_memory(device)
-    if have is not None and need > have:
-        raise UsageError(f"a model of {count:,} parameters needs about {need / 2**30:,.1f} GiB to train (weights, "
-                         f"gradients, Adam); {device.type} has {have / 2**30:,.1f} GiB free: choose smaller sizes")
+    or in the kernel's out-of-memory killer). A tensor too large for torch to describe at all (over 2**63 bytes:
+    `--hidden 3000000000`) is refused the same way."""
+    try:
+        with torch.device("meta"):
+            probe = make()
+        count = sum(p.numel() for p in probe.parameters())
+    except (RuntimeError, TypeError, OverflowError) as e:     # "Storage size calculation overflowed", ...
+        if "overflow" not in str(e).lower():
+            raise
+        count = None                                          # more than 2**61 float32 parameters
+    need, have = BYTES_PER_TRAINED_PARAMETER * (count or 1 << 61), available_memory(device)
+    if count is None or (have is not None and need > have):
+        size = f"{count:,} parameters needs about" if count else f"more than {1 << 61:,} parameters needs over"
+        free = f"{device.type} has {have / 2**30:,.1f} GiB free" if have is not None else "too large for any machine"
+        raise UsageError(f"a model of {size} {need / 2**30:,.1f} GiB to train (weights, gradients, Adam); {free}: "
+                         f"choose smaller sizes")
     return make().to(device)

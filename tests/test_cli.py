@@ -256,6 +256,27 @@ def test_extreme_numbers_are_usage_errors_naming_the_option(args, option, tmp_pa
     assert option in r.stderr and not (tmp_path / "x.svg").exists()
 
 
+@pytest.mark.parametrize("args, says", [
+    (["sample", "-t", "nan", "-n", "1"], "nan is not a finite number (expected a number of at least 0)"),
+    (["handwrite", "hi", "-o", "x.svg", "--bias", "nan"], "nan is not a finite number (expected a number from 0 to 100)"),
+    (["compress", "-T", "-1"], "-1 is not an integer from 0 to 1024"),           # -1 is -T's value, not level 1
+    (["compress", "--threads", "x"], "'x' is not an integer from 0 to 1024"),
+    (["sample", "-n", "1e3"], "'1e3' is not an integer of at least 0"),
+])
+def test_a_bad_number_is_refused_saying_what_the_option_takes(args, says):
+    r = in_process(args)
+    assert r.exit_code == 2 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_a_model_too_large_for_torch_to_describe_is_refused_as_too_large_for_memory(tmp_path):
+    data = tmp_path / "c.txt"
+    data.write_text("some text to train on\n" * 100)
+    r = in_process(["train", str(data), "--hidden", "3000000000", "--embed-dim", "8", "--steps", "1",
+                    "--out", str(tmp_path / "run"), "-q"])
+    assert r.exit_code == 2 and "GiB to train" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("args", [["sample", "--prime", "ab\udcff", "-n", "1"], ["boundaries", "ab\udcff"],
                                   ["handwrite", "ab\udcff", "-o", "x.svg"]])
 def test_text_that_is_not_utf8_is_a_usage_error(args, tmp_path):

@@ -436,6 +436,7 @@ def test_config_values_take_the_flags_syntax():
     ({"hidden": "16,,16"}, "hidden"), ({"steps": 0}, "steps"), ({"steps": -3}, "steps"),
     ({"batch_size": 0}, "batch_size"), ({"lr": -1}, "lr"), ({"lr": "fast"}, "lr"), ({"hidden": True}, "hidden"),
     ({"steps": 2.5}, "steps"), ({"arch": "gru"}, "arch"), ({"seq_len": [10]}, "seq_len"),
+    ({"lr": 1e39}, "lr"), ({"hidden": "16," + "9" * 20}, "hidden"),       # beyond float32, beyond 64 bits
 ])
 def test_bad_option_values_are_one_line_usage_errors_naming_the_key(options, named):
     with pytest.raises(UsageError) as e:
@@ -443,6 +444,12 @@ def test_bad_option_values_are_one_line_usage_errors_naming_the_key(options, nam
     assert str(e.value).startswith(f"run.toml: {named}:") and "\n" not in str(e.value)
     with pytest.raises(UsageError):                                              # the Python API checks too
         TrainConfig(data="x", **options)
+
+
+def test_a_learning_rate_whose_adam_step_overflows_float32_is_divergence_not_a_crash(tmp_path, text_file):
+    from hmgen.training.loop import TrainingDiverged
+    with pytest.raises(TrainingDiverged, match="step 0 .*overflowed.*lower --lr"):
+        train(tiny(text_file, tmp_path / "run", lr=3e38, steps=1), quiet=True)
 
 
 def test_an_unknown_option_is_refused_naming_the_nearest_one():

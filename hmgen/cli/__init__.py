@@ -16,7 +16,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from hmgen import __version__
 from hmgen.cli import archive, handwrite, text, train
-from hmgen.cli.options import check_values
+from hmgen.cli.options import ClickUsageError, check_values
 from hmgen.cli.common import READER_LEFT, debugging, say, silence_stdout, standard_streams
 from hmgen.errors import HmgenError
 from hmgen.fs import one_line
@@ -37,10 +37,6 @@ Examples:
 
 EXIT_STATUS = """Exit status: 0 success; 1 error; 2 usage error (a bad option or argument: nothing was done);
 141 the reader of standard output left (`hmgen sample | head`), quietly, as gzip and xz."""
-
-
-# click's UsageError: typer re-exports only its subclass BadParameter (and vendors click in recent versions)
-ClickUsageError = typer.BadParameter.__bases__[0]
 
 
 @contextmanager
@@ -137,12 +133,11 @@ class Commands(NarrowHelp, TyperGroup):
 
 
 class Command(NarrowHelp, TyperCommand):
-    """Every command: its values checked once, at the edge, after typer parsed them (hmgen.cli.options.check_values)."""
+    """Every command: its values checked once, at the edge, as typed (hmgen.cli.options.check_values)."""
 
     def parse_args(self, ctx, args):
-        rest = super().parse_args(ctx, args)
-        check_values(ctx)
-        return rest
+        check_values(self, ctx, args)
+        return super().parse_args(ctx, args)
 
 
 app = typer.Typer(
@@ -205,6 +200,7 @@ def run() -> int:
     except BrokenPipeError:
         return READER_LEFT
     except Exception as e:                       # a bug in hmgen: never a traceback for the user
-        say(f"hmgen: internal error: {type(e).__name__}: {e} (HMGEN_DEBUG=1 shows the traceback)")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""      # torch's can run to many lines
+        say(f"hmgen: internal error: {type(e).__name__}: {first} (HMGEN_DEBUG=1 shows the traceback)")
         return 1
     return 0

@@ -200,7 +200,8 @@ LEVEL_FLAG = re.compile(r"^-([A-Za-z]*)([1-9])([A-Za-z]*)$")
 
 def level_flags(args: list[str]) -> list[str]:
     """gzip's and xz's level flags for compress and decompress: -1 .. -9 (also inside a group, as in -9k),
-    --fast (-1) and --best (-9) become --level N; arguments after "--" are names, left alone."""
+    --fast (-1) and --best (-9) become --level N; arguments after "--" are names, left alone, and so is the value
+    of an option that takes one (`-T -1` is -T's value, refused as such)."""
     if not args or args[0] not in ("compress", "decompress"):
         return args
     out = [args[0]]
@@ -208,7 +209,9 @@ def level_flags(args: list[str]) -> list[str]:
         if a == "--":
             return out + args[i:]
         m = LEVEL_FLAG.match(a)
-        if a in ("--fast", "--best"):
+        if out[-1] in TAKE_VALUES:
+            out.append(a)
+        elif a in ("--fast", "--best"):
             out.append(f"--level={1 if a == '--fast' else 9}")
         elif m:
             out += [f"--level={m.group(2)}"] + ([f"-{m.group(1)}{m.group(3)}"] if m.group(1) + m.group(3) else [])
@@ -235,6 +238,7 @@ LEVEL = typer.Option(None, "--level", min=1, max=9, help="1 (fastest: LZMA2 alon
 THREADS = typer.Option(None, "--threads", "-T", min=0, max=1024, help="Blocks coded side by side (0 or none: one "
                        "per core); the archive is the same for any number.")
 JSON = json_option("With -l: print JSON.")
+TAKE_VALUES = frozenset(name for option in (MODEL, DEVICE, LANES, LEVEL, THREADS) for name in option.param_decls)
 
 
 COMPRESS_HELP = "Compress files with the model's next-byte probabilities and a range coder (.hmz)." + ARCHIVE_HELP

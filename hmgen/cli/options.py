@@ -11,30 +11,69 @@ from hmgen.bundled import DEFAULT, TEXT
 
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
+# click's UsageError: typer re-exports only its subclass BadParameter (and vendors click in recent versions)
+ClickUsageError = typer.BadParameter.__bases__[0]
 TEXT_PARAMETERS = ("prime", "text")       # text a command writes or reads (not a file name): must be UTF-8
 
 
-def check_values(ctx) -> None:
-    """The one validation of numbers at the CLI's edge, for every command after typer parsed its options: an
-    integer must fit in 64 bits and a float must be finite (typer's min/max let 10**30 and inf through); a text
-    argument must be UTF-8 (the shell may pass any bytes: Python holds those that are not as surrogate escapes).
-    A failure is a usage error (exit 2) naming the option. Ranges of single options stay on the options."""
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name)
-        if value is None or isinstance(value, bool):
+def check_values(command, ctx, args: list[str]) -> None:
+    """The one validation of values at the CLI's edge, for every command, on the words the user typed, before typer
+    converts them (its conversion would report `-t nan` against the option's range, and a word that is not a
+    number in its own terms): a number must parse, be finite, fit in 64 bits if an integer, and lie in the option's
+    range; a text argument must be UTF-8 (the shell may pass any bytes: Python holds those that are not as
+    surrogate escapes). A failure is a usage error (exit 2) naming the option and saying what it takes. What
+    typer's parser itself refuses (an unknown option, a missing value) is left to it, and so is --help."""
+    try:
+        given, _, _ = command.make_parser(ctx).parse_args(args=list(args))
+    except ClickUsageError:                           # typer reports it in its own words
+        return
+    if given.get("help"):
+        return
+    for param in command.params:
+        value = given.get(param.name)
+        if not isinstance(value, str):
             continue
-        if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
-            raise typer.BadParameter(f"{value} does not fit in a 64-bit integer", ctx=ctx, param=param)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise typer.BadParameter(f"{value} is not a finite number", ctx=ctx, param=param)
-        if param.name in TEXT_PARAMETERS and isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as e:
-                byte = ord(value[e.start]) - 0xDC00 if 0xDC80 <= ord(value[e.start]) <= 0xDCFF else None
-                shown = f"byte {byte:#04x}" if byte is not None else f"{value[e.start]!r}"
-                raise typer.BadParameter(f"not UTF-8 text ({shown} at character {e.start + 1})", ctx=ctx,
-                                         param=param) from None
+        kind = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+        problem = (number_problem(value, kind, param) if kind in (int, float) else
+                   text_problem(value) if param.name in TEXT_PARAMETERS else None)
+        if problem:
+            raise typer.BadParameter(problem, ctx=ctx, param=param)
+
+
+def number_problem(word: str, kind: type, param) -> str | None:
+    """Why `word` is not a value of a number option (int or float, with typer's min and max), or None."""
+    info = param.type_descriptor.parameter_info
+    low, high = info.min, info.max
+    expected = "an integer" if kind is int else "a number"
+    if low is not None and high is not None:
+        expected += f" from {low:g} to {high:g}"
+    elif low is not None:
+        expected += f" of at least {low:g}"
+    elif high is not None:
+        expected += f" of at most {high:g}"
+    try:
+        value = kind(word)
+    except ValueError:
+        return f"{word!r} is not {expected}"
+    if kind is float and not math.isfinite(value):
+        return f"{word} is not a finite number" + (f" (expected {expected})" if low is not None or high is not None
+                                                   else "")
+    if kind is int and not INT64[0] <= value <= INT64[1]:
+        return f"{word} does not fit in a 64-bit integer"
+    if (low is not None and value < low) or (high is not None and value > high):
+        return f"{word} is not {expected}"
+    return None
+
+
+def text_problem(text: str) -> str | None:
+    """Why a text argument is refused (it is not UTF-8: the byte and where), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        byte = ord(text[e.start]) - 0xDC00 if 0xDC80 <= ord(text[e.start]) <= 0xDCFF else None
+        shown = f"byte {byte:#04x}" if byte is not None else f"{text[e.start]!r}"
+        return f"not UTF-8 text ({shown} at character {e.start + 1})"
+    return None
 
 
 def device_name(value: Optional[str]) -> Optional[str]:

@@ -213,6 +213,8 @@ OLD_RUN_DEFAULTS = {"ln_terms": True, "boundary_init": "torch", "boundary_lr": 1
 OPTIONS = {f.name: f for cls in GROUPS.values() for f in fields(cls)}
 TYPES = {name: kind for cls in GROUPS.values() for name, kind in typing.get_type_hints(cls).items()}
 FIXED = frozenset(name for name, f in OPTIONS.items() if f.metadata["fixed"])
+# Training computes in 32-bit floats: a larger option value (`--lr 1e39`) cannot even be stored in a tensor.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def flag(name: str) -> str:
@@ -270,6 +272,8 @@ def parse_value(name: str, value, label: str):
                 v = int(v)
             if not isinstance(v, int) or isinstance(v, bool):
                 bad(expected)
+            if not -(1 << 63) <= v < 1 << 63:
+                bad("integers that fit in 64 bits" if many else "an integer that fits in 64 bits")
             parsed.append(v)
         if not many and len(parsed) != 1:
             bad(expected)
@@ -282,6 +286,8 @@ def parse_value(name: str, value, label: str):
                 bad("a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             bad("a finite number")
+        if abs(value) > FLOAT32_MAX:
+            bad(f"a number between {-FLOAT32_MAX:.4g} and {FLOAT32_MAX:.4g} (training computes in 32-bit floats)")
         value = float(value)
     elif base is str:
         if not isinstance(value, str):

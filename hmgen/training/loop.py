@@ -261,6 +261,10 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
                             {**v.figures, "step": step, "train_seconds": round(seconds())})
         return cfg.optim.max_lr_decays is not None and decays > cfg.optim.max_lr_decays
 
+    def diverged(why: str):
+        saved = f"the checkpoint in {out} is kept" if (out / "checkpoint.json").exists() else "no checkpoint was saved"
+        raise TrainingDiverged(f"training diverged at step {step} ({why}); {saved}: try a lower --lr")
+
     model.train()
     t_log, weight_since, loss_sum = time.time(), 0, 0.0
     eval_every, ckpt_every, log_every = cfg.run.eval_every, cfg.run.ckpt_every, cfg.run.log_every
@@ -286,8 +290,7 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
             a = slope(cfg, epoch)
             loss, weight = task.loss(net, step, a)
             if not torch.isfinite(loss):
-                saved = f"the checkpoint in {out} is kept" if (out / "checkpoint.json").exists() else "no checkpoint was saved"
-                raise TrainingDiverged(f"training diverged at step {step} (loss {loss.item()}); {saved}: try a lower --lr")
+                diverged(f"loss {loss.item()}")
             opt.zero_grad(set_to_none=True)
             if step < cfg.optim.warmup:   # early STE gradients are huge and noisy: ramp the step size up
                 for group in opt.param_groups:
@@ -299,7 +302,12 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
             grad_max = max(grad_max, float(grad_norm))
             if detectors:
                 detectors.before_step()
-            opt.step()
+            try:
+                opt.step()
+            except RuntimeError as e:          # Adam's step size beyond float32 (`--lr 3e38`): torch refuses it
+                if "overflow" not in str(e):
+                    raise
+                diverged("the update overflowed")
             if detectors:
                 detectors.after_step()
             step += 1
