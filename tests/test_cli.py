@@ -285,6 +285,21 @@ def test_text_that_is_not_utf8_is_a_usage_error(args, tmp_path):
     assert r.returncode == 2 and b"not UTF-8" in r.stderr and b"0xff" in r.stderr and r.stderr.count(b"\n") == 1
 
 
+@pytest.mark.parametrize("args", [["sample", "-m", "zz\udcff"], ["handwrite", "hi", "-o", "x.svg", "-m", "zz\udcff"],
+                                  ["compress", "-c", "-m", "zz\udcff", "gone.txt"]])
+def test_a_quoted_name_that_is_not_utf8_shows_its_bytes_as_escapes(args, tmp_path):
+    argv = [os.fsencode(a) for a in HMGEN + args]
+    r = subprocess.run(argv, capture_output=True, cwd=tmp_path, timeout=120)
+    assert r.returncode in (1, 2) and b"zz\\xff" in r.stderr and b"udc" not in r.stderr, r.stderr
+
+
+def test_handwriting_standard_input_that_is_not_utf8_is_refused_as_boundaries_refuses_it(tmp_path):
+    for args in (["handwrite", "-", "-o", "x.svg"], ["boundaries", "-"]):
+        r = subprocess.run(HMGEN + args, input=b"ab\xff cd", capture_output=True, cwd=tmp_path, timeout=120)
+        assert r.returncode == 1 and r.stderr == b"hmgen: standard input: not UTF-8 text (invalid start byte at byte 2)\n"
+    assert not (tmp_path / "x.svg").exists()
+
+
 @pytest.mark.parametrize("temperature", ["1e-45", "5e-324", "1e300"])
 def test_extreme_temperatures_still_sample(temperature, byte_model):
     r = run("sample", "-m", str(byte_model), "-t", temperature, "-n", "20", "--seed", "1")

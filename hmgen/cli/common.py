@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import sys
 from contextlib import contextmanager
 
@@ -22,11 +23,17 @@ def debugging() -> bool:
     return os.environ.get("HMGEN_DEBUG", "") not in ("", "0")
 
 
+# A byte that is not UTF-8, as repr() quotes a name holding it ('zz\udcff': Python keeps such bytes as surrogate
+# escapes), preceded by an even number of backslashes (an odd one would make it a quoted backslash)
+QUOTED_BYTE = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
+
+
 def say(message: str) -> None:
-    """One line on stderr. A name that came in as bytes that are not UTF-8 (Python holds them as surrogate
-    escapes, '\\udcff') is shown as those bytes, as gzip shows it, not as an escape."""
+    """One line on stderr, the one way messages reach it. A name that came in as bytes that are not UTF-8 is shown
+    as those bytes where it stands bare, as gzip shows it, and where a message quotes it, as the byte's escape
+    ('zz\\xff', as the shell's $'zz\\xff' and Python's bytes write it), never as '\\udcff'."""
     stream = sys.stderr
-    line = message + "\n"
+    line = QUOTED_BYTE.sub(r"\1\\x\2", message) + "\n"
     try:
         data = line.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
@@ -39,6 +46,19 @@ def say(message: str) -> None:
         stream.write(data.decode("utf-8", "replace"))
     except (OSError, ValueError):          # stderr unusable: nothing more can be said
         pass
+
+
+def read_utf8(path: str | os.PathLike) -> str:
+    """A command's input text: a file, or "-" for standard input, as UTF-8; other bytes are an error in one line
+    naming the input and where (never text holding surrogate escapes that fail later, further in)."""
+    from pathlib import Path
+
+    name = "standard input" if str(path) == "-" else str(path)
+    data = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HmgenError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from hmgen.cli.common import save_output
+from hmgen.cli.common import read_utf8, save_output
 from hmgen.cli.options import model_option, seed_option
 from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.errors import HmgenError, UsageError
@@ -76,7 +76,7 @@ def handwrite(
         if not re.fullmatch(r"#[0-9a-fA-F]{3,8}|[a-zA-Z]+|rgba?\([0-9., %]+\)", value):
             raise UsageError(f"{name}: not an SVG colour: {value!r}")
     if text == "-":
-        text = sys.stdin.read()
+        text = read_utf8("-")
     if skip_unknown:
         known = set(hm.cfg.alphabet) | {"\n"}
         dropped = sorted({c for c in text if c not in known and not c.isspace()})

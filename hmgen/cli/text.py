@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from hmgen.cli.common import save_output
+from hmgen.cli.common import read_utf8, save_output
 from hmgen.cli.options import (device_option, json_option, model_option, quiet_option, seed_option, set_threads,
                                threads_option)
 from hmgen.errors import HmgenError, UsageError
@@ -133,12 +133,8 @@ def boundaries(
         raise UsageError("give the text or --file PATH, not both")
     if output == "-" and as_json:
         raise UsageError("--json and -o - both write to stdout; choose one")
-    try:
-        raw = file.read_bytes() if file else sys.stdin.buffer.read() if text == "-" else None
-        if raw is not None:
-            text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise HmgenError(f"{file or 'standard input'}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if file is not None or text == "-":
+        text = read_utf8(file or "-")
     if not text:
         raise HmgenError("the text is empty: nothing to show")
     from hmgen.text.boundaries import analyse, render_svg, render_terminal
