@@ -161,6 +161,30 @@ def test_listing_standard_input_on_a_terminal_does_not_wait():
     assert r.returncode == 1 and b"terminal" in r.stderr and time.time() - start < 30
 
 
+@pytest.mark.parametrize("kind", ["directory", "socket"])
+def test_listing_skips_a_directory_or_socket_with_a_warning_as_testing_does(tmp_path, kind):
+    import socket
+    path = tmp_path / "x.hmz"
+    with socket.socket(socket.AF_UNIX) as s:
+        path.mkdir() if kind == "directory" else s.bind(str(path))
+        tested = hmgen("decompress", "-t", str(path))
+        listed, as_json = hmgen("decompress", "-l", str(path)), hmgen("decompress", "-l", "--json", str(path))
+    assert tested.returncode == listed.returncode == as_json.returncode == SKIPPED
+    assert listed.stderr == tested.stderr and b"-- ignored" in listed.stderr and listed.stdout == b""   # no header
+    assert __import__("json").loads(as_json.stdout) == []
+
+
+def test_listing_reads_a_fifo_as_a_stream(tmp_path, model):
+    fifo = tmp_path / "ff"
+    os.mkfifo(fifo)
+    packed = hmgen("compress", *model, stdin=b"abc\n").stdout
+    writer = threading.Thread(target=lambda: fifo.write_bytes(packed))
+    writer.start()
+    r = hmgen("decompress", "-l", "--json", str(fifo))
+    writer.join()
+    assert r.returncode == 0 and __import__("json").loads(r.stdout)[0]["original"] == 4
+
+
 def test_listing_a_concatenation_made_with_two_models_names_both(byte_model, char_model, tmp_path):
     other = tmp_path / "other"
     from tests.conftest import make_model

@@ -7,8 +7,9 @@ decompressed archive is removed only after every block matched its CRC32. On any
 is removed and the input left untouched.
 
 Which named inputs are taken (open_input, one policy for both commands, as gzip and xz): a directory is
-skipped; anything that is not a regular file (a device, a FIFO, a socket) is read only with -c (then as a
-stream, once) and skipped otherwise; a symbolic link, or a file with other hard links, is skipped when it would
+skipped; anything else that is not a regular file (a device, a FIFO) is read only where nothing is written beside
+it or removed, with -c, -t or -l (then as a stream, once), and skipped otherwise; a socket is always skipped; a
+symbolic link, or a file with other hard links, is skipped when it would
 be removed, unless -f (with -k or -c it is read through). A skipped file is a warning (exit status 3).
 """
 from __future__ import annotations
@@ -303,10 +304,9 @@ def decompress_path(path: str, engines: Engines, model: str | None, *, keep: boo
 
 
 def list_path(path: str) -> Listing:
+    """An archive's listing (-l), "-" for stdin; a named input is taken as -t takes it (open_input: nothing is
+    written or removed, so a device or FIFO is read as a stream, a directory or socket skipped)."""
     if path == "-":
-        return list_archive(sys.stdin.buffer)
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{path}: No such file or directory")
-    with open(p, "rb") as f:
+        return list_archive(NamedInput(sys.stdin.buffer, "standard input"))
+    with open_input(path, to_stdout=True, keep=True, force=False) as f:
         return list_archive(f)

@@ -85,6 +85,10 @@ def list_archives(files: list[str], as_json: bool) -> None:
     for path in files:
         try:
             info = archive.list_path(path)
+        except archive.Skipped as e:
+            say(f"hmgen: {e}")
+            status = status or SKIPPED                      # an error (1) outranks a warning
+            continue
         except (FormatError, OSError) as e:
             say(f"hmgen: {path}: {e}" if isinstance(e, FormatError) else f"hmgen: {one_line(e)}")
             status = 1
@@ -96,7 +100,7 @@ def list_archives(files: list[str], as_json: bool) -> None:
                      "lanes": info.lanes, "methods": info.methods, "members": info.members, "models": info.models})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-    else:
+    elif rows:                                              # as gzip -l: no header without a row under it
         typer.echo(f"{'compressed':>12} {'original':>12} {'ratio':>7} {'bpc':>6}  {'model':<16} file")
         for r in rows:
             bpc = f"{r['bpc']:6.3f}" if r["bpc"] is not None else "     -"
