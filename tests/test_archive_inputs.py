@@ -82,6 +82,14 @@ def test_a_linked_file_is_skipped_unless_kept_or_forced(tmp_path, model, make):
     assert not link.exists() and not link.is_symlink() and target.read_bytes() == b"the linked text\n"
 
 
+@pytest.mark.parametrize("command, missing, present", [("compress", "gone.txt", "gone.txt.hmz"),
+                                                      ("decompress", "gone.hmz", "gone")])
+def test_a_missing_input_is_an_error_even_when_its_output_exists(tmp_path, model, command, missing, present):
+    (tmp_path / present).write_bytes(b"")
+    r = hmgen(command, *model, missing, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr == f"hmgen: {missing}: No such file or directory\n".encode()
+
+
 def test_c_and_f_compress_an_archive_again(tmp_path, model):
     f = tmp_path / "x.hmz"
     f.write_bytes(b"already compressed, says its name\n")

@@ -217,12 +217,12 @@ def compress_path(path: str, engines: Engines, model: str | None, *, keep: bool,
                       level=level, threads=threads)
         out.flush()
         return Result(st, "stdout")
-    if path.endswith(SUFFIX) and not (to_stdout or force):     # as gzip, xz, zstd: -c and -f compress it again
-        raise Skipped(f"{path}: already has {SUFFIX} suffix -- unchanged (-c or -f compresses it again)")
-    dst = Path(path + SUFFIX)
-    if not to_stdout and dst.exists() and not force:
-        raise Skipped(f"{dst}: already exists; not overwritten (use -f)")
-    with open_input(path, to_stdout=to_stdout, keep=keep, force=force) as f:
+    with open_input(path, to_stdout=to_stdout, keep=keep, force=force) as f:      # a missing input: said first
+        if path.endswith(SUFFIX) and not (to_stdout or force):     # as gzip, xz, zstd: -c and -f compress it again
+            raise Skipped(f"{path}: already has {SUFFIX} suffix -- unchanged (-c or -f compresses it again)")
+        dst = Path(path + SUFFIX)
+        if not to_stdout and dst.exists() and not force:
+            raise Skipped(f"{dst}: already exists; not overwritten (use -f)")
         if to_stdout:
             st = compress(f, HeldHeader(sys.stdout.buffer), q, name, progress=progress, level=level, threads=threads)
             sys.stdout.buffer.flush()
@@ -277,12 +277,12 @@ def decompress_path(path: str, engines: Engines, model: str | None, *, keep: boo
             return Result(decompress(src, None, resolve, head=head, progress=progress, threads=threads), "(test)")
         return Result(to_stdout_when_verified(lambda out: decompress(src, out, resolve, head=head, progress=progress, threads=threads)),
                       "stdout")
-    if not test and not to_stdout and not path.endswith(SUFFIX):
-        raise Skipped(f"{path}: unknown suffix -- ignored (expected {SUFFIX})")
-    dst = Path(path[:-len(SUFFIX)]) if path.endswith(SUFFIX) else None
-    if not (test or to_stdout) and dst.exists() and not force:
-        raise Skipped(f"{dst}: already exists; not overwritten (use -f)")
-    with open_input(path, to_stdout=to_stdout or test, keep=keep, force=force) as f:
+    with open_input(path, to_stdout=to_stdout or test, keep=keep, force=force) as f:   # a missing input: said first
+        if not test and not to_stdout and not path.endswith(SUFFIX):
+            raise Skipped(f"{path}: unknown suffix -- ignored (expected {SUFFIX})")
+        dst = Path(path[:-len(SUFFIX)]) if path.endswith(SUFFIX) else None
+        if not (test or to_stdout) and dst.exists() and not force:
+            raise Skipped(f"{dst}: already exists; not overwritten (use -f)")
         head = read_header(f)
         if test:
             return Result(decompress(f, None, resolve, head=head, progress=progress, threads=threads), "(test)")
