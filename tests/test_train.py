@@ -766,6 +766,16 @@ def test_a_resume_that_fails_to_write_keeps_the_run_resumable_and_logs_each_step
     assert logged == sorted(set(logged)) and logged[-1] == 6
 
 
+def test_a_failed_write_of_the_metrics_names_the_file_and_leaves_no_torn_line(tmp_path, text_file):
+    out = tmp_path / "run"
+    assert hmgen_train(str(text_file), "--steps", "2", "-o", str(out), *SMALL).returncode == 0
+    size = (out / "metrics.jsonl").stat().st_size
+    full = hmgen_train("--resume", "-o", str(out), "--steps", "4", "-q", file_limit=size + 40)    # cut mid-line
+    assert full.returncode == 1 and full.stderr == f"hmgen: {out / 'metrics.jsonl'}: File too large\n"
+    assert hmgen_train("--resume", "-o", str(out), "--steps", "4", "-q").returncode == 0
+    assert [r["step"] for r in train_records(out)][-1] == 4           # every line parses: the torn one went
+
+
 def test_a_run_stopped_before_any_validation_says_it_saved_no_model(tmp_path, text_file):
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", str(text_file), "--steps", "4", "--time-limit", "0", "-o", str(out), *SMALL[:-1]])
@@ -788,6 +798,13 @@ def test_train_dash_trains_on_standard_input_kept_in_the_run_folder(tmp_path, te
     assert result.returncode == 0, result.stderr
     assert (out / "stdin.txt").read_bytes() == text_file.read_bytes()
     assert hmgen_train("--resume", "-o", str(out), "--steps", "3").returncode == 0
+
+
+def test_standard_input_for_both_data_and_validation_is_a_usage_error_before_anything_is_written(tmp_path, text_file):
+    out = tmp_path / "run"
+    result = hmgen_train("-", "--valid", "-", "--steps", "2", "-o", str(out), *SMALL, stdin=text_file.read_text())
+    assert result.returncode == 2 and one_line_error(result.stderr) and "--valid" in result.stderr
+    assert not out.exists()
 
 
 def test_cold_starts_restart_the_drawn_streams_from_zero_after_a_newline(tmp_path, text_file):

@@ -70,6 +70,9 @@ def train(data: Optional[str], config: Optional[Path], resume: bool, force: bool
     else:
         cfg = TrainConfig.from_dict(given)
     out = Path(cfg.run.out)
+    if cfg.run.data == "-" and cfg.run.valid == "-":
+        raise UsageError("standard input can be read once: give --valid a file, or leave it out (the last 1% of "
+                         "the data is then held out)")
     if cfg.run.data == "-":
         if resume:
             raise UsageError("--resume trains on the run's own data: leave out -")

@@ -50,7 +50,8 @@ def clear_run_folder(out: Path) -> None:
 
 def trim_metrics(path: Path, step: int) -> None:
     """Drop the metrics lines of steps after `step` (the checkpoint a run resumes from): an invocation that failed
-    after it logged steps that the resumed run computes again, and each step is to be logged once."""
+    after it logged steps that the resumed run computes again, and each step is to be logged once; so does a last
+    line that its failed write cut short (the next line appended to it would be lost with it)."""
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
@@ -59,7 +60,7 @@ def trim_metrics(path: Path, step: int) -> None:
         try:
             later = json.loads(line).get("step", 0) > step
         except (ValueError, AttributeError, TypeError):
-            later = False                     # not ours to judge: kept
+            later = not line.endswith("\n")   # a last line cut short by a failed write goes; others are not ours
         if not later:
             kept.append(line)
     if len(kept) < len(lines):

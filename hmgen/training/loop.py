@@ -13,6 +13,7 @@ import platform
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -116,13 +117,25 @@ class Reporter:
     """The progress bar (hmgen.progress: stderr, on a terminal, not with quiet) and the JSON-lines metrics log."""
 
     def __init__(self, path: Path | None, total: int | None, done: int, quiet: bool, enabled: bool = True):
+        self.path = path
         self.log = open(path, "a") if (path and enabled) else None
         self.bar = Bar("train", quiet or not enabled, total=total, done=done, keep=True)
 
     def write(self, record: dict) -> None:
         if self.log:
-            self.log.write(json.dumps(record) + "\n")
-            self.log.flush()
+            with self.naming_the_log():
+                self.log.write(json.dumps(record) + "\n")
+                self.log.flush()
+
+    @contextmanager
+    def naming_the_log(self):
+        """A failed write of the log (a full disk, a file size limit) names it: the error of a flush has no name."""
+        try:
+            yield
+        except OSError as e:
+            if e.filename is not None or e.errno is None:
+                raise
+            raise type(e)(e.errno, e.strerror, str(self.path)) from None
 
     def update(self, step: int, stats: str) -> None:
         self.bar.update(step, note=stats)
@@ -133,7 +146,8 @@ class Reporter:
     def close(self) -> None:
         self.bar.close()
         if self.log:
-            self.log.close()
+            with self.naming_the_log():
+                self.log.close()
 
 
 # ----------------------------------------------------------------------------- the loop
