@@ -220,6 +220,19 @@ def test_help_is_whole_at_80_columns(command):
     assert "…" not in r.stdout and max(map(len, r.stdout.splitlines())) <= 80
 
 
+@pytest.mark.parametrize("command", ["sample", "handwrite", "train"])
+def test_help_on_a_narrow_terminal_fits_it_and_cuts_no_word(command):
+    import typer
+
+    from hmgen.cli import app
+    r = subprocess.run(HMGEN + [command, "--help"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "COLUMNS": "40"})
+    shown = r.stdout.split()
+    words = [w for p in typer.main.get_command(app).commands[command].params for w in (p.help or "").split()]
+    assert r.returncode == 0 and max(map(len, r.stdout.splitlines())) <= 40
+    assert [w for w in words if w not in shown] == []
+
+
 def test_help_names_the_exit_statuses_and_offers_completion():
     r = in_process(["--help"])
     assert "Exit status" in r.stdout and "141" in r.stdout

@@ -100,8 +100,38 @@ def fit_examples(text: str, width: int) -> str:
     return "\n\n".join(paragraphs)
 
 
+MIN_BESIDE = 24       # columns an option's help needs beside the option; fewer, and it goes under the option
+
+
+class FittedFormatter(TyperCommand.context_class.formatter_class):
+    """Option and command lists that fit the width without cutting a word: click cuts words (and names at their
+    hyphens) to fit, and on a narrow terminal squeezed the help beside the options into 10 columns, which ran past
+    the edge. There the help goes under each option, indented, with the width to itself."""
+
+    def write_dl(self, rows, col_max: int = 30, col_spacing: int = 2) -> None:
+        rows = list(rows)
+        first = min(max((len(term) for term, _ in rows), default=0), col_max) + col_spacing
+        under = self.width - self.current_indent - first < MIN_BESIDE
+        at = self.current_indent + (4 if under else first)
+        for term, text in rows:
+            lines = textwrap.wrap(text or "", max(self.width - at, 10), break_long_words=False,
+                                  break_on_hyphens=False)
+            if under or not lines or len(term) > first - col_spacing:
+                self.write(" " * self.current_indent + term + "\n")
+            else:
+                self.write(" " * self.current_indent + term.ljust(first) + lines.pop(0) + "\n")
+            for line in lines:
+                self.write(" " * at + line + "\n")
+
+
+class HelpContext(TyperCommand.context_class):
+    formatter_class = FittedFormatter
+
+
 class NarrowHelp:
-    """--help that fits the terminal: examples are never cut in the middle of a command."""
+    """--help that fits the terminal: examples are never cut in the middle of a command, nor words anywhere."""
+
+    context_class = HelpContext
 
     def fitted(self, attr: str, formatter, write) -> None:
         """write() with the help text in `attr` fitted to the formatter's width, then the text as it was."""
