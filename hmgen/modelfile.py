@@ -57,25 +57,44 @@ def write_model_files(stem: str | os.PathLike, kind: str, tensors: dict, fields:
     return desc
 
 
-def resolve(name_or_path: str | None, kind: str | None = None) -> Path:
-    """A model name (bundled) or a path (STEM, STEM.json or STEM.safetensors) -> the JSON path.
-    kind ("text", "handwriting") only words the error."""
+def is_path(name_or_path: str | os.PathLike) -> bool:
+    """Whether a model is named by a path (a Path object, or text with a "/" or ending in .json or .safetensors) or
+    else by a bundled model's name. A bare name is never looked up in the current folder: a damaged or unrelated
+    ./english-small-3.json must not stand in for the bundled model (./NAME names the file there)."""
+    text = os.fspath(name_or_path)
+    return isinstance(name_or_path, os.PathLike) or "/" in text or os.sep in text or \
+        text.endswith((".json", ".safetensors"))
+
+
+def resolve(name_or_path: str | os.PathLike | None, kind: str | None = None) -> Path:
+    """A bundled model's name, or a model file's path (STEM, STEM.json or STEM.safetensors; see is_path) -> the
+    JSON path. kind ("text", "handwriting") only words the error."""
     name_or_path = name_or_path or DEFAULT[kind or TEXT]
-    p = Path(name_or_path)
-    for cand in (p, p.with_suffix(".json"), Path(str(p) + ".json")):
-        if cand.suffix == ".json" and cand.is_file():
-            return cand
-    if p.suffix == ".safetensors" and p.with_suffix(".json").is_file():
-        return p.with_suffix(".json")
+    kinds = f"{kind} " if kind else ""
+    if is_path(name_or_path):
+        p = Path(name_or_path)
+        stems = ([p.with_suffix("")] if p.suffix in (".json", ".safetensors") else
+                 [p, p.with_suffix("")] if p.suffix else [p])
+        for stem in stems:
+            if Path(f"{stem}.json").is_file():
+                return Path(f"{stem}.json")
+        for stem in stems:
+            if Path(f"{stem}.safetensors").is_file():
+                raise ModelError(f"{stem}.json: missing, the description of {stem}.safetensors (a model is "
+                                 f"NAME.json beside NAME.safetensors)")
+        if p.is_file():
+            raise ModelError(f"{name_or_path}: not a model file (a model is NAME.json beside NAME.safetensors)")
+        raise ModelError(f"no {kinds}model file {os.fspath(name_or_path)!r} (a model is NAME.json beside "
+                         f"NAME.safetensors)")
     for d in bundled_dirs():
         if (d / f"{name_or_path}.json").is_file():
             return d / f"{name_or_path}.json"
-    if p.is_file():
-        raise ModelError(f"{name_or_path}: not a model file (a model is NAME.json beside NAME.safetensors)")
     known = ", ".join(m["name"] + (" (default)" if m["default"] else "")
                       for m in list_models() if kind is None or m["kind"] == kind) or "none"
-    raise ModelError(f"no {kind + ' ' if kind else ''}model {name_or_path!r}: not a file, and not a bundled "
-                     f"{kind + ' ' if kind else ''}model (bundled: {known})")
+    here = (f" (./{name_or_path} for the one in this folder)"
+            if any(Path(name_or_path + end).is_file() for end in (".json", ".safetensors")) else "")
+    raise ModelError(f"no {kinds}model {name_or_path!r}: a model file is named by its path{here}, and no bundled "
+                     f"{kinds}model has this name (bundled: {known})")
 
 
 def read_meta(desc: Path) -> dict:
@@ -108,7 +127,7 @@ def load_weights(desc: Path, build, arrays: bool = False):
         raise ModelError(f"{weights}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
-def describe(name_or_path: str | None, kind: str) -> tuple[Path, dict]:
+def describe(name_or_path: str | os.PathLike | None, kind: str) -> tuple[Path, dict]:
     """(JSON path, description) of a model of `kind` (default name: that kind's bundled model); a model of the
     other kind is refused, naming the command that takes it."""
     name_or_path = name_or_path or DEFAULT[kind]

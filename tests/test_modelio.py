@@ -186,3 +186,25 @@ def test_a_file_that_is_not_a_model_is_named_as_such(tmp_path):
     text.write_text("not a model\n")
     with pytest.raises(ModelError, match="not a model file"):
         load_model(str(text))
+
+
+def test_a_same_named_file_in_the_current_folder_never_stands_in_for_a_bundled_model(tmp_path, monkeypatch, byte_model):
+    name = DEFAULT["text"]
+    for part in (".json", ".safetensors"):
+        shutil.copy(byte_model.with_suffix(part), tmp_path / f"{name}{part}")
+    (tmp_path / f"{name}.safetensors").write_bytes(b"damaged")
+    monkeypatch.chdir(tmp_path)
+    bundled = resolve(None)
+    assert bundled == resolve(name) and bundled.parent != tmp_path            # no -m, and -m NAME: the bundled one
+    with pytest.raises(ModelError, match="damaged"):
+        load_model(f"./{name}")                                               # a path: the file here
+    with pytest.raises(ModelError, match=f"./{name}-2 for the one in this folder"):
+        shutil.copy(byte_model, tmp_path / f"{name}-2.json")
+        resolve(f"{name}-2")
+
+
+def test_weights_without_their_description_say_the_json_is_missing(tmp_path, byte_model):
+    shutil.copy(byte_model.with_suffix(".safetensors"), tmp_path / "m.safetensors")
+    for given in (tmp_path / "m", f"{tmp_path}/m.safetensors"):
+        with pytest.raises(ModelError, match=r"m\.json: missing, the description of .*m\.safetensors"):
+            resolve(given)

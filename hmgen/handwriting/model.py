@@ -218,7 +218,7 @@ def save_hw_model(stem: str | os.PathLike, net: SynthesisNet, styles: list[dict]
 
 def load_hw_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu") -> HandwritingModel:
     """A handwriting synthesis model (default: hmgen.bundled.DEFAULT[HANDWRITING])."""
-    desc, meta = describe(None if name_or_path is None else str(name_or_path), HANDWRITING)
+    desc, meta = describe(name_or_path, HANDWRITING)
 
     def build(tensors):
         net = SynthesisNet(HWConfig(**meta["model"]))

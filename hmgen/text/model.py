@@ -33,7 +33,7 @@ def save_model(stem: str | os.PathLike, model: CharLM, vocab: Vocab, **meta) -> 
 
 def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu") -> LoadedModel:
     """A character LM (default: hmgen.bundled.DEFAULT[TEXT])."""
-    desc, meta = describe(None if name_or_path is None else str(name_or_path), TEXT)
+    desc, meta = describe(name_or_path, TEXT)
 
     def build(tensors):
         model = CharLM(ModelConfig(**meta["model"]))
