@@ -185,7 +185,8 @@ def test_eval_says_when_pieces_run_side_by_side_lose_context(byte_model, tmp_pat
 # ----------------------------------------------------------------------------- standard output going wrong
 
 def test_every_command_stops_quietly_with_141_when_the_reader_leaves():
-    for args in (["sample", "-n", "200"], ["decompress", "-c", str(DATA / "golden.hmz")]):
+    for args in (["sample", "-n", "200"], ["decompress", "-c", str(DATA / "golden.hmz")], ["models"],
+                 ["boundaries", "the_quick"]):                # the last two draw with rich, which exited with 1
         p = subprocess.Popen(HMGEN + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         p.stdout.close()                              # the reader left before the first byte
         err = p.stderr.read()

@@ -48,6 +48,19 @@ def say(message: str) -> None:
         pass
 
 
+def console(**options):
+    """A rich Console on stdout for the commands that draw with it (boundaries, models). rich meets a reader that
+    left by exiting with status 1 itself; here it is the BrokenPipeError every command stops on (141)."""
+    from rich.console import Console
+
+    class StdoutConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE), "standard output")
+
+    return StdoutConsole(**options)
+
+
 def read_utf8(path: str | os.PathLike) -> str:
     """A command's input text: a file, or "-" for standard input, as UTF-8; other bytes are an error in one line
     naming the input and where (never text holding surrogate escapes that fail later, further in)."""

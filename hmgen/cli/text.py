@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from hmgen.cli.common import read_utf8, save_output
+from hmgen.cli.common import console, read_utf8, save_output
 from hmgen.cli.options import (device_option, json_option, model_option, quiet_option, seed_option, set_threads,
                                threads_option)
 from hmgen.errors import HmgenError, UsageError
@@ -151,10 +151,9 @@ def boundaries(
     if as_json:
         typer.echo(json.dumps(b.to_dict()))
     elif not quiet and output != "-":
-        from rich.console import Console
-        console = Console(width=width or terminal_width(), highlight=False)
-        for line in render_terminal(b, console.width):
-            console.print(line, no_wrap=True, overflow="ignore", crop=False)
+        screen = console(width=width or terminal_width(), highlight=False)
+        for line in render_terminal(b, screen.width):
+            screen.print(line, no_wrap=True, overflow="ignore", crop=False)
 
 
 def terminal_width() -> int:
@@ -176,7 +175,6 @@ def models(as_json: bool = json_option("Print as JSON.")):
     if not found:
         typer.echo("no bundled models found")
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
@@ -193,4 +191,4 @@ def models(as_json: bool = json_option("Print as JSON.")):
             figure = "-"
         table.add_row(m["name"], m["kind"], f"{m['arch']} {layers}", f"{m['parameters'] / 1e6:.2f}M",
                       f"{(m['file_bytes'] or 0) / 2**20:.1f} MiB", figure, "default" if m.get("default") else "")
-    Console(width=None if sys.stdout.isatty() else 200).print(table)   # a pipe gets whole rows
+    console(width=None if sys.stdout.isatty() else 200).print(table)   # a pipe gets whole rows
