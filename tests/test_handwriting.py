@@ -16,6 +16,7 @@ from hmgen.handwriting.data import (HandwritingDataError, load_iam, load_npz, lo
                                     preprocess, select, to_strokes)
 from hmgen.handwriting.model import HWConfig, SynthesisNet, encode_text, mixture_nll, normalise, text_batch
 from hmgen.modelio import ModelError, load_hw_model, save_hw_model
+from hmgen.errors import UsageError
 from hmgen.handwriting.render import to_png, to_svg
 from hmgen.handwriting.sample import WORD_GAP, Line, SynthesisError, space_words, synthesize, wrap, write_lines
 
@@ -248,7 +249,7 @@ def test_same_seed_same_strokes_and_priming_runs():
     assert all(np.array_equal(x.offsets, y.offsets) for x, y in zip(a, b))
     primed = write_lines(m, ["abc", "cab"], seed=5, style=0, max_steps_per_char=4)
     assert [ln.prime_chars for ln in primed] == [3, 3]
-    with pytest.raises(SynthesisError, match="no style 1"):
+    with pytest.raises(UsageError, match="--style 1: .* has styles 0..0"):
         write_lines(m, ["a"], style=1)
     with pytest.raises(SynthesisError, match="'Z'.*'x'|'x'.*'Z'"):
         synthesize(m, ["abZx"])
@@ -438,7 +439,7 @@ def test_cli_errors(tmp_path, hw_model):
     r = run(["handwrite", "hello", "-m", str(hw_model)])
     assert r.returncode == 2 and "-o" in r.stderr
     r = run(["handwrite", "hello", "-m", str(hw_model), "-o", "-", "--style", "7"])
-    assert r.returncode == 1 and "no style 7" in r.stderr
+    assert r.returncode == 2 and "--style 7" in r.stderr                # a bad argument
     r = run(["handwrite", "  \n ", "-m", str(hw_model), "-o", "-"])
     assert r.returncode == 1 and "nothing to write" in r.stderr
     r = run(["handwrite", "hello", "-m", str(tmp_path / "none"), "-o", "-"])
@@ -632,6 +633,15 @@ def test_cli_svg_and_png_to_the_same_file_is_a_usage_error(tmp_path):
     r = subprocess.run(HMGEN + ["handwrite", "hi", "-o", str(tmp_path / "x.svg"), "--png", str(tmp_path / "x.svg")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "same file" in r.stderr and not (tmp_path / "x.svg").exists()
+
+
+@pytest.mark.parametrize("bad", [["--png", "{tmp}/missing/x.png"], ["--png", "{tmp}/x.png", "--line-height", "10000"],
+                                 ["--png", "{tmp}/x.png", "--line-height", "1", "--margin", "0", "--stroke-width", "1000"]])
+def test_cli_writes_no_output_when_any_output_would_fail(tmp_path, hw_model, bad):
+    args = [a.format(tmp=tmp_path) for a in bad]
+    r = run(["handwrite", "hi", "-m", str(hw_model), "-o", str(tmp_path / "a.svg"), "--seed", "1", *args])
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+    assert "--stroke-width" in r.stderr and "pen is wider" in r.stderr if "1000" in bad else True
 
 
 def test_handwriting_runs_default_to_a_tenth_of_the_straight_through_gradient_text_runs_to_all_of_it():

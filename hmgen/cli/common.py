@@ -83,6 +83,20 @@ def writing(path):
         raise HmgenError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
+def check_output(path: str | None) -> None:
+    """Before the work, that an output file can be written where it is named: its folder exists and it is not a
+    folder itself (save_output would find out only once the work is done, after another output was written)."""
+    from pathlib import Path
+
+    if path is None or path == "-":
+        return
+    p = Path(path)
+    for problem, there in ((errno.ENOENT, not p.parent.exists()), (errno.ENOTDIR, not p.parent.is_dir()),
+                           (errno.EISDIR, p.is_dir())):
+        if there:
+            raise HmgenError(f"{path}: cannot write ({os.strerror(problem)})")
+
+
 def save_output(path: str, data: bytes | str) -> None:
     """Write a command's output file: a regular file (new or replaced) through a temporary file beside it, renamed
     into place only once complete, so a failure leaves no partial file; a device or pipe (/dev/null, a FIFO) is

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from hmgen.cli.common import read_utf8, save_output
+from hmgen.cli.common import check_output, read_utf8, save_output
 from hmgen.cli.options import model_option, seed_option
 from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.errors import HmgenError, UsageError
@@ -54,7 +54,7 @@ def handwrite(
 
     from hmgen.modelio import load_hw_model
     from hmgen.handwriting.render import to_png, to_svg
-    from hmgen.handwriting.sample import wrap, write_lines
+    from hmgen.handwriting.sample import style_prime, wrap, write_lines
 
     torch.set_num_threads(1)   # one line at a time, small matrices: extra threads only add overhead
     hm = load_hw_model(model)
@@ -62,8 +62,9 @@ def handwrite(
         for i, s in enumerate(hm.styles):
             typer.echo(f"{i}\t{s['text']}\t{s.get('line_id', '')}")       # N, its text, its IAM-OnDB line
         return
-    if text is None:
-        raise UsageError("no text: give TEXT, or - to read it from stdin")
+    if text is None or text == "":
+        raise UsageError(f"{'no' if text is None else 'empty'} text: give TEXT, or - to read it from stdin")
+    style_prime(hm, style)                  # a style the bank lacks is refused before any work
     if output is None and png is None:
         raise UsageError("no output: give -o FILE.svg (- for stdout), or --png FILE.png")
     if output == "-" and png == "-":
@@ -75,6 +76,8 @@ def handwrite(
     for name, value in (("--color", color), ("--background", background)):
         if not re.fullmatch(r"#[0-9a-fA-F]{3,8}|[a-zA-Z]+|rgba?\([0-9., %]+\)", value):
             raise UsageError(f"{name}: not an SVG colour: {value!r}")
+    check_output(output)
+    check_output(png)
     if text == "-":
         text = read_utf8("-")
     if skip_unknown:
@@ -98,16 +101,12 @@ def handwrite(
                    f"style {style if style is not None else '-'}, seed {seed if seed is not None else '-'})", err=True)
     offsets = [ln.offsets for ln in written]
     svg = to_svg(offsets, hm.cfg.line_height, line_height, margin, color, stroke_width, background,
-                 title=" / ".join(lines)[:200], smooth=smooth)
-    if output == "-":
-        sys.stdout.write(svg + "\n")
-        sys.stdout.flush()
-    elif output is not None:
-        save_output(output, (svg + "\n").encode())       # a failed write leaves no partial SVG behind
-    if png is not None:
-        image = to_png(offsets, hm.cfg.line_height, line_height, margin, stroke_width, smooth)
-        if png == "-":
-            sys.stdout.buffer.write(image)
+                 title=" / ".join(lines)[:200], smooth=smooth) + "\n"
+    image = to_png(offsets, hm.cfg.line_height, line_height, margin, stroke_width, smooth) if png else None
+    # both drawn (a PNG too large is refused) before either is written; a failed write leaves no partial file
+    for where, data in ((output, svg.encode()), (png, image)):
+        if where == "-":
+            sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
-        else:
-            save_output(png, image)
+        elif where is not None:
+            save_output(where, data)

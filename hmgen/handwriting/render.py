@@ -86,9 +86,12 @@ def to_png(lines_offsets: list[np.ndarray], units_per_line: float, line_height: 
            margin: float = MARGIN, stroke_width: float = STROKE_WIDTH, smooth: bool = True, supersample: int = 2) -> bytes:
     """Grey-scale PNG of the same layout as to_svg (black ink on white), antialiased by supersampling."""
     W, H, placed = layout(lines_offsets, units_per_line, line_height, margin, smooth)
-    if W * H > MAX_PNG_PIXELS or stroke_width > min(W, H):
-        raise HmgenError(f"a PNG of {W:.6g} x {H:.6g} pixels with a {stroke_width:g}-pixel pen is too large to draw "
-                         f"(at most {MAX_PNG_PIXELS:,} pixels): lower --line-height, --margin or --stroke-width")
+    if stroke_width > min(W, H):
+        raise HmgenError(f"a {stroke_width:g}-pixel pen is wider than the PNG it would draw ({W:,.0f} x {H:,.0f} "
+                         f"pixels): lower --stroke-width, or raise --line-height")
+    if W * H > MAX_PNG_PIXELS:
+        raise HmgenError(f"a PNG of {W:,.0f} x {H:,.0f} pixels is too large to draw (at most {MAX_PNG_PIXELS:,} "
+                         f"pixels): lower --line-height or --margin")
     k = supersample
     w, h = int(np.ceil(W)) * k, int(np.ceil(H)) * k
     ink = np.zeros((h, w), bool)

@@ -17,7 +17,7 @@ import torch
 
 from hmgen.handwriting.defaults import BIAS
 from hmgen.handwriting.model import HandwritingModel, denormalise, encode_text, split_params, text_batch
-from hmgen.errors import HmgenError
+from hmgen.errors import HmgenError, UsageError
 
 
 class SynthesisError(HmgenError):
@@ -245,12 +245,14 @@ def space_words(line: Line, units_per_line: float, gap: tuple[float, float] = WO
 
 
 def style_prime(model: HandwritingModel, style: int | None):
+    """The style bank's line `style` (its pen offsets, its text), or None; a style the bank lacks is a bad
+    argument (UsageError)."""
     if style is None:
         return None
     if not model.styles:
-        raise SynthesisError(f"model {model.name!r} has no style bank")
+        raise UsageError(f"--style {style}: model {model.name!r} has no style bank")
     if not 0 <= style < len(model.styles):
-        raise SynthesisError(f"no style {style}: model {model.name!r} has styles 0..{len(model.styles) - 1}")
+        raise UsageError(f"--style {style}: model {model.name!r} has styles 0..{len(model.styles) - 1}")
     s = model.styles[style]
     return np.asarray(s["offsets"], np.float32), s["text"]
 
