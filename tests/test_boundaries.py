@@ -147,7 +147,7 @@ def test_cli_reads_standard_input_and_writes_svg_to_stdout(byte_model):
 
 
 @pytest.mark.parametrize("args, code", [
-    (["", "-m", "{byte}"], 1),                          # empty text
+    (["", "-m", "{byte}"], 2),                          # empty text: a bad argument, as no text at all
     (["hello", "-m", "no-such-model"], 1),
     (["UPPER", "-m", "{char}"], 1),                     # outside the model's vocabulary
     (["-m", "{byte}"], 2),                              # no text at all
@@ -167,6 +167,11 @@ def test_cli_columns_0_still_draws_the_rows(byte_model):
 def test_one_boundary_is_one_boundary_not_1_boundaries(byte_model):
     r = run("boundaries", "the cat sat", "-m", str(byte_model))
     assert r.returncode == 0 and "1 boundaries" not in r.stdout
+
+
+def test_one_step_is_one_step_not_1_steps(byte_model):
+    r = run("boundaries", "a", "-m", str(byte_model))
+    assert r.returncode == 0 and "of 1 step;" in r.stdout and "1 steps" not in r.stdout
 
 
 @pytest.mark.parametrize("text", ["a\U0001F44D\U0001F3FDb", "\u2764\ufe0fc", "e\u0301x", "x\u200by", "\u65e5\u672c z"])

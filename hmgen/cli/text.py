@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from hmgen.cli.common import console, read_utf8, save_output
+from hmgen.cli.common import check_output, console, read_utf8, save_output
 from hmgen.cli.options import (device_option, json_option, model_option, quiet_option, seed_option, set_threads,
                                threads_option)
 from hmgen.errors import HmgenError, UsageError
@@ -133,10 +133,13 @@ def boundaries(
         raise UsageError("give the text or --file PATH, not both")
     if output == "-" and as_json:
         raise UsageError("--json and -o - both write to stdout; choose one")
+    if text == "":
+        raise UsageError("the text is empty: give some text, - for standard input, or --file PATH")
+    check_output(output)
     if file is not None or text == "-":
         text = read_utf8(file or "-")
     if not text:
-        raise HmgenError("the text is empty: nothing to show")
+        raise HmgenError(f"{file or 'standard input'} is empty: nothing to show")
     from hmgen.text.boundaries import analyse, render_svg, render_terminal
 
     lm = open_model(model, device)

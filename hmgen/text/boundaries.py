@@ -208,7 +208,8 @@ def rows(chars: list[str], width: int) -> list[tuple[int, int]]:
 
 
 def legend_lines(b: Boundaries) -> list[str]:
-    unit = "steps" if len(b.step_char) == len(b.chars) else "steps (bytes)"
+    unit = "step" if len(b.z) == 1 else "steps"
+    unit += "" if len(b.step_char) == len(b.chars) else " (bytes)"
     lines = []
     for l, (row, fired) in enumerate(zip(b.counts, b.z.sum(0)), 1):
         detector = (f"{int(fired)} boundar{'y' if int(fired) == 1 else 'ies'}" if l < b.num_layers
