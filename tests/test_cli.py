@@ -159,6 +159,18 @@ def test_eval_refuses_a_corpus_folder_without_a_test_split_naming_its_splits(byt
     assert in_process(["eval", str(tmp_path), "--split", "valid", "-m", str(byte_model), "-q"]).exit_code == 0
 
 
+def test_eval_refuses_an_unknown_split_name_before_looking_at_the_data(tmp_path):
+    r = in_process(["eval", f"ptb:{tmp_path / 'nonexist'}", "--split", "bogus"])
+    assert r.exit_code == 2 and "'bogus' is not one of train, valid, test" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_eval_of_an_empty_device_says_what_eval_of_an_empty_file_says(byte_model, tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    said = [in_process(["eval", path, "-m", str(byte_model)]).stderr for path in (str(tmp_path / "empty.txt"), "/dev/null")]
+    assert said == [f"hmgen: {tmp_path / 'empty.txt'}: need at least 2 symbols to evaluate\n",
+                    "hmgen: /dev/null: need at least 2 symbols to evaluate\n"]
+
+
 def test_eval_uses_a_plain_folder_whole(byte_model, tmp_path):
     (tmp_path / "a.txt").write_text("the cat sat. ")
     (tmp_path / "b.txt").write_text("on the mat. ")

@@ -20,7 +20,7 @@ def check_values(command, ctx, args: list[str]) -> None:
     """The one validation of values at the CLI's edge, for every command, on the words the user typed, before typer
     converts them (its conversion would report `-t nan` against the option's range, and a word that is not a
     number in its own terms): a number must parse, be finite, fit in 64 bits if an integer, and lie in the option's
-    range; a text argument must be UTF-8 (the shell may pass any bytes: Python holds those that are not as
+    range; a choice must be one of its values; a text argument must be UTF-8 (the shell may pass any bytes: Python holds those that are not as
     surrogate escapes). A failure is a usage error (exit 2) naming the option and saying what it takes. What
     typer's parser itself refuses (an unknown option, a missing value) is left to it, and so is --help."""
     try:
@@ -33,8 +33,11 @@ def check_values(command, ctx, args: list[str]) -> None:
         value = given.get(param.name)
         if not isinstance(value, str):
             continue
-        kind = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+        described = getattr(param, "type_descriptor", None)
+        kind = getattr(described, "annotation", None)
+        choices = [str(c) for c in described.choices or ()] if getattr(described, "is_choice", False) else None
         problem = (number_problem(value, kind, param) if kind in (int, float) else
+                   f"{value!r} is not one of {', '.join(choices)}" if choices and value not in choices else
                    text_problem(value) if param.name in TEXT_PARAMETERS else None)
         if problem:
             raise typer.BadParameter(problem, ctx=ctx, param=param)

@@ -111,7 +111,7 @@ def read_bytes(path: str | os.PathLike) -> bytes:
             return gzip.decompress(path.read_bytes())
         return path.read_bytes()
     except (lzma.LZMAError, OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
+        raise DataError(f"{path}: cannot read ({e.strerror if isinstance(e, OSError) and e.strerror else e})") from None
 
 
 def _ids(data: bytes) -> np.ndarray:
@@ -205,7 +205,8 @@ def load_eval_ids(spec: str, split: str | None, vocab: Vocab) -> np.ndarray:
     """Data to evaluate a model on: a plain file or folder, whole (it has no splits: asking for one is a
     usage error), or a split of a corpus (default: test; a corpus without one is refused, naming its splits)."""
     p = Path(spec)
-    if spec == "-" or p.is_file() or (p.is_dir() and not split_files(p)["train"]):
+    if spec == "-" or (p.exists() and not p.is_dir()) or (p.is_dir() and not split_files(p)["train"]):
+        # a file, or a device or FIFO read as one (`eval /dev/null` is empty data, not a corpus too small to train)
         if split is not None:
             raise UsageError(f"{spec}: a plain {'folder' if p.is_dir() else 'file'} has no splits; it is "
                              f"evaluated whole (leave out --split {split})")
