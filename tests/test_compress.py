@@ -1,4 +1,5 @@
 """Compression: byte-exact round trips, portable integer inference, the archive format, the CLI."""
+import json
 import io
 import os
 import random
@@ -476,6 +477,14 @@ def test_test_and_list_report_on_an_archive():
     assert hmgen("decompress", "-t", "-v", str(DATA / "golden.hmz")).returncode == 0
     r = hmgen("compress", "-l", str(DATA / "golden.hmz"))
     assert r.returncode == 0 and b"english-small" in r.stdout and b"185" in r.stdout
+
+
+def test_an_empty_file_reports_no_ratio_of_nothing(tmp_path, byte_model):
+    (tmp_path / "e.txt").write_bytes(b"")
+    r = hmgen("compress", "-k", "-m", str(byte_model), str(tmp_path / "e.txt"))
+    listed = hmgen("decompress", "-l", "--json", str(tmp_path / "e.txt.hmz"))
+    assert r.returncode == 0 and b"e.txt: 0 -> " in r.stderr and b"%" not in r.stderr and b"bpc" not in r.stderr
+    assert json.loads(listed.stdout)[0]["ratio"] is None
 
 
 def test_a_character_level_model_is_refused_for_compression(char_model):

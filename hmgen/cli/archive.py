@@ -24,10 +24,9 @@ def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:
     st = res.stats
     original, packed = (st.bytes_out, st.bytes_in) if decompressing else (st.bytes_in, st.bytes_out)
     speed = original / st.seconds / 1000 if st.seconds > 0 else 0.0
-    bpc = 8 * packed / original if original else 0.0
     sizes = f"{packed:,} -> {original:,}" if decompressing else f"{original:,} -> {packed:,}"
-    line = (f"{path}: {sizes} bytes ({100 * packed / max(1, original):.1f}%, {bpc:.3f} bpc), "
-            f"{speed:.1f} kB/s")
+    ratio = f" ({100 * packed / original:.1f}%, {8 * packed / original:.3f} bpc)" if original else ""  # of nothing: none
+    line = f"{path}: {sizes} bytes{ratio}, {speed:.1f} kB/s"
     if verbose:
         line += (f", model {st.model}, {st.blocks} block(s), methods {'/'.join(map(str, st.methods))}, "
                  f"lanes {'/'.join(map(str, st.lanes))}")
@@ -94,7 +93,7 @@ def list_archives(files: list[str], as_json: bool) -> None:
             status = 1
             continue
         rows.append({"file": path, "compressed": info.compressed, "original": info.original,
-                     "ratio": round(info.compressed / max(1, info.original), 4),
+                     "ratio": round(info.compressed / info.original, 4) if info.original else None,
                      "bpc": round(8 * info.compressed / info.original, 4) if info.original else None,
                      "model": info.name, "weights_sha256": info.weights_hash, "blocks": info.blocks,
                      "lanes": info.lanes, "methods": info.methods, "members": info.members, "models": info.models})
@@ -104,7 +103,8 @@ def list_archives(files: list[str], as_json: bool) -> None:
         typer.echo(f"{'compressed':>12} {'original':>12} {'ratio':>7} {'bpc':>6}  {'model':<16} file")
         for r in rows:
             bpc = f"{r['bpc']:6.3f}" if r["bpc"] is not None else "     -"
-            typer.echo(f"{r['compressed']:>12,} {r['original']:>12,} {100 * r['ratio']:6.1f}% {bpc}  "
+            ratio = f"{100 * r['ratio']:6.1f}%" if r["ratio"] is not None else "      -"
+            typer.echo(f"{r['compressed']:>12,} {r['original']:>12,} {ratio} {bpc}  "
                        f"{r['model']:<16} {r['file']}")
     raise typer.Exit(status)
 
