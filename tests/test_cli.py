@@ -332,6 +332,17 @@ def test_extreme_temperatures_still_sample(temperature, byte_model):
     assert r.returncode == 0 and r.stderr == "" and len(r.stdout) == 20
 
 
+def test_commands_that_step_a_model_run_torch_on_one_thread_unless_told(byte_model, monkeypatch, tmp_path):
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    (tmp_path / "t.txt").write_text("the cat sat on the mat\n")
+    m = ["-m", str(byte_model)]
+    for args in (["sample", "-n", "3", *m], ["eval", str(tmp_path / "t.txt"), "-q", *m], ["boundaries", "ab", "-q", *m],
+                 ["boundaries", "ab", "-q", "--threads", "2", *m]):
+        assert in_process(args).exit_code == 0
+    assert chosen == [1, 1, 1, 2]
+
+
 def test_a_model_too_large_for_memory_is_refused_before_training(tmp_path):
     data = tmp_path / "c.txt"
     data.write_text("some text to train on\n" * 100)

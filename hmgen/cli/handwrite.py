@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from hmgen.cli.common import check_output, read_utf8, save_output
-from hmgen.cli.options import model_option, seed_option
+from hmgen.cli.options import model_option, seed_option, set_threads
 from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.errors import HmgenError, UsageError
 from hmgen.bundled import DEFAULT, HANDWRITING
@@ -50,13 +50,11 @@ def handwrite(
     import re
     import time
 
-    import torch
-
     from hmgen.modelio import load_hw_model
     from hmgen.handwriting.render import to_png, to_svg
     from hmgen.handwriting.sample import style_prime, wrap, write_lines
 
-    torch.set_num_threads(1)   # one line at a time, small matrices: extra threads only add overhead
+    set_threads(None)          # one line at a time, small matrices: extra threads only add overhead
     hm = load_hw_model(model)
     if list_styles:
         for i, s in enumerate(hm.styles):

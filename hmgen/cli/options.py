@@ -97,7 +97,8 @@ def device_option(default: Optional[str] = "cpu"):
 MAX_THREADS = 1024
 
 
-def threads_option(help: str = "CPU threads for torch (default: all cores)."):
+def threads_option(help: str = "CPU threads for torch (default: 1, fastest for its small steps, the more so on "
+                               "a busy machine)."):
     return typer.Option(None, "--threads", min=1, max=MAX_THREADS, help=help)
 
 
@@ -118,6 +119,8 @@ def json_option(help: str = "Print the figures as JSON."):
 
 
 def set_threads(n: Optional[int]) -> None:
-    if n:
-        import torch
-        torch.set_num_threads(n)
+    """torch's CPU threads for a command that runs a model step by step (sample, eval, boundaries; compress on a
+    torch device): n, or one by default. Each step is many small operations: torch's default of one thread per
+    core gained nothing on a quiet machine and lost 4-7x beside a busy process (benchmarks/RESULTS.md)."""
+    import torch
+    torch.set_num_threads(n or 1)

@@ -35,6 +35,7 @@ def sample(
     model: Optional[str] = model_option(),
     echo: bool = typer.Option(True, "--echo/--no-echo", help="Print the prime before the continuation."),
     device: str = device_option(),
+    threads: Optional[int] = threads_option(),
     quiet: bool = quiet_option("No progress bar (shown only when stdout is not a terminal)."),
 ):
     """Generate text, streaming to stdout as it is produced.
@@ -43,6 +44,7 @@ def sample(
     """
     from hmgen.text.sample import generate
 
+    set_threads(threads)
     lm = open_model(model, device)
     out = sys.stdout.buffer
     chunks = generate(lm, prime, length, temperature, top_k, top_p, seed, device)
@@ -121,6 +123,7 @@ def boundaries(
     width: Optional[int] = typer.Option(None, "--width", "-w", min=20, help="Columns per row (default: the terminal's; SVG: 100 characters)."),
     as_json: bool = json_option("Print the raw z matrix, operations and counts as JSON."),
     device: str = device_option(),
+    threads: Optional[int] = threads_option(),
     quiet: bool = quiet_option("No terminal picture (with -o) and no progress bar."),
 ):
     """Show where each layer's boundary detector fires on a text: one row per layer under the text.
@@ -142,6 +145,7 @@ def boundaries(
         raise HmgenError(f"{file or 'standard input'} is empty: nothing to show")
     from hmgen.text.boundaries import analyse, render_svg, render_terminal
 
+    set_threads(threads)
     lm = open_model(model, device)
     with Bar("boundaries", quiet or len(text) < 2000) as bar:
         b = analyse(lm, text, progress=bar.update)
