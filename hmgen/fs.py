@@ -27,6 +27,12 @@ def one_line(e: BaseException) -> str:
     return " ".join(text.split())
 
 
+def reason(e: BaseException) -> str:
+    """Why an operation on a file failed, for a message that names the file itself: an OSError's strerror ("No
+    such file or directory", not "[Errno 2] No such file or directory: 'x'"), else the error's one line."""
+    return e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -166,7 +166,8 @@ def test_eval_refuses_an_unknown_split_name_before_looking_at_the_data(tmp_path)
 
 def test_eval_of_an_empty_device_says_what_eval_of_an_empty_file_says(byte_model, tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
-    said = [in_process(["eval", path, "-m", str(byte_model)]).stderr for path in (str(tmp_path / "empty.txt"), "/dev/null")]
+    said = [in_process(["eval", path, "-m", str(byte_model)]).stderr
+            for path in (str(tmp_path / "empty.txt"), "/dev/null")]
     assert said == [f"hmgen: {tmp_path / 'empty.txt'}: need at least 2 symbols to evaluate\n",
                     "hmgen: /dev/null: need at least 2 symbols to evaluate\n"]
 
@@ -284,7 +285,8 @@ def test_extreme_numbers_are_usage_errors_naming_the_option(args, option, tmp_pa
 
 @pytest.mark.parametrize("args, says", [
     (["sample", "-t", "nan", "-n", "1"], "nan is not a finite number (expected a number of at least 0)"),
-    (["handwrite", "hi", "-o", "x.svg", "--bias", "nan"], "nan is not a finite number (expected a number from 0 to 100)"),
+    (["handwrite", "hi", "-o", "x.svg", "--bias", "nan"],
+     "nan is not a finite number (expected a number from 0 to 100)"),
     (["compress", "-T", "-1"], "-1 is not an integer from 0 to 1024"),           # -1 is -T's value, not level 1
     (["compress", "--threads", "x"], "'x' is not an integer from 0 to 1024"),
     (["sample", "-n", "1e3"], "'1e3' is not an integer of at least 0"),
@@ -322,7 +324,8 @@ def test_a_quoted_name_that_is_not_utf8_shows_its_bytes_as_escapes(args, tmp_pat
 def test_handwriting_standard_input_that_is_not_utf8_is_refused_as_boundaries_refuses_it(tmp_path):
     for args in (["handwrite", "-", "-o", "x.svg"], ["boundaries", "-"]):
         r = subprocess.run(HMGEN + args, input=b"ab\xff cd", capture_output=True, cwd=tmp_path, timeout=120)
-        assert r.returncode == 1 and r.stderr == b"hmgen: standard input: not UTF-8 text (invalid start byte at byte 2)\n"
+        said = b"hmgen: standard input: not UTF-8 text (invalid start byte at byte 2)\n"
+        assert r.returncode == 1 and r.stderr == said
     assert not (tmp_path / "x.svg").exists()
 
 

@@ -25,7 +25,7 @@ def archive_summary(path: str, res, decompressing: bool, verbose: bool) -> str:
     original, packed = (st.bytes_out, st.bytes_in) if decompressing else (st.bytes_in, st.bytes_out)
     speed = original / st.seconds / 1000 if st.seconds > 0 else 0.0
     sizes = f"{packed:,} -> {original:,}" if decompressing else f"{original:,} -> {packed:,}"
-    ratio = f" ({100 * packed / original:.1f}%, {8 * packed / original:.3f} bpc)" if original else ""  # of nothing: none
+    ratio = f" ({100 * packed / original:.1f}%, {8 * packed / original:.3f} bpc)" if original else ""   # none of 0
     line = f"{path}: {sizes} bytes{ratio}, {speed:.1f} kB/s"
     if verbose:
         line += (f", model {st.model}, {st.blocks} block(s), methods {'/'.join(map(str, st.methods))}, "

@@ -20,9 +20,10 @@ def check_values(command, ctx, args: list[str]) -> None:
     """The one validation of values at the CLI's edge, for every command, on the words the user typed, before typer
     converts them (its conversion would report `-t nan` against the option's range, and a word that is not a
     number in its own terms): a number must parse, be finite, fit in 64 bits if an integer, and lie in the option's
-    range; a choice must be one of its values; a text argument must be UTF-8 (the shell may pass any bytes: Python holds those that are not as
-    surrogate escapes). A failure is a usage error (exit 2) naming the option and saying what it takes. What
-    typer's parser itself refuses (an unknown option, a missing value) is left to it, and so is --help."""
+    range; a choice must be one of its values; a text argument must be UTF-8 (the shell may pass any bytes: Python
+    holds those that are not as surrogate escapes). A failure is a usage error (exit 2) naming the option and
+    saying what it takes. What typer's parser itself refuses (an unknown option, a missing value) is left to it,
+    and so is --help."""
     try:
         given, _, _ = command.make_parser(ctx).parse_args(args=list(args))
     except ClickUsageError:                           # typer reports it in its own words

@@ -72,7 +72,8 @@ def default_streams(symbols: int) -> int:
 
 def evaluate_cmd(
     data: str = typer.Argument(..., help="A plain file or folder (evaluated whole), or a corpus with splits: ptb:DIR, text8[:DIR], enwik8[:DIR], a folder with *train*/*valid*/*test* files; iam:DIR for a handwriting model."),
-    split: Optional[Literal["train", "valid", "test"]] = typer.Option(None, help="Split of a corpus: train, valid or test (default: test). A plain file or folder has no splits."),
+    split: Optional[Literal["train", "valid", "test"]] = typer.Option(
+        None, help="Split of a corpus: train, valid or test (default: test). A plain file or folder has no splits."),
     model: Optional[str] = model_option(),
     max_symbols: Optional[int] = typer.Option(None, min=1, help="Evaluate on the first N symbols only."),
     streams: Optional[int] = typer.Option(None, min=1, help=f"Pieces of the data run side by side: faster, but each starts from a zero state, so the context before it is lost and the figure is a little worse than with 1 (default: up to 16 pieces of at least {MIN_PIECE:,} symbols)."),

@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from hmgen.errors import UsageError
+from hmgen.fs import reason
 from hmgen.training.config import OPTIONS, TYPES, flag, parse_options, show
 
 HELP = """Train an HM-LSTM (or LSTM) language model, or a handwriting model (iam:DIR).
@@ -30,7 +31,7 @@ def read_config_file(path: Path) -> dict:
         text = path.read_text()
         d = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: cannot read config ({e.strerror if isinstance(e, OSError) and e.strerror else e})") from None
+        raise UsageError(f"{path}: cannot read config ({reason(e)})") from None
     if not isinstance(d, dict):
         raise UsageError(f"{path}: a config file holds keys and values")
     return d

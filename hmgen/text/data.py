@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from hmgen.errors import DataError, UsageError
+from hmgen.fs import reason
 
 
 class VocabError(DataError):
@@ -111,7 +112,7 @@ def read_bytes(path: str | os.PathLike) -> bytes:
             return gzip.decompress(path.read_bytes())
         return path.read_bytes()
     except (lzma.LZMAError, OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read ({e.strerror if isinstance(e, OSError) and e.strerror else e})") from None
+        raise DataError(f"{path}: cannot read ({reason(e)})") from None
 
 
 def _ids(data: bytes) -> np.ndarray:
