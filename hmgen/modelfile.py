@@ -39,6 +39,10 @@ class ModelError(HmgenError):
     """A model that cannot be found or loaded: reported as one line."""
 
 
+class ModelNotFound(ModelError):
+    """No model by that name or at that path (not: one that is there but damaged)."""
+
+
 def bundled_dirs() -> list[Path]:
     here = Path(__file__).resolve().parent
     return [d for d in (here / "models", here.parent / "models") if d.is_dir()]
@@ -84,8 +88,8 @@ def resolve(name_or_path: str | os.PathLike | None, kind: str | None = None) -> 
                                  f"NAME.json beside NAME.safetensors)")
         if p.is_file():
             raise ModelError(f"{name_or_path}: not a model file (a model is NAME.json beside NAME.safetensors)")
-        raise ModelError(f"no {kinds}model file {os.fspath(name_or_path)!r} (a model is NAME.json beside "
-                         f"NAME.safetensors)")
+        raise ModelNotFound(f"no {kinds}model file {os.fspath(name_or_path)!r} (a model is NAME.json beside "
+                            f"NAME.safetensors)")
     for d in bundled_dirs():
         if (d / f"{name_or_path}.json").is_file():
             return d / f"{name_or_path}.json"
@@ -93,8 +97,8 @@ def resolve(name_or_path: str | os.PathLike | None, kind: str | None = None) -> 
                       for m in list_models() if kind is None or m["kind"] == kind) or "none"
     here = (f" (./{name_or_path} for the one in this folder)"
             if any(Path(name_or_path + end).is_file() for end in (".json", ".safetensors")) else "")
-    raise ModelError(f"no {kinds}model {name_or_path!r}: a model file is named by its path{here}, and no bundled "
-                     f"{kinds}model has this name (bundled: {known})")
+    raise ModelNotFound(f"no {kinds}model {name_or_path!r}: a model file is named by its path{here}, and no "
+                        f"bundled {kinds}model has this name (bundled: {known})")
 
 
 def read_meta(desc: Path) -> dict:

@@ -214,6 +214,25 @@ def test_an_archive_made_with_another_model_of_the_same_name_asks_for_its_file()
     assert "--model english-small-3" not in str(e.value)
 
 
+def test_an_archive_whose_model_is_there_but_damaged_says_so_not_that_it_is_missing(monkeypatch):
+    from hmgen.archive import files
+    from hmgen.archive.format import FormatError, Header
+    from hmgen.modelfile import ModelError, ModelNotFound
+    def failing(error):
+        def get(name):
+            raise error
+        return get
+
+    head = Header("english-small-3", b"\x01" * 32, 0)
+    engines = files.Engines()
+    monkeypatch.setattr(engines, "get", failing(ModelError("m.safetensors: damaged")))
+    with pytest.raises(ModelError, match="damaged"):
+        engines.for_archive(head, None)
+    monkeypatch.setattr(engines, "get", failing(ModelNotFound("no text model")))
+    with pytest.raises(FormatError, match="not installed: pass --model PATH"):
+        engines.for_archive(head, None)
+
+
 @pytest.mark.parametrize("command", [[], ["compress"], ["sample"], ["handwrite"], ["train"]])
 def test_help_on_a_narrow_terminal_never_cuts_an_example_command(command):
     import os

@@ -30,7 +30,7 @@ from typing import BinaryIO, Callable, ContextManager
 from hmgen.archive.format import (DEFAULT_LEVEL, LEVELS, Engine, FormatError, Header, Level, Listing, Stats,
                                   code_block, compress, decompress, list_archive, read_header)
 from hmgen.fs import atomic_write
-from hmgen.modelfile import ModelError, load_arrays
+from hmgen.modelfile import ModelError, ModelNotFound, load_arrays
 
 SUFFIX = ".hmz"
 SPOOL = 64 << 20          # decoded bytes held in memory before stdout output spills to a temporary file
@@ -97,7 +97,7 @@ class Engines:
         """The model an archive names (or the one given), refusing a model with other weights."""
         try:
             q, name = self.get(model or head.name)
-        except ModelError:
+        except ModelNotFound:                 # not one that is there but damaged: that error says so itself
             if model:
                 raise
             raise FormatError(f"archive needs model {head.name!r} (weights sha256 {head.weights_hash.hex()[:16]}…), "
