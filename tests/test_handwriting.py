@@ -699,3 +699,15 @@ def test_calibration_sets_each_detectors_rate_on_the_lines_given():
     calibrate(net, batches, [0.2, 0.05])
     got = rates(net, batches)
     assert got[0] == pytest.approx(0.2, abs=0.01) and got[1] == pytest.approx(0.05, abs=0.01)
+
+
+def test_calibrating_a_model_file_writes_a_model_whose_detectors_fire_at_their_targets(iam_dir, tmp_path):
+    from hmgen.handwriting.calibrate import main as calibrate_main
+    torch.manual_seed(1)
+    cfg = tiny_cfg(hidden=[8, 8, 8], arch="hmlstm", alphabet=" " + "".join(map(chr, range(97, 123))) + ".,'")
+    src = save_hw_model(tmp_path / "src", SynthesisNet(cfg), [], description="untrained test model")
+    calibrate_main([str(src), str(tmp_path / "cal"), "--data", str(iam_dir), "--lines", "50"])
+    meta = json.loads((tmp_path / "cal.json").read_text())
+    assert meta["calibration"]["targets"] == [0.2, 0.05]               # the handwriting task's own
+    assert meta["calibration"]["rates_after"][0] == pytest.approx(0.2, abs=0.02)    # (4 lines: too few for layer 2)
+    assert load_hw_model(str(tmp_path / "cal.json")).cfg.hidden == [8, 8, 8]

@@ -6,8 +6,9 @@ what a trained model's detectors do on other lines then depends on the last batc
 at a fraction to nearly twice its target on validation at successive evaluations: benchmarks/RESULTS.md).
 Calibration replaces that last-batch bias by the one that hits the target over `lines` training lines, from the
 zero state, whole lines, as the model is used: layer by layer from the bottom (a layer's threshold changes which
-steps the layer above computes), a few rounds. hmgen's choice; the paper has no controller. Used when bundling a
-model.
+steps the layer above computes), a few rounds. hmgen's choice; the paper has no controller. Before bundling:
+
+  python -m hmgen.handwriting.calibrate runs/hw/best runs/hw/calibrated --data DIR    # then measure, bundle
 """
 from __future__ import annotations
 
@@ -70,3 +71,43 @@ def training_batches(lines, hw, n: int = 256, batch_size: int = 64, seed: int = 
     idx = np.random.default_rng(seed).choice(len(lines), min(n, len(lines)), replace=False)
     idx = sorted(idx.tolist(), key=lambda i: len(lines[i].offsets))
     return [tensors_for(lines, idx[i:i + batch_size], hw, "cpu") for i in range(0, len(idx), batch_size)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m hmgen.handwriting.calibrate SRC DEST --data DIR [--lines N]: SRC's detectors calibrated on N
+    training lines, written as the model file DEST (then measure it, and bundle it: hmgen.handwriting.bundle)."""
+    import argparse
+    import json
+
+    from hmgen.handwriting.data import load_iam, prepare_lines, select
+    from hmgen.handwriting.model import load_hw_model, save_hw_model
+    from hmgen.handwriting.train import HandwritingTask
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("src")
+    ap.add_argument("dest")
+    ap.add_argument("--data", required=True, help="IAM-OnDB (a folder or .npz)")
+    ap.add_argument("--lines", type=int, default=512, help="training lines to calibrate on")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    m = load_hw_model(args.src)
+    if not m.cfg.hierarchical:
+        raise SystemExit(f"{args.src}: an LSTM has no boundary detectors to calibrate")
+    lines = prepare_lines(select(load_iam(args.data), "train"), m.cfg)
+    if m.cfg.conditional:
+        lines = [p for p in lines if set(p.text) <= set(m.cfg.alphabet)]
+    batches = training_batches(lines, m.cfg, n=args.lines)
+    targets = HandwritingTask.detector_defaults.targets(m.net.num_layers)
+    before = rates(m.net, batches)
+    moved = calibrate(m.net, batches, targets)
+    after = rates(m.net, batches)
+    meta = {k: v for k, v in m.meta.items() if k not in ("format", "version", "model", "parameters", "styles",
+                                                          "weights_sha256")}
+    meta["calibration"] = {"lines": min(args.lines, len(lines)), "targets": targets, "rates_before": before,
+                           "rates_after": after, "bias_moves": moved}
+    save_hw_model(args.dest, m.net, m.styles, **meta)
+    print(json.dumps(meta["calibration"]))
+
+
+if __name__ == "__main__":
+    main()
