@@ -23,7 +23,9 @@ def check_values(command, ctx, args: list[str]) -> None:
     range; a choice must be one of its values; a text argument must be UTF-8 (the shell may pass any bytes: Python
     holds those that are not as surrogate escapes). A failure is a usage error (exit 2) naming the option and
     saying what it takes. What typer's parser itself refuses (an unknown option, a missing value) is left to it,
-    and so is --help."""
+    and so is --help, and shell completion (it parses half-typed lines)."""
+    if ctx.resilient_parsing:
+        return
     try:
         given, _, _ = command.make_parser(ctx).parse_args(args=list(args))
     except ClickUsageError:                           # typer reports it in its own words
