@@ -99,7 +99,8 @@ def train_speed(name, c, variant, args, device) -> float:
     if variant.startswith("cudnn"):
         model = CudnnLM(c, stack=variant == "cudnn-stack").to(device)
     else:
-        model = CharLM(ModelConfig(c["vocab"], "hmlstm", c["embed"], c["hidden"], c["out"])).to(device)
+        model = CharLM(ModelConfig(vocab_size=c["vocab"], arch="hmlstm", embed_dim=c["embed"], hidden=c["hidden"],
+                                   out_embed=c["out"])).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     x = torch.randint(0, c["vocab"], (B, T), device=device)
     y = torch.randint(0, c["vocab"], (B, T), device=device)
@@ -130,7 +131,8 @@ def train_speed(name, c, variant, args, device) -> float:
 def infer_speed(c, variant, mode, args, device) -> float:
     """Characters per second of no-grad inference over `lanes` lanes."""
     torch.manual_seed(0)
-    model = CharLM(ModelConfig(c["vocab"], "hmlstm", c["embed"], c["hidden"], c["out"])).to(device).eval()
+    model = CharLM(ModelConfig(vocab_size=c["vocab"], arch="hmlstm", embed_dim=c["embed"], hidden=c["hidden"],
+                               out_embed=c["out"])).to(device).eval()
     lanes, T = args.lanes, (args.seq_len if mode == "segment" else 1)
     x = torch.randint(0, c["vocab"], (lanes, T), device=device)
     box = {"state": model.initial_state(lanes, device), "x": x}

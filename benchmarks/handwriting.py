@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hmgen.handwriting.data import load_iam, prepare_lines, preprocess, select, to_strokes
+from hmgen.handwriting.data import load_iam, prepare_lines, select, to_strokes
 from hmgen.handwriting.defaults import BIAS, LINE_HEIGHT, MARGIN, STROKE_WIDTH
 from hmgen.handwriting.model import denormalise, normalise
 from hmgen.handwriting.render import to_png, to_svg
@@ -77,7 +77,7 @@ def test_lines(data: str, n: int | None, seed: int = 0):
 def nll(model_path: str, raw) -> dict:
     m = load_hw_model(model_path)
     c = m.cfg
-    lines = prepare_lines(raw, c.stride, c.align, c.smooth, c.glitch, c.clip)
+    lines = prepare_lines(raw, c)
     if c.conditional:   # a line with a character the model never saw cannot be scored by a conditional model
         lines = [p for p in lines if set(p.text) <= set(c.alphabet)]
     t0 = time.time()
@@ -208,7 +208,7 @@ def legibility(models: list[str], data: str, biases: list[float], seeds: int, st
                 raw = [ln for ln in select(load_iam(data), "test") if set(ln.text) <= set(c.alphabet) and "#" not in ln.text]
                 pick = np.random.default_rng(0).choice(len(raw), min(real_lines, len(raw)), replace=False)
                 read([raw[i].text for i in pick],
-                     [preprocess(raw[i].points, c.stride, c.align, c.smooth, c.glitch, c.clip) for i in pick],
+                     [c.offsets(raw[i].points) for i in pick],
                      "real", bias="real IAM", spacing="as written", completed=None, first_try=None)
             for bias in biases:
                 t0 = time.time()
@@ -236,7 +236,7 @@ def style_lines(model, data: str | None, ids: list[str] | None = None) -> list[d
     if missing:
         raise SystemExit(f"no such lines in {data}: {missing[:5]}")
     return [{"line_id": i, "text": by_id[i].text, "writer": by_id[i].writer,
-             "offsets": preprocess(by_id[i].points, c.stride, c.align, c.smooth, c.glitch, c.clip)} for i in ids]
+             "offsets": c.offsets(by_id[i].points)} for i in ids]
 
 
 def mean_features(lines) -> dict:
@@ -318,7 +318,7 @@ def choose_styles(model_path: str, data: str, phrases: list[str], seed: int, bia
     rng.shuffle(raw)
     per_writer = {}
     for ln in raw:
-        off = preprocess(ln.points, c.stride, c.align, c.smooth, c.glitch, c.clip)
+        off = c.offsets(ln.points)
         if ln.writer not in per_writer and 2 <= len(off) <= max_points:
             per_writer[ln.writer] = {"line_id": ln.line_id, "text": ln.text, "writer": ln.writer, "offsets": off}
     pool = list(per_writer.values())
@@ -407,7 +407,7 @@ def word_gaps(model: str, data: str, phrases: list[str], bias: float, lines: int
     real = [ln for ln in select(load_iam(data), "train")[:lines]]
     out = {"model": model, "bias": bias, "quartiles": "25/50/75 %, line heights",
            "training": q([g for ln in real for g in
-                          widest_gaps(preprocess(ln.points, c.stride, c.align, c.smooth, c.glitch, c.clip), ln.text.count(" "))])}
+                          widest_gaps(c.offsets(ln.points), ln.text.count(" "))])}
     written = synthesize(m, phrases, bias=bias, seed=0)
     out["model_as_written"] = q([g for ln in written for g in widest_gaps(ln.offsets, ln.text.count(" "))])
     out["model_spaced"] = q([g for ln in written for g in widest_gaps(space_words(ln, c.line_height), ln.text.count(" "))])

@@ -5,7 +5,7 @@
 
 Every variant trains the same model size on the same data order for the same number of updates with
 `hmgen.training.loop` (Adam 0.002, clip 1, the paper's slope annealing) and differs only in the options listed in
-VARIANTS (TrainConfig fields). Reported per variant: validation BPC at the end (first --eval-symbols of the
+VARIANTS (TrainConfig options). Reported per variant: validation BPC at the end (first --eval-symbols of the
 valid split), each detector's firing rate (share of all steps) and the share of its computed steps inside
 the straight-through window |z~| < 1/a at the start / middle / end of the run (from metrics.jsonl), the
 largest pre-clip gradient norm, and F1 of each layer's boundaries against word boundaries (end ±1, see
@@ -81,7 +81,7 @@ def run(name: str, opts: dict, args, corpus) -> dict:
     summary = train(cfg, quiet=True, data=corpus, command="python " + " ".join(sys.argv))
     row = {"variant": name, "options": opts, "steps": summary["step"], "train_s": summary["train_seconds"],
            "valid_bpc": summary["best_valid_bpc"], **phases(out / "metrics.jsonl")}
-    if cfg.arch == "hmlstm":
+    if cfg.model.arch == "hmlstm":
         b = measure(str(out / "best"), f"ptb:{args.data}", args.f1_symbols, 16)
         row["f1_end±1"] = [round(l["end±1"]["f1"], 3) for l in b["layers"] if "rate" in l]
         row["valid_fire"] = [l["rate"] for l in b["layers"] if "rate" in l]
@@ -98,8 +98,8 @@ def init_grad_norms(opts: dict, args, corpus, lengths=(10, 50, 100)) -> list[flo
     norms = []
     for T in lengths:
         torch.manual_seed(args.seed)
-        model = CharLM(cfg.model_config(corpus.vocab.size))
-        if cfg.boundary_init == "glorot" and cfg.arch == "hmlstm":
+        model = CharLM(cfg.model.text_config(corpus.vocab.size))
+        if cfg.detectors.boundary_init == "glorot" and cfg.model.arch == "hmlstm":
             glorot_boundary_rows(model.rnn)
         logits, _, _ = model(x[:, :T], model.initial_state(args.batch_size), 1.0)
         F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:T + 1].reshape(-1)).backward()

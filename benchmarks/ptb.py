@@ -64,7 +64,7 @@ def main():
         summary = train(cfg, quiet=not sys.stderr.isatty(), data=corpus,
                         command="python " + " ".join(sys.argv))
         train_s = time.time() - t0
-        lm = load_model(out / "best", device=cfg.device if cfg.device != "auto" else "cpu")
+        lm = load_model(out / "best", device=cfg.run.device if cfg.run.device != "auto" else "cpu")
         valid = evaluate(lm.model, corpus.split("valid"))
         test = evaluate(lm.model, corpus.split("test"))
         row = {"arch": arch, "parameters": lm.meta["parameters"], "steps": summary["step"],

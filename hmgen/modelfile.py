@@ -28,7 +28,7 @@ from hmgen.errors import HmgenError
 from hmgen.fs import atomic_write, file_sha256, write_safetensors
 
 # torch and the modules built on it are imported where a function needs them: `hmgen compress` on a CPU reads
-# a model's weights as numpy arrays (load_arrays) and never imports torch (1.4 s of a small file's time).
+# a model's weights as numpy arrays (load_arrays) and never imports torch (most of a small file's time).
 
 FORMATS = {"hmgen-model": TEXT, "hmgen-handwriting-model": HANDWRITING}       # the JSON's "format" -> kind
 FORMAT = {kind: fmt for fmt, kind in FORMATS.items()}                         # kind -> "format"

@@ -24,7 +24,7 @@ def one_thread():
 
 def make_model(path: Path, vocab: Vocab, arch: str = "hmlstm", seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    model = CharLM(ModelConfig(vocab.size, arch, embed_dim=8, hidden=[8, 8], out_embed=8))
+    model = CharLM(ModelConfig(vocab_size=vocab.size, arch=arch, embed_dim=8, hidden=[8, 8], out_embed=8))
     return save_model(path, model, vocab, figures={"valid_bpc": 8.0}, description="untrained test model")
 
 

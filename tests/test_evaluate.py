@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def model() -> CharLM:
     torch.manual_seed(0)
-    m = CharLM(ModelConfig(VOCAB, "hmlstm", 6, [6, 5, 4], 6)).double()
+    m = CharLM(ModelConfig(vocab_size=VOCAB, arch="hmlstm", embed_dim=6, hidden=[6, 5, 4], out_embed=6)).double()
     with torch.no_grad():
         for p in m.parameters():
             p.add_(torch.randn_like(p))           # a loss far from uniform

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def make(arch="hmlstm", layer_norm=True, hidden=UNEQUAL, dtype=torch.float64, seed=0) -> CharLM:
     """Random parameters, LN gains away from 1, boundary rows that fire about half the time."""
     torch.manual_seed(seed)
-    model = CharLM(ModelConfig(VOCAB, arch, EMBED, list(hidden), OUT_EMBED, layer_norm)).to(dtype)
+    model = CharLM(ModelConfig(vocab_size=VOCAB, arch=arch, embed_dim=EMBED, hidden=list(hidden), out_embed=OUT_EMBED,
+                               layer_norm=layer_norm)).to(dtype)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(0.5 + torch.rand_like(p) if ".ln" in name else torch.randn_like(p) * 0.7)

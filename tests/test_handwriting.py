@@ -635,11 +635,15 @@ def test_cli_svg_and_png_to_the_same_file_is_a_usage_error(tmp_path):
 
 
 def test_handwriting_runs_default_to_a_tenth_of_the_straight_through_gradient_text_runs_to_all_of_it():
+    from hmgen.handwriting.train import HandwritingTask
+    from hmgen.text.train import TextTask
     from hmgen.training.config import TrainConfig
-    hand, text = TrainConfig(data="iam:somewhere"), TrainConfig(data="corpus.txt")
+    hand = TrainConfig(data="iam:somewhere").with_defaults(HandwritingTask.detector_defaults).detectors
+    text = TrainConfig(data="corpus.txt").with_defaults(TextTask.detector_defaults).detectors
     assert (hand.boundary_grad, hand.boundary_lr, hand.rate_band) == (0.1, 0.1, 1.0)
     assert (text.boundary_grad, text.boundary_lr, text.rate_band) == (1.0, 1.0, 2.0)
     mine = TrainConfig(data="iam:somewhere", boundary_grad=1.0, boundary_lr=0.5)
+    mine = mine.with_defaults(HandwritingTask.detector_defaults).detectors
     assert (mine.boundary_grad, mine.boundary_lr) == (1.0, 0.5)
 
 

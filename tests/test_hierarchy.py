@@ -8,19 +8,19 @@ import pytest
 import torch
 
 from hmgen.cell.reference import COPY, CharLM, ModelConfig, operations
-from hmgen.training.boundary import (BoundaryRowsLR, RateControl, boundary_rows, default_rate_targets,
-                                     group_grad_norms, rate_loss, threshold_offsets)
+from hmgen.training.boundary import (BoundaryRowsLR, RateControl, boundary_rows, group_grad_norms, rate_loss,
+                                     threshold_offsets)
 from tests.test_train import english, text_file, tiny, train_records, write_ptb  # noqa: F401 (fixture)
 from hmgen.training.checkpoint import read_run_config
-from hmgen.training.config import OLD_RUN_DEFAULTS, TrainConfig
-from hmgen.text.train import train
+from hmgen.training.config import OLD_RUN_DEFAULTS, DetectorDefaults, TrainConfig
+from hmgen.text.train import TextTask, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**options) -> CharLM:
     torch.manual_seed(0)
-    return CharLM(ModelConfig(20, embed_dim=8, hidden=[6, 5, 4], out_embed=8, **options))
+    return CharLM(ModelConfig(vocab_size=20, embed_dim=8, hidden=[6, 5, 4], out_embed=8, **options))
 
 
 def test_old_model_config_without_the_new_fields_keeps_the_old_cell():
@@ -77,7 +77,7 @@ def test_rate_loss_is_smallest_at_the_target():
 
 
 def test_default_targets_fall_with_depth():
-    t = default_rate_targets(4)
+    t = DetectorDefaults().targets(4)
     assert len(t) == 3 and all(0.02 < r < 0.6 for r in t[:2]) and t == sorted(t, reverse=True)
 
 
@@ -181,8 +181,7 @@ def test_boundary_grad_scales_the_straight_through_gradient_and_leaves_the_forwa
     grads, outs = {}, {}
     for scale in (1.0, 0.5, 0.0):
         model = small(ln_terms=False)
-        for layer in model.rnn.layers:
-            layer.spec = layer.spec._replace(ste=scale)
+        model.rnn.set_ste(scale)
         logits, _, z = model(x, model.initial_state(2))
         logits.logsumexp(-1).sum().backward()
         outs[scale] = (logits.detach(), z)
@@ -215,7 +214,7 @@ def test_group_grad_norms_keep_the_boundary_rows_apart():
         p.grad = torch.zeros_like(p)
     for p, r in boundary_rows(model.rnn)[1]:
         p.grad[r] = 1.0
-    norms = group_grad_norms(model)
+    norms = group_grad_norms(model.rnn, model)
     assert set(norms) == {"L1.gates", "L1.boundary", "L2.gates", "L2.boundary", "L3.gates", "other"}
     n_rows = sum(p[r].numel() for p, r in boundary_rows(model.rnn)[1])
     assert norms["L2.boundary"] == pytest.approx(n_rows ** 0.5)
@@ -233,9 +232,12 @@ def test_metrics_show_detector_rates_window_and_gradient_groups_from_step_1(tmp_
 
 
 def test_a_new_run_records_the_rate_band_of_its_task():
-    assert TrainConfig(data="corpus.txt").rate_band == 2.0                    # text: rates free inside the band
-    assert TrainConfig(data="iam:IAM").rate_band == 1.0                       # handwriting: held at the target
-    assert TrainConfig(data="corpus.txt", rate_band=1).rate_band == 1.0       # an explicit band wins
+    from hmgen.handwriting.train import HandwritingTask
+    band = lambda task, **options: TrainConfig(data="x", **options).with_defaults(task.detector_defaults).detectors.rate_band
+    assert TrainConfig(data="corpus.txt").detectors.rate_band is None        # left to the task
+    assert band(TextTask) == 2.0                                              # text: rates free inside the band
+    assert band(HandwritingTask) == 1.0                                       # handwriting: held at the target
+    assert band(TextTask, rate_band=1) == 1.0                                 # an explicit band wins
 
 
 def test_a_run_saved_before_the_detector_options_resumes_with_its_old_cell(tmp_path, text_file):

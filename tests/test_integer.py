@@ -44,7 +44,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def grid_model(arch: str, layer_norm: bool, ln_terms: bool = True, seed: int = 0) -> CharLM:
     """Random float64 model whose weights the integer engine represents exactly; LN gains away from 1."""
     torch.manual_seed(seed)
-    model = CharLM(ModelConfig(VOCAB, arch, EMBED, list(HIDDEN), OUT_EMBED, layer_norm, ln_terms)).double()
+    model = CharLM(ModelConfig(vocab_size=VOCAB, arch=arch, embed_dim=EMBED, hidden=list(HIDDEN), out_embed=OUT_EMBED,
+                               layer_norm=layer_norm, ln_terms=ln_terms)).double()
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(0.5 + torch.rand_like(p) if ".ln" in name else torch.randn_like(p) * 0.5)

@@ -59,22 +59,73 @@ def test_no_hmgen_module_imports_itself_through_others():
     assert edges_on_cycles(graph) == []
 
 
+def layout_entries(block: str | None = None) -> dict[str, str]:
+    """README's Layout block (or `block`), entry by entry: {"hmgen/text/": its text, "hmgen/archive/engine/": ...,
+    "hmgen/fs.py": ...}. An entry is a line that names a folder or a file at its start (a subfolder indented by two
+    spaces, under the folder named above it), with the lines indented by 21 spaces that continue it."""
+    if block is None:
+        block = (PACKAGE.parent / "README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+    entries, folder, head = {}, "", ""
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith(" " * 21):
+            entries[head] += "\n" + line
+            continue
+        name = line.split()[0]
+        head = folder + name if line.startswith("  ") else name
+        if not line.startswith("  ") and name.endswith("/"):
+            folder = name
+        entries[head] = line
+    return entries
+
+
+def only_a_docstring(path: Path) -> bool:
+    body = ast.parse(path.read_text()).body
+    return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
+def unnamed(entries: dict[str, str], files: list[str]) -> list[str]:
+    """The files (paths like "hmgen/text/train.py") that the Layout does not name: a file in a folder must be named
+    in its folder's entry, a file at the top anywhere by its path."""
+    import re
+    everything = "\n".join(entries.values())
+    out = []
+    for f in files:
+        folder, _, name = f.rpartition("/")
+        if folder == "hmgen":
+            named = re.search(rf"(?<![\w/.]){re.escape(f)}\b", everything)
+        else:
+            named = re.search(rf"(?<![\w.]){re.escape(name)}\b", entries.get(folder + "/", ""))
+        if not named:
+            out.append(f)
+    return out
+
+
+def test_the_layout_check_sees_a_module_named_in_the_wrong_folder():
+    entries = layout_entries("hmgen/a/    x.py, y.py\n  b/        z.py\nhmgen/c.py   what\n")
+    assert set(entries) == {"hmgen/a/", "hmgen/a/b/", "hmgen/c.py"}
+    files = ["hmgen/a/x.py", "hmgen/a/b/y.py", "hmgen/a/b/z.py", "hmgen/c.py", "hmgen/d.py"]
+    assert unnamed(entries, files) == ["hmgen/a/b/y.py", "hmgen/d.py"]
+
+
+def test_readme_layout_names_every_module():
+    """A newcomer can tell from README's Layout which folder a change belongs in: every .py file under hmgen/ is
+    named there, in its folder's entry (a package's __init__.py that holds only its docstring goes without)."""
+    files = [p.relative_to(PACKAGE.parent).as_posix() for p in sorted(PACKAGE.rglob("*.py"))
+             if not (p.name == "__init__.py" and only_a_docstring(p))]
+    assert unnamed(layout_entries(), files) == []
+
+
 def test_the_integer_engines_and_the_mixer_components_sit_where_readme_layout_says():
     """Each of README's Layout entries for archive/engine/ and archive/adaptive/ names exactly the modules there,
     and the engine classes it names are defined in the modules it names them with; cell/ holds no engine."""
     import re
-    layout = (PACKAGE.parent / "README.md").read_text().split("## Layout", 1)[1].split("```")[1].splitlines()
-
-    def entry(folder: str) -> str:               # its first line, and the indented lines that continue it
-        start = next(i for i, line in enumerate(layout) if line.startswith(f"  {folder}/ "))
-        rest = layout[start + 1:]
-        end = next((i for i, line in enumerate(rest) if not line.startswith(" " * 21)), len(rest))
-        return "\n".join([layout[start]] + rest[:end])
-
+    entries = layout_entries()
     for folder in ("engine", "adaptive"):
-        named = set(re.findall(r"\b(\w+)\.py\b", entry(folder)))
+        named = set(re.findall(r"\b(\w+)\.py\b", entries[f"hmgen/archive/{folder}/"]))
         assert named == {p.stem for p in (PACKAGE / "archive" / folder).glob("*.py")} - {"__init__"}, folder
-    engines = re.findall(r"(\w+)\.py \((QuantLM|IntegerLM)", entry("engine"))
+    engines = re.findall(r"(\w+)\.py \((QuantLM|IntegerLM)", entries["hmgen/archive/engine/"])
     assert {cls for _, cls in engines} == {"QuantLM", "IntegerLM"}
     assert all(f"class {cls}" in (PACKAGE / "archive/engine" / f"{m}.py").read_text() for m, cls in engines)
     assert not any("njit" in p.read_text() or "QuantLM" in p.read_text() for p in (PACKAGE / "cell").glob("*.py"))

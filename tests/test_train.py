@@ -38,7 +38,7 @@ from hmgen.training.loop import train as loop_train
 
 def train(cfg: TrainConfig, **kw) -> dict:
     """The loop on the task of the run's corpus, as `hmgen train` chooses it."""
-    return loop_train(cfg, task_for(cfg.data), **kw)
+    return loop_train(cfg, task_for(cfg.run.data), **kw)
 
 
 BIN = Path(sys.executable).parent          # the virtualenv's bin/: python, torchrun, hmgen
@@ -176,7 +176,7 @@ def test_checkpoint_holds_no_pickle(finished_run, tmp_path, monkeypatch):
         monkeypatch.setattr(module, name, no_unpickling)
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
-    assert train(tiny(cfg.data, copy, steps=7), resume=True, quiet=True)["step"] == 7
+    assert train(tiny(cfg.run.data, copy, steps=7), resume=True, quiet=True)["step"] == 7
     load_model(copy / "best")
 
 
@@ -191,12 +191,12 @@ def test_metrics_log_is_json_lines(finished_run):
     assert records[0]["event"] == "start" and records[-1]["event"] == "stop"
 
     logged = [r for r in records if "loss" in r]
-    assert [r["step"] for r in logged] == list(range(1, cfg.steps + 1))
+    assert [r["step"] for r in logged] == list(range(1, cfg.run.steps + 1))
     for r in logged:
         assert {"step", "loss", "bpc", "symbols_per_s", "layers"} <= r.keys()
         assert r["bpc"] == pytest.approx(r["loss"] / math.log(2), abs=1e-3)
         assert r["symbols_per_s"] > 0
-        assert len(r["layers"]) == len(cfg.hidden)
+        assert len(r["layers"]) == len(cfg.model.hidden)
         for layer in r["layers"]:
             assert layer.keys() == {"update", "copy", "flush"}
             assert all(0 <= v <= 1 for v in layer.values())
@@ -211,8 +211,8 @@ def test_best_model_is_a_loadable_model_file(finished_run):
     figures, training = loaded.meta["figures"], loaded.meta["training"]
     assert figures["valid_bpc"] == min(r["valid_bpc"] for r in valid_records(out))
     assert figures["valid_bpc"] == pytest.approx(checkpoint_meta(out)["best_valid_bpc"], abs=1e-4)
-    assert training["data"] == cfg.data
-    assert training["config"]["hidden"] == [16, 16] and training["config"]["steps"] == cfg.steps
+    assert training["data"] == cfg.run.data
+    assert training["config"]["hidden"] == [16, 16] and training["config"]["steps"] == cfg.run.steps
     ids = torch.from_numpy(loaded.vocab.encode("the cat sat").astype("int64"))[None]
     logits, _, _ = loaded.model(ids, loaded.model.initial_state(1))
     assert logits.shape == (1, len("the cat sat"), 256)
@@ -393,11 +393,11 @@ def test_resume_refuses_a_changed_model_or_data_option(finished_run, tmp_path, o
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     with pytest.raises(UsageError) as e:
-        train(tiny(cfg.data, copy, steps=8, name=cfg.name, **{option: value}), resume=True, quiet=True)
+        train(tiny(cfg.run.data, copy, steps=8, name=cfg.run.name, **{option: value}), resume=True, quiet=True)
     message = str(e.value)
     flag = "--" + option.replace("_", "-")
     shown = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)
-    assert message.count(flag) == 2 and shown(value) in message and shown(getattr(cfg, option)) in message
+    assert message.count(flag) == 2 and shown(value) in message and shown(cfg.to_dict()[option]) in message
     assert run_files(copy) == run_files(out)
 
 
@@ -414,7 +414,7 @@ def test_resume_records_the_options_it_changed(finished_run, tmp_path):
     cfg, out = finished_run
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
-    train(tiny(cfg.data, copy, steps=8, eval_every=4, lr_divide=10.0, name=cfg.name), resume=True,
+    train(tiny(cfg.run.data, copy, steps=8, eval_every=4, lr_divide=10.0, name=cfg.run.name), resume=True,
           command="hmgen train --resume", quiet=True)
     event = [r for r in metrics(copy) if r.get("event") == "resume"][-1]
     assert event["changed"] == {"steps": [6, 8], "eval_every": [3, 4], "lr_divide": [50.0, 10.0]}
@@ -428,8 +428,8 @@ def test_resume_records_the_options_it_changed(finished_run, tmp_path):
 # ----------------------------------------------------------------------------- options, declared once
 
 def test_config_values_take_the_flags_syntax():
-    assert TrainConfig.from_dict({"data": "x", "hidden": "16,16", "batch-size": "4", "lr": "0.01"}).hidden == [16, 16]
-    assert TrainConfig.from_dict({"data": "x", "hidden": [16, 16], "layer_norm": "false"}).layer_norm is False
+    assert TrainConfig.from_dict({"data": "x", "hidden": "16,16", "batch-size": "4", "lr": "0.01"}).model.hidden == [16, 16]
+    assert TrainConfig.from_dict({"data": "x", "hidden": [16, 16], "layer_norm": "false"}).model.layer_norm is False
 
 
 @pytest.mark.parametrize("options, named", [
@@ -455,7 +455,7 @@ def test_an_unknown_option_is_refused_naming_the_nearest_one():
 def test_init_starts_from_a_model_files_weights_with_a_fresh_optimiser(finished_run, tmp_path):
     cfg, out = finished_run
     new = tmp_path / "warm"
-    train(tiny(cfg.data, new, time_limit=0), init=str(out / "best"), quiet=True)   # stops before step 1
+    train(tiny(cfg.run.data, new, time_limit=0), init=str(out / "best"), quiet=True)   # stops before step 1
     weights = load_file(str(out / "best.safetensors"))
     tensors = checkpoint_tensors(new)
     assert weights and all(torch.equal(tensors[f"model.{k}"], v) for k, v in weights.items())
@@ -466,7 +466,7 @@ def test_init_starts_from_a_model_files_weights_with_a_fresh_optimiser(finished_
 def test_init_refuses_a_model_of_another_architecture(finished_run, tmp_path):
     cfg, out = finished_run
     with pytest.raises(UsageError, match=r"--init .*hidden"):
-        train(tiny(cfg.data, tmp_path / "warm", hidden=[16, 16, 16]), init=str(out / "best"), quiet=True)
+        train(tiny(cfg.run.data, tmp_path / "warm", hidden=[16, 16, 16]), init=str(out / "best"), quiet=True)
     assert not (tmp_path / "warm").exists()
 
 
@@ -478,7 +478,7 @@ def test_handwriting_refuses_fast_and_several_processes_before_loading_anything(
     with pytest.raises(UsageError, match="--fast"):
         train(cfg, quiet=True)
     with pytest.raises(UsageError, match="one process"):
-        HandwritingTask(TrainConfig(data=cfg.data), "cpu", rank=1, world=2)
+        HandwritingTask(TrainConfig(data=cfg.run.data), "cpu", rank=1, world=2)
     assert not (tmp_path / "run").exists()
 
 
@@ -614,10 +614,10 @@ def test_cli_flags_are_the_config_fields():
 
 def test_cli_init_warm_starts_and_refuses_another_architecture(finished_run, tmp_path):
     cfg, out = finished_run
-    good = runner.invoke(app, ["train", cfg.data, "-o", str(tmp_path / "warm"), "--init", str(out / "best"),
+    good = runner.invoke(app, ["train", cfg.run.data, "-o", str(tmp_path / "warm"), "--init", str(out / "best"),
                                "--steps", "1", *SMALL])
     assert good.exit_code == 0, good.stderr
-    bad = runner.invoke(app, ["train", cfg.data, "-o", str(tmp_path / "bad"), "--init", str(out / "best"),
+    bad = runner.invoke(app, ["train", cfg.run.data, "-o", str(tmp_path / "bad"), "--init", str(out / "best"),
                               "--steps", "1", *SMALL, "--hidden", "16,16,16"])
     assert bad.exit_code == 2 and one_line_error(bad.stderr) and "--init" in bad.stderr
 

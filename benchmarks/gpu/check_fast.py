@@ -26,13 +26,13 @@ from hmgen.cell.fast import GraphedSegment, fast_forward  # noqa: E402
 from hmgen.cell.reference import CharLM, ModelConfig  # noqa: E402
 
 MODELS = {
-    "ptb-3x512": ModelConfig(50, "hmlstm", 128, [512, 512, 512], 512),
-    "bundled-3x192": ModelConfig(256, "hmlstm", 128, [192, 192, 192], 192),
-    "unequal-64/96/32": ModelConfig(50, "hmlstm", 32, [64, 96, 32], 48),
-    "lstm-3x256": ModelConfig(50, "lstm", 128, [256, 256, 256], 256),
-    "lstm-3x512": ModelConfig(50, "lstm", 128, [512, 512, 512], 512),
-    "tiny-3x16": ModelConfig(50, "hmlstm", 8, [16, 16, 16], 16),          # shot.py --dry-run (CPU)
-    "tiny-lstm-3x16": ModelConfig(50, "lstm", 8, [16, 16, 16], 16),
+    "ptb-3x512": ModelConfig(vocab_size=50, arch="hmlstm", embed_dim=128, hidden=[512, 512, 512], out_embed=512),
+    "bundled-3x192": ModelConfig(vocab_size=256, arch="hmlstm", embed_dim=128, hidden=[192, 192, 192], out_embed=192),
+    "unequal-64/96/32": ModelConfig(vocab_size=50, arch="hmlstm", embed_dim=32, hidden=[64, 96, 32], out_embed=48),
+    "lstm-3x256": ModelConfig(vocab_size=50, arch="lstm", embed_dim=128, hidden=[256, 256, 256], out_embed=256),
+    "lstm-3x512": ModelConfig(vocab_size=50, arch="lstm", embed_dim=128, hidden=[512, 512, 512], out_embed=512),
+    "tiny-3x16": ModelConfig(vocab_size=50, arch="hmlstm", embed_dim=8, hidden=[16, 16, 16], out_embed=16),  # shot.py --dry-run
+    "tiny-lstm-3x16": ModelConfig(vocab_size=50, arch="lstm", embed_dim=8, hidden=[16, 16, 16], out_embed=16),
 }
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 TOL = {torch.float64: 1e-9, torch.float32: 2e-4}

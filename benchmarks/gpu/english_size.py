@@ -71,7 +71,7 @@ def main():
                 spec, params = args.reference, None
             else:
                 torch.manual_seed(0)
-                model = CharLM(ModelConfig(256, "hmlstm", 128, [H, H, H], H))
+                model = CharLM(ModelConfig(vocab_size=256, arch="hmlstm", embed_dim=128, hidden=[H, H, H], out_embed=H))
                 spec, params = str(Path(tmp) / f"u{H}"), count_parameters(model)
                 save_model(spec, model, Vocab("bytes"), name=f"untrained-3x{H}")
             m = ["--model", spec, "--threads", str(args.threads), "-q"]

@@ -655,7 +655,8 @@ def make_dry_data(root: Path) -> Path:
     from hmgen.text.data import Vocab
     torch.manual_seed(0)
     (root / "init").mkdir()                        # save_model writes into an existing folder only
-    save_model(root / "init" / "english", CharLM(ModelConfig(256, "hmlstm", 8, [16, 16, 16], 16, ln_terms=False)), Vocab("bytes"))
+    save_model(root / "init" / "english", CharLM(ModelConfig(vocab_size=256, arch="hmlstm", embed_dim=8, hidden=[16, 16, 16],
+                                                             out_embed=16, ln_terms=False)), Vocab("bytes"))
     return root
 
 

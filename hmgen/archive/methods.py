@@ -7,7 +7,7 @@ restores the block exactly:
     model nothing: it was trained on "\\n" and never saw "\\r".
 LZMA: raw LZMA2 (no .xz container: its ~60 bytes of headers and index would be wasted) at xz's preset 9e; for
 blocks that look like x86 machine code, also xz's x86 branch filter (BCJ) before LZMA2 (`xz --x86`): calls and
-jumps become absolute addresses, which repeat (/usr/bin/ls: 0.95 x the size of `xz -9e`).
+jumps become absolute addresses, which repeat (smaller than `xz -9e` on a program: benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 

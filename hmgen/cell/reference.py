@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hmgen.cell import ARCHS, HMLSTM_ARCH
+from hmgen.cell import ARCHS, HMLSTM_ARCH, LN_EPS
 
 UPDATE, COPY, FLUSH = 0, 1, 2
 OPS = ("update", "copy", "flush")
@@ -35,13 +35,12 @@ def check_stack(arch: str, hidden) -> list[int]:
     return hidden
 
 
-@dataclass
-class ModelConfig:
-    vocab_size: int
+@dataclass(kw_only=True)
+class StackConfig:
+    """The HM-LSTM (or LSTM) stack of a model, the part of its config every kind of model shares (ModelConfig,
+    hmgen.handwriting.model.HWConfig). Keyword arguments only: each kind adds its own fields."""
     arch: str = HMLSTM_ARCH               # or LSTM_ARCH (hmgen.cell.ARCHS)
-    embed_dim: int = 128                  # paper §4.1: 128-d input embedding
     hidden: list[int] = field(default_factory=lambda: [512, 512, 512])
-    out_embed: int = 512                  # output embedding size (eq. 11)
     layer_norm: bool = True
     # Layer-normalise each pre-activation term of eq. 5-7 too (Ba et al.'s per-term form), or only c?
     # The field's default is the old behaviour, for model files written before it existed; new models are
@@ -55,8 +54,20 @@ class ModelConfig:
     def hierarchical(self) -> bool:
         return self.arch == HMLSTM_ARCH
 
+    def stack(self, input_size: int) -> "HMLSTM":
+        """The stack this config describes, on inputs of `input_size`."""
+        return HMLSTM(input_size, self.hidden, self.hierarchical, self.layer_norm, self.ln_terms)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(kw_only=True)
+class ModelConfig(StackConfig):
+    """The character LM: its stack, and the embeddings around it."""
+    vocab_size: int
+    embed_dim: int = 128                  # paper §4.1: 128-d input embedding
+    out_embed: int = 512                  # output embedding size (eq. 11)
 
 
 class BoundaryFn(torch.autograd.Function):
@@ -91,7 +102,7 @@ class Norm(nn.Module):
 
     def __init__(self, n: int, enabled: bool):
         super().__init__()
-        self.ln = nn.LayerNorm(n, bias=False) if enabled else None
+        self.ln = nn.LayerNorm(n, eps=LN_EPS, bias=False) if enabled else None
 
     def forward(self, x):
         return self.ln(x) if self.ln is not None else x
@@ -181,9 +192,9 @@ class HMLSTMLayer(nn.Module):
     in PyTorch's LayerNormLSTMCell; with ln_terms also Ba et al.'s per-term form, each term normalised over its
     4H+1 rows *before* it is gated, so a gated-off (all-zero) term never enters LN (clemens33/hmlstm reports
     NaN gradients from LN of zeroed terms). The per-term form was hmgen's first choice; it makes gradients grow
-    exponentially through time at initialisation (char-PTB 3x128, one batch: norm 1.7 / 1.4e5 / 4e10 after
-    10 / 50 / 100 steps; LN on c only: 0.31 / 0.34 / 0.56; benchmarks/hierarchy.py --init-grads), so clipping
-    to 1 starves every other parameter and the detectors swing to saturation (issue 14). New models: c only.
+    exponentially through time at initialisation, where LN on c only keeps them flat (benchmarks/hierarchy.py
+    --init-grads; figures in benchmarks/RESULTS.md), so clipping to 1 starves every other parameter and the
+    detectors swing to saturation. New models: c only.
     """
 
     def __init__(self, input_size: int, hidden: int, above: int, hierarchical: bool, has_boundary: bool,
@@ -203,7 +214,7 @@ class HMLSTMLayer(nn.Module):
         self.ln_bu, self.ln_rec = Norm(rows, terms), Norm(rows, terms)
         self.ln_td = Norm(rows, terms) if above else None
         self.ln_c = Norm(hidden, layer_norm)
-        self.spec = CellSpec(hierarchical, has_boundary, self.ln_c.ln.eps if layer_norm else 1e-5)
+        self.spec = CellSpec(hierarchical, has_boundary, LN_EPS)
 
     def cell_params(self) -> CellParams:
         """The parameters as layer_step reads them (the same tensors, so gradients reach them)."""
@@ -236,6 +247,12 @@ class HMLSTM(nn.Module):
             )
             for l in range(n)
         )
+
+    def set_ste(self, scale: float) -> None:
+        """Scale the straight-through gradient into every boundary detector by `scale` (training only: 0 = the
+        loss never moves the detectors); the forward is unchanged."""
+        for layer in self.layers:
+            layer.spec = layer.spec._replace(ste=scale)
 
     def initial_state(self, batch: int, device=None, dtype=torch.float32) -> State:
         """h, c, z = 0 for every layer."""
@@ -312,7 +329,7 @@ class CharLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)      # linear lookup, no non-linearity
-        self.rnn = HMLSTM(cfg.embed_dim, cfg.hidden, cfg.hierarchical, cfg.layer_norm, cfg.ln_terms)
+        self.rnn = cfg.stack(cfg.embed_dim)
         self.out = OutputModule(cfg.hidden, cfg.out_embed, cfg.vocab_size)
 
     @property

@@ -17,8 +17,9 @@ from typer.core import TyperCommand, TyperGroup
 from hmgen import __version__
 from hmgen.cli import archive, handwrite, text, train
 from hmgen.cli.options import check_values
-from hmgen.cli.common import READER_LEFT, debugging, one_line, say, silence_stdout, standard_streams
+from hmgen.cli.common import READER_LEFT, debugging, say, silence_stdout, standard_streams
 from hmgen.errors import HmgenError
+from hmgen.fs import one_line
 
 HELP = """HM-LSTM models: train, evaluate, sample, compress, show boundaries, write by hand.
 

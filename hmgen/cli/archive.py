@@ -11,9 +11,10 @@ from typing import Optional
 
 import typer
 
-from hmgen.cli.common import one_line, say
+from hmgen.cli.common import say
 from hmgen.cli.options import device_option, json_option, model_option, quiet_option, set_threads
 from hmgen.errors import HmgenError, UsageError
+from hmgen.fs import one_line
 from hmgen.progress import Bar
 
 SKIPPED = 3   # exit status: a file was left alone with a warning (gzip says 2; hmgen's 2 is a usage error)
@@ -115,7 +116,7 @@ def archive_command(files: list[str], decompress: bool, stdout: bool, keep: bool
     signals = Signals()
     # On the CPU the compiled engine codes on one thread and torch is never imported. Elsewhere torch's engine,
     # one CPU thread by default: its steps are many small operations, which gain little from a second thread on
-    # a quiet machine and lose up to ~30x beside another busy process (benchmarks/RESULTS.md).
+    # a quiet machine and lose many times over beside another busy process (benchmarks/RESULTS.md).
     if device != "cpu":
         set_threads(1)
     workers = threads or len(os.sched_getaffinity(0))     # 0 or none given: every core this process may use

@@ -9,7 +9,7 @@ import sys
 from contextlib import contextmanager
 
 from hmgen.errors import HmgenError
-from hmgen.fs import atomic_write, one_line  # noqa: F401  (one_line: the CLI's modules take it from here)
+from hmgen.fs import atomic_write
 
 # `hmgen sample | head -c 10`: when the reader of stdout leaves, every command stops quietly with this status,
 # 128 + SIGPIPE, what a shell reports for gzip, xz or cat (they die of SIGPIPE); hmgen's cleanup still runs,

@@ -15,7 +15,8 @@ from hmgen.errors import HmgenError, UsageError
 from hmgen.progress import Bar
 
 # eval's default: pieces side by side, but none shorter than this many symbols (hmgen's choice: the state
-# carries context over a few hundred symbols, so a cut every 10k costs ~0.01 bpc, not the 2+ bpc of tiny pieces)
+# carries context over a few hundred symbols, so a cut this far apart costs little, where tiny pieces cost a lot;
+# benchmarks/RESULTS.md)
 MIN_PIECE = 10_000
 
 

@@ -69,16 +69,16 @@ def train(data: Optional[str], config: Optional[Path], resume: bool, force: bool
         cfg = TrainConfig.from_dict({**run, "time_limit": None, **given})
     else:
         cfg = TrainConfig.from_dict(given)
-    if cfg.data == "-":
+    out = Path(cfg.run.out)
+    if cfg.run.data == "-":
         if resume:
             raise UsageError("--resume trains on the run's own data: leave out -")
-        cfg = dataclasses.replace(cfg, data=str(save_stdin(Path(cfg.out), force)))
+        cfg = cfg.replace(data=str(save_stdin(out, force)))
     command = "hmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
-        summary = run_training(cfg, task_for(cfg.data), resume=resume, quiet=quiet, command=command, force=force,
-                               init=init)
+        task = task_for(cfg.run.data)
+        summary = run_training(cfg, task, resume=resume, quiet=quiet, command=command, force=force, init=init)
     except KeyboardInterrupt:       # before the loop began, or a second Ctrl-C
-        out = Path(cfg.out)
         kept = (f"the checkpoint in {out} is kept; continue with hmgen train --resume --out {out}"
                 if (out / "checkpoint.json").exists() else "nothing was saved")
         from hmgen.training.loop import Interrupted
@@ -88,16 +88,12 @@ def train(data: Optional[str], config: Optional[Path], resume: bool, force: bool
     if as_json:
         typer.echo(json.dumps(summary))
     elif not quiet:
-        if "best_valid_nll" in summary:
-            best, what = summary["best_valid_nll"], "NLL"
-            shown = "-" if best is None else f"{best:.1f} nats/line"
-        else:
-            best, what = summary["best_valid_bpc"], "BPC"
-            shown = "-" if best is None else f"{best:.4f}"
+        best = summary[task.best_key]
+        shown = "-" if best is None else task.best_format.format(best)
         saved = (f"model: {summary['model']}" if summary.get("model") else
                  "no model saved yet (none was validated; --resume continues)")
-        typer.echo(f"stopped at step {summary['step']} ({summary['stop']}); best validation {what} {shown}; {saved}",
-                   err=True)
+        typer.echo(f"stopped at step {summary['step']} ({summary['stop']}); best validation {task.best_name} {shown}; "
+                   f"{saved}", err=True)
 
 
 def task_for(data: str):

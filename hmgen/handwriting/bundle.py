@@ -1,7 +1,7 @@
 """Bundle a handwriting run's best model into models/ with its test-split figures.
 
   python -m hmgen.handwriting.bundle runs/hw/best models/handwriting-small --test-json runs/hw/test.json \
-      [--styles runs/hw/styles.json --data ../shared/data/handwriting/iamondb]
+      [--styles runs/hw/styles.json --data DIR]
 
 --test-json: the JSON written by benchmarks/handwriting.py --nll runs/hw/best --json FILE.
 --styles: the style bank, IAM-OnDB line ids: a JSON list, or the JSON of benchmarks/handwriting.py
@@ -15,7 +15,7 @@ import json
 
 import torch
 
-from hmgen.handwriting.data import load_iam, preprocess
+from hmgen.handwriting.data import load_iam
 from hmgen.handwriting.model import load_hw_model, normalise, save_hw_model
 
 DESCRIPTION = ("English handwriting from text: {arch} {hidden} + Graves attention window + {M}-component mixture, "
@@ -29,8 +29,10 @@ def main():
     ap.add_argument("--test-json", required=True)
     ap.add_argument("--name", default=None)
     ap.add_argument("--styles", default=None, help="JSON: a list of IAM-OnDB line ids, or --choose-styles output")
-    ap.add_argument("--data", default="../shared/data/handwriting/iamondb", help="where --styles' lines are")
+    ap.add_argument("--data", default=None, help="IAM-OnDB (a folder or .npz): where --styles' lines are")
     args = ap.parse_args()
+    if args.styles is not None and args.data is None:
+        ap.error("--styles needs --data: where its lines are")
     torch.set_num_threads(1)
     m = load_hw_model(args.src)
     rows = [r for r in json.loads(open(args.test_json).read())["nll"] if r["model"] == args.src]
@@ -59,7 +61,7 @@ def bank(m, styles_json: str, data: str) -> list[dict]:
     if missing:
         raise SystemExit(f"{data}: no lines {missing}")
     return [{"text": lines[i].text, "line_id": i,
-             "offsets": normalise(preprocess(lines[i].points, c.stride, c.align, c.smooth, c.glitch, c.clip), c)}
+             "offsets": normalise(c.offsets(lines[i].points), c)}
             for i in ids]
 
 

@@ -2,11 +2,12 @@
 where the rate controller (hmgen.training.boundary.RateControl) kept it batch by batch during training.
 
 The controller moves b_z after every update so that the batch just seen would have fired at the target rate;
-what a trained model's detectors do on other lines then depends on the last batches (layer 2 of a 3x128 pen model
-fired on 1.1-9.3 % of validation points at successive evaluations, its target 5 %). Calibration replaces that
-last-batch bias by the one that hits the target over `lines` training lines, from the zero state, whole lines, as
-the model is used: layer by layer from the bottom (a layer's threshold changes which steps the layer above
-computes), a few rounds. hmgen's choice (issue 23); the paper has no controller. Used when bundling a model.
+what a trained model's detectors do on other lines then depends on the last batches (a pen model's layer 2 fired
+at a fraction to nearly twice its target on validation at successive evaluations: benchmarks/RESULTS.md).
+Calibration replaces that last-batch bias by the one that hits the target over `lines` training lines, from the
+zero state, whole lines, as the model is used: layer by layer from the bottom (a layer's threshold changes which
+steps the layer above computes), a few rounds. hmgen's choice; the paper has no controller. Used when bundling a
+model.
 """
 from __future__ import annotations
 

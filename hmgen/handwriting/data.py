@@ -236,8 +236,24 @@ def level_rotation(xy: np.ndarray) -> np.ndarray:
     return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
 
 
-def preprocess(points: np.ndarray, stride: int = 2, align: bool = True, smooth: bool = False,
-               glitch: float = 300.0, clip: float = 500.0) -> np.ndarray:
+@dataclass
+class Preprocessing:
+    """How raw lines become pen offsets (preprocess): a model stores it (hmgen.handwriting.model.HWConfig), so that
+    its training data, its style bank and any lines it is evaluated on are prepared alike. These are the defaults."""
+    stride: int = 2
+    align: bool = True
+    smooth: bool = False
+    glitch: float = 300.0
+    clip: float = 500.0
+
+    def offsets(self, points: np.ndarray) -> np.ndarray:
+        """preprocess(points) with these settings."""
+        return preprocess(points, self.stride, self.align, self.smooth, self.glitch, self.clip)
+
+
+def preprocess(points: np.ndarray, stride: int = Preprocessing.stride, align: bool = Preprocessing.align,
+               smooth: bool = Preprocessing.smooth, glitch: float = Preprocessing.glitch,
+               clip: float = Preprocessing.clip) -> np.ndarray:
     """Raw (N, 3) [x, y-down, eos] -> (M, 3) float32 offsets [dx, dy-up, eos] in whiteboard units.
 
     glitch:  an in-stroke step longer than this is a recording glitch: the stroke is split there (pen up).
@@ -295,11 +311,12 @@ class Prepared:
     offsets: np.ndarray     # (M, 3) raw units
 
 
-def prepare_lines(lines: list[RawLine], stride: int, align: bool, smooth: bool,
-                  glitch: float, clip: float) -> list[Prepared]:
+def prepare_lines(lines: list[RawLine], prep: Preprocessing) -> list[Prepared]:
+    """The lines preprocessed as `prep` says (a model's HWConfig is one); lines left with fewer than 2 offsets are
+    dropped."""
     out = []
     for ln in lines:
-        off = preprocess(ln.points, stride, align, smooth, glitch, clip)
+        off = prep.offsets(ln.points)
         if len(off) >= 2:
             out.append(Prepared(ln.line_id, ln.text, off))
     return out

@@ -3,8 +3,8 @@ reads the output; figures in benchmarks/RESULTS.md). No imports: the CLI shows t
 
 # Probability bias (Graves 2013 §5.4): Tesseract's character error rate on handwriting-small's lines falls from
 # bias 0 to 3 and rises again at 4; at 3 the writing is neater and more uniform but still a hand. A few more
-# lines stall (5 % vs 3 %), and are redrawn (sample.py). --bias 0 gives unbiased, varied writing. With
-# handwriting-small-2 (the default model since) bias 2, 3 and 4 read alike (CER 0.504 / 0.496 / 0.494).
+# lines stall, and are redrawn (sample.py). --bias 0 gives unbiased, varied writing. With handwriting-small-2
+# (the default model since) bias 2, 3 and 4 read alike.
 BIAS = 3.0
 
 # Drawing: a wider pen reads better (the error rate falls with it, on real IAM-OnDB lines too) while 3 px at

@@ -30,7 +30,7 @@ def evaluate_iam(model: HandwritingModel, data: str, split: str = "test", max_po
     if not raw:
         raise HmgenError(f"{data}: no lines in the {split} split")
     c = model.cfg
-    lines = prepare_lines(raw, c.stride, c.align, c.smooth, c.glitch, c.clip)
+    lines = prepare_lines(raw, c)
     skipped = 0
     if c.conditional:
         known = set(c.alphabet)

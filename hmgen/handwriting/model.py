@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,47 +30,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hmgen.bundled import HANDWRITING
-from hmgen.cell import HMLSTM_ARCH
-from hmgen.cell.reference import HMLSTM, check_stack, count_parameters
+from hmgen.cell.reference import StackConfig, count_parameters
+from hmgen.handwriting.data import Preprocessing
 from hmgen.modelfile import describe, load_weights, write_model_files
 
 LOG_2PI = math.log(2 * math.pi)
 
 
-@dataclass
-class HWConfig:
-    alphabet: str = ""                    # characters the model can write (conditional mode)
-    arch: str = HMLSTM_ARCH               # or LSTM_ARCH
+@dataclass(kw_only=True)
+class HWConfig(Preprocessing, StackConfig):
+    """A synthesis network: its stack (StackConfig), how its lines were preprocessed (Preprocessing: stored so that
+    style primes and evaluation match training), and its own parts."""
     hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
-    layer_norm: bool = True
-    ln_terms: bool = True                 # see ModelConfig.ln_terms: True for files written before the field
+    alphabet: str = ""                    # characters the model can write (conditional mode)
     mixtures: int = 20
     window: int = 10                      # K Gaussians in the attention window
     conditional: bool = True
     kappa_scale: float = 1 / 12           # window step per point = softplus(k^) * kappa_scale
-    # preprocessing (applied to training data and style primes; stored so sampling matches)
-    stride: int = 2
-    align: bool = True
-    smooth: bool = False
-    glitch: float = 300.0
-    clip: float = 500.0
-    mean: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    mean: list[float] = field(default_factory=lambda: [0.0, 0.0])      # the training offsets' (normalise)
     std: list[float] = field(default_factory=lambda: [1.0, 1.0])
     line_height: float = 100.0            # typical vertical extent of a line in whiteboard units (rendering)
-
-    def __post_init__(self):
-        self.hidden = check_stack(self.arch, self.hidden)
-
-    @property
-    def hierarchical(self) -> bool:
-        return self.arch == HMLSTM_ARCH
 
     @property
     def n_chars(self) -> int:            # one-hot size: end-of-text slot + alphabet
         return len(self.alphabet) + 1 if self.conditional else 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def encode_text(text: str, alphabet: str) -> list[int]:
@@ -99,7 +82,7 @@ class SynthesisNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         C = cfg.n_chars
-        self.rnn = HMLSTM(3 + C, cfg.hidden, cfg.hierarchical, cfg.layer_norm, cfg.ln_terms)
+        self.rnn = cfg.stack(3 + C)
         if cfg.conditional:
             self.window = nn.Linear(cfg.hidden[0], 3 * cfg.window)
             with torch.no_grad():           # start wide-ish and slow: alpha 1, beta 1/e... kappa step ~ scale*0.69
@@ -108,7 +91,7 @@ class SynthesisNet(nn.Module):
         self.head = nn.Linear(sum(cfg.hidden) + C, 1 + 6 * cfg.mixtures)
         # learned initial h per layer: with layer norm, an all-zero h_0 makes LN(U h_0) and LN(U_td h_0)
         # normalise a zero vector, whose gradient is 1/sqrt(eps) ~ 316; a layer that COPYs its zero h for
-        # many steps then multiplies it up through time (measured: gradient norms ~1e13 over 100 points).
+        # many steps then multiplies it up through time (gradients explode: benchmarks/RESULTS.md).
         self.h0 = nn.ParameterList([nn.Parameter(torch.randn(h) * 0.1) for h in cfg.hidden])
 
     @property

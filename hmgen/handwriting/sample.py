@@ -4,10 +4,9 @@ Lines are sampled side by side as one batch. Each line stops on its own:
   * "end of text": the window has moved onto the end-of-text slot (phi there is the largest) and the pen
     is lifted, or the window has sat on that slot for `linger` steps, or its centre has passed it;
   * "step cap": after max_steps_per_char * (characters + 1) points (hard cap).
-A line stopped by the cap is one whose window stalled (measured on IAM-OnDB test texts: the network wrote
-minims "iiii" over "Horrabin" while the window crept 0.02 characters per point, 5 characters short of the end
-when the cap came): it is drawn again with a new seed, up to `retries` times (our choice; sampling alone cannot
-un-stall it). Line.tries counts the draws.
+A line stopped by the cap is one whose window stalled (the network writes minims "iiii" while the window creeps
+on, short of the end when the cap comes; an example in benchmarks/RESULTS.md): it is drawn again with a new
+seed, up to `retries` times (our choice; sampling alone cannot un-stall it). Line.tries counts the draws.
 """
 from __future__ import annotations
 
@@ -91,10 +90,10 @@ def synthesize(model: HandwritingModel, texts: list[str], bias: float = BIAS, se
 
     With a primer the network reads "primer text + space + this text": it is run over the primer's points (its
     window, both states and the last point carried over), then writes. Where the primer's strokes end, the
-    window has often not quite reached the end of the primer's text (measured on handwriting-small-2's bank: 3
-    characters behind on one line in 8): the network then first writes the rest of the primer's text. Those
-    points are not this line's: the line starts at the first stroke that the pen begins to the right of all
-    ink so far once the window is on the separating space (our choice; the step cap counts from there)."""
+    window has sometimes not quite reached the end of the primer's text (benchmarks/RESULTS.md): the network
+    then first writes the rest of the primer's text. Those points are not this line's: the line starts at the
+    first stroke that the pen begins to the right of all ink so far once the window is on the separating space
+    (our choice; the step cap counts from there)."""
     net, cfg = model.net, model.cfg
     if not cfg.conditional:
         raise SynthesisError(f"model {model.name!r} is unconditional: it cannot write a given text")
@@ -257,9 +256,9 @@ def style_prime(model: HandwritingModel, style: int | None):
 
 
 # With a style, a line is written in pieces of at most this many characters (whole words), each primed with the
-# style line, and the pieces are joined into the line (our choice, measured: handwriting-small-2 forgets a
-# primer's slant within ~15 characters; across 8 styles the slant of what it wrote correlated 0.61 with the
-# primer's in the first half of a phrase and -0.06 in the second; benchmarks/RESULTS.md).
+# style line, and the pieces are joined into the line (our choice: handwriting-small-2 forgets a primer's slant
+# within a piece's length or so, its slant following the primer's in the first half of a phrase and not in the
+# second; benchmarks/RESULTS.md).
 PIECE = 16
 
 
@@ -299,10 +298,9 @@ def write_lines(model: HandwritingModel, lines: list[str], bias: float = BIAS, s
                 style: int | None = None, max_steps_per_char: int = 25, piece: int | None = PIECE) -> list[Line]:
     """Several lines, sampled side by side. With a style from the bank every line is written in pieces of at most
     `piece` characters (whole words; None: whole lines), each primed with the style line, joined (join_pieces).
-    Without one, every line is written whole from the model's own start (our choice, measured: priming lines 2..
-    with line 1, as X-rayLaser's txt2script does, made them far less legible with handwriting-small, Tesseract CER
-    0.82 vs 0.59 at bias 3, and did not even keep the size: later lines came out at 0.72 of line 1's height,
-    unprimed ones at 1.03); at the default bias the lines share the model's one neat hand.
+    Without one, every line is written whole from the model's own start (our choice: priming lines 2.. with line
+    1, as X-rayLaser's txt2script does, made them far less legible with handwriting-small and did not even keep
+    the size; benchmarks/RESULTS.md); at the default bias the lines share the model's one neat hand.
     Blank lines ("") come back as empty Lines (stop "blank") in their places."""
     todo = [t for t in lines if t.strip()]
     if not todo:

@@ -13,43 +13,46 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from hmgen.device import build_trainable
 from hmgen.errors import UsageError
-from hmgen.handwriting.data import (HandwritingDataError, load_iam, line_height_units, norm_stats, prepare_lines,
-                                    select)
+from hmgen.handwriting.data import (HandwritingDataError, Preprocessing, load_iam, line_height_units, norm_stats,
+                                    prepare_lines, select)
 from hmgen.handwriting.model import (HWConfig, SynthesisNet, encode_text, load_hw_model, mixture_nll, normalise,
                                      save_hw_model, text_batch)
 from hmgen.cell.reference import COPY, op_counts, operations, rates_dict
-from hmgen.training.boundary import Detectors, default_rate_targets, detector_stats, rate_loss, threshold_offsets
+from hmgen.training.boundary import Detectors
 from hmgen.training.checkpoint import load_init
+from hmgen.training.config import DetectorDefaults
 from hmgen.training.task import Validation, json_figure
 
 
-def hw_config_from(cfg, alphabet: str, stats, line_height: float) -> HWConfig:
-    return HWConfig(alphabet=alphabet, arch=cfg.arch, hidden=list(cfg.hidden), layer_norm=cfg.layer_norm,
-                    ln_terms=cfg.ln_terms,
-                    mixtures=cfg.mixtures, window=cfg.window, conditional=cfg.conditional, stride=cfg.stride,
-                    mean=stats[0], std=stats[1], line_height=round(line_height, 2))
+def hw_config_from(cfg) -> HWConfig:
+    """The model a run's options describe, before its data is read (the data's alphabet, normalisation and line
+    height are filled in from the training lines, prepared as this config says)."""
+    h = cfg.handwriting
+    return HWConfig(**cfg.model.stack(), mixtures=h.mixtures, window=h.window, conditional=h.conditional,
+                    stride=h.stride)
 
 
 class HWData:
-    """Prepared, normalised lines of the three splits, the alphabet and the style bank."""
+    """Prepared, normalised lines of the three splits, the alphabet and the style bank; the lines prepared as
+    `prep` says (the model's own HWConfig)."""
 
-    def __init__(self, spec: str, stride: int, max_points: int, conditional: bool, seed: int = 0):
+    def __init__(self, spec: str, prep: Preprocessing, max_points: int, conditional: bool, seed: int = 0):
         path = spec[4:] if spec.startswith("iam:") else spec
         raw = load_iam(path)
         self.source = path
-        kw = dict(stride=stride, align=True, smooth=False, glitch=300.0, clip=500.0)
         train_raw = select(raw, "train")
         if not train_raw:
             raise HandwritingDataError(f"{path}: no training lines (official trainset)")
-        self.train = [p for p in prepare_lines(train_raw, **kw) if len(p.offsets) <= max_points]
-        self.valid = prepare_lines(select(raw, "valid"), **kw)
-        self.test = prepare_lines(select(raw, "test"), **kw)
+        self.train = [p for p in prepare_lines(train_raw, prep) if len(p.offsets) <= max_points]
+        self.valid = prepare_lines(select(raw, "valid"), prep)
+        self.test = prepare_lines(select(raw, "test"), prep)
         self.alphabet = "".join(sorted({c for p in self.train for c in p.text}))
         if conditional:   # a line with a character never seen in training cannot be scored (rare: '*' once)
             known = set(self.alphabet)
@@ -149,32 +152,33 @@ def train(cfg, **kw) -> dict:
 
 class HandwritingTask:
     kind = "handwriting"
-    best_key, best_digits = "best_valid_nll", 2
+    best_key, best_digits, best_name, best_format = "best_valid_nll", 2, "NLL", "{:.1f} nats/line"
     steps_per_epoch = None          # segments per batch vary with the lines' lengths
+    # hmgen's choices for handwriting (benchmarks/RESULTS.md, "Handwriting: a hierarchy that lives"): the full
+    # straight-through gradient drives layer 2 into chains (fire, FLUSH, fire again) whose gradients explode; a
+    # tenth of it, into rows that move at a tenth of the learning rate, keeps the detectors at their targets with
+    # bounded gradients. Free inside a band, the detectors wandered past its edges and fell nearly silent on
+    # validation, so they are held at the target.
+    detector_defaults = DetectorDefaults(boundary_lr=0.1, boundary_grad=0.1, rate_band=1.0)
 
     def __init__(self, cfg, device, rank: int = 0, world: int = 1, data: HWData | None = None):
         if world > 1:
             raise UsageError("handwriting training (iam:) runs in one process; torchrun shards text corpora only")
-        if cfg.fast:
+        if cfg.model.fast:
             raise UsageError("--fast applies to text models only; handwriting (iam:) has no fused forward")
+        cfg = cfg.with_defaults(self.detector_defaults)
         self.cfg, self.device = cfg, device
-        self.data = data or HWData(cfg.data, cfg.stride, cfg.max_points, cfg.conditional, cfg.seed)
-        self.hw = hw_config_from(cfg, self.data.alphabet if cfg.conditional else "", self.data.stats,
-                                 self.data.line_height)
+        hw, h = hw_config_from(cfg), cfg.handwriting
+        self.data = data or HWData(cfg.run.data, hw, h.max_points, h.conditional, cfg.run.seed)
+        self.hw = replace(hw, alphabet=self.data.alphabet if h.conditional else "", mean=self.data.stats[0],
+                          std=self.data.stats[1], line_height=round(self.data.line_height, 2))
         self.model = build_trainable(lambda: SynthesisNet(self.hw), device)
-        self.detectors = Detectors(self.model.rnn, cfg) if self.hw.hierarchical else None
+        self.detectors = Detectors.of(self.model.rnn, cfg.detectors, self.detector_defaults.targets)
         self.styles = [{"text": p.text, "line_id": p.line_id, "offsets": normalise(p.offsets, self.hw)}
                        for p in self.data.styles]
-        self.n_batches = math.ceil(len(self.data.train) / cfg.batch_size)
-        self.batch_no, self.batch, self.z_sum, self.reg_sum = 0, None, 0.0, 0.0
-        # the firing-rate regulariser (hmgen.training.boundary), as for text: live detectors (issue 14)
-        L = len(self.hw.hidden)
-        self.watch = self.hw.hierarchical and L > 1          # the detectors, watched from step 1
-        self.regularise = cfg.rate_reg > 0 and self.watch
-        self.control = cfg.rate_control > 0 and self.watch
-        self.targets = default_rate_targets(L)
-        self.det = torch.zeros(3, max(L - 1, 1))                  # fired, inside the STE window, computed
-        self.counts = torch.zeros(L, 3, dtype=torch.long)         # UPDATE / COPY / FLUSH per layer
+        self.n_batches = math.ceil(len(self.data.train) / cfg.optim.batch_size)
+        self.batch_no, self.batch, self.z_sum = 0, None, 0.0
+        self.counts = torch.zeros(len(self.hw.hidden), 3, dtype=torch.long)   # UPDATE / COPY / FLUSH per layer
 
     @property
     def epoch(self) -> float:
@@ -194,58 +198,56 @@ class HandwritingTask:
     def loss(self, net, step: int, a: float):
         if self.batch is None:
             epoch, k = divmod(self.batch_no, self.n_batches)
-            idx = make_batches(self.data.train, self.cfg.batch_size, epoch, self.cfg.seed)[k]
+            idx = make_batches(self.data.train, self.cfg.optim.batch_size, epoch, self.cfg.run.seed)[k]
             self.batch = tensors_for(self.data.train, idx, self.hw, self.device)
             self.state, self.s0 = self.model.initial_state(len(idx), self.device), 0
         x, y, m, onehot, tmask = self.batch                                  # x, y (B, T, 3), m (B, T)
-        seg = slice(self.s0, self.s0 + self.cfg.seq_len)
+        seg = slice(self.s0, self.s0 + self.cfg.optim.seq_len)
         z_init = torch.cat([zl for _, _, zl in self.state[0]], -1)            # (B, L): z carried in
-        pre = [] if self.watch else None
+        detectors = self.detectors                                            # watched from step 1
+        pre = [] if detectors else None
         params, state, z, _ = net(x[:, seg], self.state, onehot, tmask, a, pre_z=pre)
         layers, kappa, w = state
         self.state = ([tuple(t.detach() for t in layer) for layer in layers], kappa.detach(), w.detach())
         msk = m[:, seg]
         points = msk.sum()
         self.z_sum = self.z_sum + (z.detach() * msk[..., None]).sum((0, 1))
-        self.s0 += self.cfg.seq_len
+        self.s0 += self.cfg.optim.seq_len
         if self.s0 >= x.shape[1]:
             self.batch, self.batch_no = None, self.batch_no + 1
         loss = (mixture_nll(params, y[:, seg], self.hw.mixtures) * msk).sum() / points
-        ops = operations(z.detach(), z_init, self.watch)                         # (B, T, L)
+        ops = operations(z.detach(), z_init, detectors is not None)             # (B, T, L)
         self.counts += op_counts(self.model, z.detach(), z_init, msk > 0).cpu()
-        if self.watch:                          # padding steps are not counted
-            live = (msk > 0)[..., None]
-            self.det += detector_stats(pre[0].detach() * live, z.detach() * live[..., :1], torch.where(
-                live, ops, torch.full_like(ops, COPY)), a).cpu()
-        if self.control:                        # where this step's thresholds should have been (no padding)
-            self.detectors.offsets = threshold_offsets(pre[0].detach(), ops, self.targets, msk, self.cfg.rate_band)
-        if self.regularise:                     # pre[0]: (B, T, L-1); padding steps count like the others
-            reg = self.cfg.rate_reg * rate_loss(pre[0], z, ops, self.targets, leak=self.cfg.rate_leak)
-            self.reg_sum += float(reg.detach()) * int(points)
-            loss = loss + reg
+        if detectors:
+            live = (msk > 0)[..., None]         # padding steps are not counted
+            detectors.watch(pre[0].detach() * live, z.detach() * live[..., :1],
+                            torch.where(live, ops, torch.full_like(ops, COPY)), a)
+            detectors.aim(pre[0], ops, msk)     # where this step's thresholds should have been (no padding)
+            reg = detectors.regulariser(pre[0], z, ops)   # pre[0]: (B, T, L-1); padding counts like the rest
+            if reg is not None:
+                detectors.count_regulariser(float(reg.detach()), int(points))
+                loss = loss + reg
         return loss, int(points)
 
     def log_fields(self, loss: float, points: int, seconds: float):
         z_rates = [round(float(v) / points, 4) for v in self.z_sum[:-1]]
-        reg = self.reg_sum / max(points, 1)
-        self.z_sum, self.reg_sum = 0.0, 0.0
+        self.z_sum = 0.0
         fields = {"points_per_s": round(points / max(seconds, 1e-9)), "z_rates": z_rates,
                   "layers": rates_dict(self.counts)}
         self.counts.zero_()
-        if self.watch:   # per detector: share of all points it fired; share of its computed points inside |z~| < 1/a
-            fields["fire"] = [round(float(f), 4) for f in self.det[0] / max(points, 1)]
-            fields["window"] = [round(float(w), 4) for w in self.det[1] / self.det[2].clamp(min=1)]
-            self.det.zero_()
-        if self.regularise:                     # the loop's loss is NLL + this; both parts reported
-            fields["rate_loss"] = json_figure(reg, 5)
-            loss -= reg
-            fields["loss"] = json_figure(loss)
+        if self.detectors:
+            watched, reg = self.detectors.log_fields(points)
+            fields.update(watched)
+            if self.cfg.detectors.rate_reg:     # the loop's loss is NLL + this; both parts reported
+                fields["rate_loss"] = json_figure(reg, 5)
+                loss -= reg
+                fields["loss"] = json_figure(loss)
         zs = "/".join(f"{v:.2f}" for v in z_rates) or "-"
-        win = " win " + "/".join(f"{w:.2f}" for w in fields["window"]) if self.watch else ""
+        win = " win " + "/".join(f"{w:.2f}" for w in fields["window"]) if self.detectors else ""
         return fields, f"nll/pt {loss:.3f} {fields['points_per_s']} pt/s z {zs}{win}"
 
     def validate(self) -> Validation:
-        r = evaluate_lines(self.model, self.data.valid, self.cfg.eval_symbols, device=self.device)
+        r = evaluate_lines(self.model, self.data.valid, self.cfg.run.eval_symbols, device=self.device)
         return Validation(r["nll_line"],
                           {"valid_nll_line": json_figure(r["nll_line"], 2), "valid_nll_point": json_figure(r["nll_point"]),
                            "valid_lines": r["lines"], "valid_z_rates": r["z_rates"]},

@@ -137,7 +137,7 @@ def load_ptb(directory: str | os.PathLike) -> Corpus:
     for split in ("train", "valid", "test"):
         f = d / f"ptb.char.{split}.txt"
         if not f.exists() and f.with_name(f.name + ".xz").exists():
-            f = f.with_name(f.name + ".xz")          # xz-compressed copies (a GPU carry: 11.7 -> 1.4 MB)
+            f = f.with_name(f.name + ".xz")          # xz-compressed copies (lighter to carry to a GPU machine)
         if not f.exists():
             raise DataError(f"{f}: not found (ptb:DIR expects ptb.char.{{train,valid,test}}.txt, or .txt.xz)")
         texts[split] = ptb_text(read_bytes(f))

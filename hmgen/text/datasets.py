@@ -14,14 +14,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
 
 from hmgen.errors import DataError
-from hmgen.fs import atomic_write, file_sha256, one_line
+from hmgen.fs import CHUNK, atomic_write, file_sha256, one_line, temporary_name
 from hmgen.progress import Bar
 
 URLS = {
@@ -32,7 +31,6 @@ SHA256 = {   # of the unzipped files, 100,000,000 bytes each
     "text8": "6e890197040d37d85beb962ae1f041ff1d9a9ca8d20c7d99c85027eebf51dca7",
     "enwik8": "2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8",
 }
-CHUNK = 1 << 20
 
 
 def default_dir() -> Path:
@@ -62,8 +60,9 @@ def _verify_existing(path: Path, expected: str) -> None:
 
 
 def _write_marker(path: Path, digest: str) -> None:
+    line = f"{digest} {_stamp(path)}\n"
     try:
-        path.with_name(path.name + ".sha256").write_text(f"{digest} {_stamp(path)}\n")
+        atomic_write(path.with_name(path.name + ".sha256"), lambda tmp: Path(tmp).write_text(line))
     except OSError:
         pass   # a read-only folder only costs a rehash next time
 
@@ -105,8 +104,8 @@ def fetch(name: str, directory: str | os.PathLike | None = None, download: bool 
 
     zipped = None
     try:
-        with tempfile.NamedTemporaryFile(dir=d, prefix=f".{name}.", suffix=".zip.part", delete=False) as z:
-            zipped = z.name
+        zipped = temporary_name(d / f"{name}.zip")
+        with open(zipped, "wb") as z:
             _download(url, z, progress)
 
         def unzip(tmp: str) -> None:            # the corpus reaches `path` only once its checksum matched

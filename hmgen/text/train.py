@@ -21,8 +21,9 @@ from hmgen.errors import DataError, UsageError
 from hmgen.text.model import load_model, save_model
 from hmgen.text.data import Corpus, StreamBatches, load_corpus
 from hmgen.text.evaluate import evaluate
-from hmgen.training.boundary import Detectors, default_rate_targets, detector_stats, rate_loss, threshold_offsets
+from hmgen.training.boundary import Detectors
 from hmgen.training.checkpoint import load_init
+from hmgen.training.config import DetectorDefaults
 from hmgen.training.task import Validation, json_figure
 
 
@@ -54,32 +55,32 @@ def train(cfg, **kw) -> dict:
 
 class TextTask:
     kind = "text"
-    best_key, best_digits = "best_valid_bpc", 4
+    best_key, best_digits, best_name, best_format = "best_valid_bpc", 4, "BPC", "{:.4f}"
+    # hmgen's choices for text (benchmarks/RESULTS.md, "Hierarchy"): the paper's full straight-through estimator,
+    # and a band of 2 that lets the loss pick each detector's rate within [target / 2, target * 2] (English
+    # layer 1 then found word starts better than when held at the target, at the same BPC)
+    detector_defaults = DetectorDefaults(boundary_lr=1.0, boundary_grad=1.0, rate_band=2.0)
 
     def __init__(self, cfg, device, rank: int = 0, world: int = 1, corpus: Corpus | None = None):
+        cfg = cfg.with_defaults(self.detector_defaults)
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
-        self.corpus = corpus or load_corpus(cfg.data, cfg.valid, cfg.download)
-        if not 0 <= cfg.cold_starts <= 1:
-            raise UsageError(f"--cold-starts is a share of segments, between 0 and 1 (got {cfg.cold_starts:g})")
+        run, optim = cfg.run, cfg.optim
+        self.corpus = corpus or load_corpus(run.data, run.valid, run.download)
+        if not 0 <= optim.cold_starts <= 1:
+            raise UsageError(f"--cold-starts is a share of segments, between 0 and 1 (got {optim.cold_starts:g})")
         vocab = self.corpus.vocab
         self.newline = int(vocab.encode("\n")[0]) if vocab.kind == "bytes" or "\n" in vocab.symbols else 0
         valid = self.corpus.splits.get("valid")
         if valid is not None and len(valid) < 2:          # found now, not after the first updates
-            raise DataError(f"{cfg.valid or cfg.data}: the validation data holds {len(valid)} symbol(s); "
+            raise DataError(f"{run.valid or run.data}: the validation data holds {len(valid)} symbol(s); "
                             f"it needs at least 2")
-        self.model = build_trainable(lambda: CharLM(cfg.model_config(self.corpus.vocab.size)), device)
-        self.detectors = Detectors(self.model.rnn, cfg) if self.model.cfg.hierarchical else None
-        self.batches = StreamBatches(self.corpus.split("train"), cfg.batch_size, cfg.seq_len, rank, world)
+        self.model = build_trainable(lambda: CharLM(cfg.model.text_config(self.corpus.vocab.size)), device)
+        self.detectors = Detectors.of(self.model.rnn, cfg.detectors, self.detector_defaults.targets, device)
+        self.batches = StreamBatches(self.corpus.split("train"), optim.batch_size, optim.seq_len, rank, world)
         self.steps_per_epoch = len(self.batches)
-        self.state = scatter_state(self.model.initial_state(cfg.batch_size, device), rank, world)
+        self.state = scatter_state(self.model.initial_state(optim.batch_size, device), rank, world)
         self.step = 0
         self.counts = torch.zeros(self.model.num_layers, 3, dtype=torch.long, device=device)
-        # the detectors, watched from step 1
-        L = self.model.num_layers
-        self.watch = self.model.cfg.hierarchical and L > 1
-        self.targets = default_rate_targets(L)
-        self.det = torch.zeros(3, max(L - 1, 1), device=device)   # fired, inside the STE window, computed
-        self.reg_sum = 0.0                                        # symbols x the regulariser, since the last log
 
     @property
     def epoch(self) -> float:
@@ -91,7 +92,7 @@ class TextTask:
         return {"vocab": self.corpus.vocab.size, "train_symbols": len(self.corpus.split("train"))}
 
     def forward_module(self):
-        if self.cfg.fast:     # opt-in until benchmarks/gpu/check_fast.py has passed on a GPU (tests/test_fast.py: CPU)
+        if self.cfg.model.fast:     # opt-in until benchmarks/gpu/check_fast.py has passed on a GPU (tests/test_fast.py: CPU)
             from hmgen.cell.fast import FastForward
             return FastForward(self.model)
         return self.model
@@ -101,8 +102,8 @@ class TextTask:
         probability P, its first input the newline a compression lane starts after (hmgen.archive.format START),
         so the model learns to predict well from the very first bytes of a lane. Drawn from (seed, step): the
         same streams on resume and under DDP (process r takes streams r, r+world, ... of the global draw)."""
-        gen = np.random.default_rng([self.cfg.seed, step])
-        cold = (gen.random(self.cfg.batch_size) < self.cfg.cold_starts)[self.rank::self.world]      # (B,)
+        gen = np.random.default_rng([self.cfg.run.seed, step])
+        cold = (gen.random(self.cfg.optim.batch_size) < self.cfg.optim.cold_starts)[self.rank::self.world]   # (B,)
         if not cold.any():
             return x
         keep = torch.from_numpy(~cold).to(self.device, torch.float32)[:, None]                    # (B, 1)
@@ -115,13 +116,14 @@ class TextTask:
         x, y, new_epoch = self.batches.get(step)                               # (batch/world, T) each
         if new_epoch:
             self.state = self.model.initial_state(x.shape[0], self.device)
-        elif self.cfg.cold_starts:
+        elif self.cfg.optim.cold_starts:
             x = self.cold_start(x, step)
         x = torch.from_numpy(x.astype(np.int64)).to(self.device)
         y = torch.from_numpy(y.astype(np.int64)).to(self.device)
         z_init = torch.cat([z for _, _, z in self.state], dim=-1)
-        pre = [] if self.watch else None
-        logits, state, z = net(x, self.state, a, pre_z=pre) if self.watch else net(x, self.state, a)   # (B, T, vocab)
+        detectors = self.detectors                                             # watched from step 1
+        pre = [] if detectors else None
+        logits, state, z = net(x, self.state, a, pre_z=pre) if detectors else net(x, self.state, a)   # (B, T, vocab)
         self.state = detach_state(state)
         self.step = step + 1
         counts = op_counts(self.model, z.detach(), z_init)
@@ -129,35 +131,32 @@ class TextTask:
             dist.all_reduce(counts)
         self.counts += counts
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        if self.watch:                          # pre[0]: (B, T, L-1) detector pre-activations z~
+        if detectors:                           # pre[0]: (B, T, L-1) detector pre-activations z~
             ops = operations(z.detach(), z_init)
-            det = detector_stats(pre[0].detach(), z.detach(), ops, a)
-            if self.world > 1:                  # the log describes the whole global batch
-                dist.all_reduce(det)
-            self.det += det
-            if self.cfg.rate_control:           # every process must move the biases alike: the whole batch's
+            # the log describes the whole global batch
+            det = detectors.watch(pre[0], z, ops, a, dist.all_reduce if self.world > 1 else None)
+            if detectors.control:               # every process must move the biases alike: the whole batch's
                 p_z, o = pre[0].detach().contiguous(), ops.contiguous()                 # thresholds
                 if self.world > 1:
                     parts = [[torch.empty_like(t) for _ in range(self.world)] for t in (p_z, o)]
                     dist.all_gather(parts[0], p_z)
                     dist.all_gather(parts[1], o)
                     p_z, o = torch.cat(parts[0]), torch.cat(parts[1])
-                self.detectors.offsets = threshold_offsets(p_z, o, self.targets, band=self.cfg.rate_band)
-            if self.cfg.rate_reg:
-                fired = det[0] / (x.numel() * self.world)                          # (L-1,) F, whole batch
-                reg = self.cfg.rate_reg * rate_loss(pre[0], z, ops, self.targets, fired, self.cfg.rate_leak)
+                detectors.aim(p_z, o)
+            reg = detectors.regulariser(pre[0], z, ops, fired=det[0] / (x.numel() * self.world))   # F, whole batch
+            if reg is not None:
                 part = reg.detach().clone()                                        # all_reduce is in place
                 if self.world > 1:
                     dist.all_reduce(part)
                     part = part / self.world
-                self.reg_sum += float(part) * x.numel() * self.world
+                detectors.count_regulariser(float(part), x.numel() * self.world)
                 loss = loss + reg
         return loss, x.numel() * self.world
 
     def log_fields(self, loss: float, symbols: int, seconds: float):
         rates = rates_dict(self.counts)
         self.counts.zero_()
-        reg = self.reg_sum / max(symbols, 1)
+        watched, reg = self.detectors.log_fields(symbols) if self.detectors else ({}, 0.0)
         loss -= reg                                  # the loop's loss is the objective: report its two parts
         bpc = loss / math.log(2)
         fields = {"loss": json_figure(loss), "bpc": json_figure(bpc), "symbols_per_s": round(symbols / max(seconds, 1e-9)),
@@ -165,20 +164,16 @@ class TextTask:
         fires = "/".join(f"{r['flush']:.2f}" for r in rates[:-1]) if self.model.cfg.hierarchical else "-"
         updates = "/".join(f"{1 - r['copy']:.2f}" for r in rates)            # share of steps a layer computes
         text = f"loss {loss:.3f} bpc {bpc:.3f} {fields['symbols_per_s'] / 1000:.1f}k ch/s z {fires} upd {updates}"
-        if self.watch:   # per detector: share of all steps it fired; share of its computed steps inside |z~| < 1/a
-            fields["fire"] = [round(float(f), 4) for f in self.det[0] / max(symbols, 1)]
-            fields["window"] = [round(float(w), 4) for w in self.det[1] / self.det[2].clamp(min=1)]
-            fields["rate_loss"] = json_figure(reg, 5)
+        if self.detectors:
+            fields.update(watched, rate_loss=json_figure(reg, 5))
             text += " win " + "/".join(f"{w:.2f}" for w in fields["window"])
-        self.det.zero_()
-        self.reg_sum = 0.0
         return fields, text
 
     def validate(self) -> Validation | None:
         ids = self.corpus.splits.get("valid")
         if ids is None:
             return None
-        r = evaluate(self.model, ids, max_symbols=self.cfg.eval_symbols, device=self.device)
+        r = evaluate(self.model, ids, max_symbols=self.cfg.run.eval_symbols, device=self.device)
         return Validation(r["bpc"], {"valid_bpc": json_figure(r["bpc"]),
                                      "valid_layers": r["layers"]},
                           f"valid bpc {r['bpc']:.4f}", {"valid_bpc": round(r["bpc"], 4), "valid_symbols": r["symbols"],

@@ -1,19 +1,21 @@
-"""Keeping the boundary detectors alive during training (issue 14), and watching them.
+"""Keeping the boundary detectors alive during training, and watching them.
 
 With the step function forward and the hard-sigmoid straight-through backward (eq. 8-9), a detector whose
 pre-activation z~ leaves the window |z~| < 1/a gets no gradient from the language-model loss at all; in
-hmgen's first runs every detector left it within ~50-100 Adam updates (a layer that never fires, or fires at
-every step) and never came back. The paper adds no term for this (its FLUSH reset is the only cost of firing).
+hmgen's first runs every detector soon left it (a layer that never fires, or fires at every step) and never
+came back (benchmarks/RESULTS.md, "Hierarchy"). The paper adds no term for this (its FLUSH reset is the only
+cost of firing).
 
 Here:
   boundary_rows   where the detector's parameters live (one row of each term's weight, of b, of the LN gains);
   group_grad_norms  gradient norms per parameter group, each layer's boundary rows apart from its gate rows;
-  detector_stats    per detector: firing rate and share of computed steps inside the STE window;
+  detector_stats  per detector: firing rate and share of computed steps inside the STE window;
   rate_loss       a regulariser pulling each layer's firing rate toward a target (H-Net's ratio loss,
                   Hwang, Wang & Gu 2025), which also gives a saturated detector a gradient again;
   RateControl     a controller outside the gradient: after each update it moves each detector's bias b_z
                   toward its target rate, so a detector that stopped firing (or fires always) comes back
-                  whatever its gradients are.
+                  whatever its gradients are;
+  Detectors       all of it for one task's stack, from the run's options (what the tasks and the loop call).
 """
 from __future__ import annotations
 
@@ -21,14 +23,7 @@ import torch
 import torch.nn as nn
 
 from hmgen.cell.reference import COPY, HMLSTM
-
-
-def default_rate_targets(layers: int) -> list[float]:
-    """Firing rate per detector (layers 1..L-1), as a share of all time steps (hmgen's choice; the paper has
-    no target). Layer 1 about once per word (char-PTB and English: ~0.18 word ends per character), each
-    layer above about a quarter as often; the paper's Fig. 3 sample has 56 and 9 boundaries in 270 characters
-    (0.21, 0.033)."""
-    return [round(0.2 * 0.25 ** l, 4) for l in range(layers - 1)]
+from hmgen.training.config import DetectorOptions
 
 
 def boundary_rows(rnn: HMLSTM) -> list[list[tuple[nn.Parameter, int]]]:
@@ -48,15 +43,15 @@ def boundary_rows(rnn: HMLSTM) -> list[list[tuple[nn.Parameter, int]]]:
 
 
 @torch.no_grad()
-def group_grad_norms(model: nn.Module) -> dict[str, float]:
-    """Gradient norms (call before clipping) of a model with an HM-LSTM stack `model.rnn`: each layer's gate
-    rows ("L1.gates"), each detector's rows ("L1.boundary"), and everything else ("other": embeddings, output
-    module, attention window)."""
-    inside = {id(p) for p in model.rnn.parameters()}
+def group_grad_norms(rnn: HMLSTM, model: nn.Module) -> dict[str, float]:
+    """Gradient norms (call before clipping) of a model holding the HM-LSTM stack `rnn`: each layer's gate rows
+    ("L1.gates"), each detector's rows ("L1.boundary"), and everything else ("other": embeddings, output module,
+    attention window)."""
+    inside = {id(p) for p in rnn.parameters()}
     other = [p.grad for p in model.parameters() if id(p) not in inside and p.grad is not None]
     out = {}
-    detectors = iter(boundary_rows(model.rnn))
-    for l, layer in enumerate(model.rnn.layers):
+    detectors = iter(boundary_rows(rnn))
+    for l, layer in enumerate(rnn.layers):
         grads = {id(p): p.grad for p in layer.parameters() if p.grad is not None}
         if layer.has_boundary:
             rows = [(p, r) for p, r in next(detectors) if p.grad is not None]
@@ -91,8 +86,8 @@ def rate_loss(pre_z: torch.Tensor, z: torch.Tensor, ops: torch.Tensor, targets: 
     sigmoid everywhere, so a detector outside the STE window is pulled back (hmgen's choice of soft proxy:
     the hard sigmoid would have no gradient exactly where it is needed).
     leak: added to sigm'(z~) in G's gradient (G's value is unchanged). sigm' vanishes far outside the window
-    (4.5e-5 at z~ = -10, below Adam's epsilon once scaled by the loss weight), so a detector that ran off stays
-    off; with a leak the pull back never falls below leak per step (hmgen's choice, issue 14).
+    (below Adam's epsilon once scaled by the loss weight), so a detector that ran off stays off; with a leak the
+    pull back never falls below leak per step (hmgen's choice).
     pre_z: (batch, T, L-1); z, ops: (batch, T, L); fired: F given (the whole batch's under DDP: the loss is
     linear in G for a given F, so averaging the processes' gradients then gives the one-process gradient)."""
     live = computed(ops)
@@ -110,14 +105,14 @@ class RateControl:
     have fired at its target rate on the step just taken (`threshold_offsets`). z = 1[z~ > 0] (eq. 8), so
     moving b_z moves the threshold directly: the loss still decides *where* a layer fires, the controller keeps
     *how often* near the target, whatever the detector's gradients (none outside the STE window). hmgen's
-    choice (issue 14; the paper has no such term).
+    choice (the paper has no such term).
 
     The step limit s_l adapts as in Rprop: doubled while q keeps its sign, halved when it flips. Unlimited
     moves flipped a self-exciting layer (fire -> FLUSH -> fire again: a gap in its z~ between the steps that
-    chain and those that do not) between 0 % and 60 % on alternate updates (English 3x192, layer 2); a fixed
-    limit of 0.1 settled it but left char-PTB's layer 2 firing at every step for 40 updates while its
-    gradients exploded. Measured in pre-activation units, the controller cannot wind up as one on the rate
-    itself does (a detector whose z~ all sit in a narrow band jumps from 0 % to 90 %).
+    chain and those that do not) between rarely and very often firing on alternate updates; a small fixed limit
+    settled it but left another layer firing at every step for many updates while its gradients exploded
+    (benchmarks/RESULTS.md). Measured in pre-activation units, the controller cannot wind up as one on the rate
+    itself does (a detector whose z~ all sit in a narrow band jumps from never to nearly always firing).
     state: (2, L-1) step limits and the previous sign of q, saved in checkpoints (exact resume)."""
 
     START, SMALLEST, LARGEST = 1.0, 1e-3, 10.0
@@ -209,24 +204,74 @@ def glorot_boundary_rows(rnn: HMLSTM) -> None:
 
 
 class Detectors:
-    """What training does to an HM-LSTM's boundary detectors besides the loss, from the run's options (hmgen's
-    choices; the paper has none of them): the boundary rows' initialisation (--boundary-init), the straight-through
-    gradient's scale (--boundary-grad), the rows' learning rate (--boundary-lr) and the rate controller
-    (--rate-control). A task builds one for its stack right after building the model and sets `offsets` in each
-    loss (threshold_offsets); the loop calls before_step / after_step around the optimiser's step and keeps
-    `state()` in the checkpoint."""
+    """What training does to an HM-LSTM's boundary detectors besides the loss, and what it watches of them, from the
+    run's DetectorOptions (hmgen's choices; the paper has none of them): the boundary rows' initialisation
+    (--boundary-init), the straight-through gradient's scale (--boundary-grad), the rows' learning rate
+    (--boundary-lr), the rate controller (--rate-control) and the rate regulariser (--rate-reg).
+
+    A task builds one for its stack right after building the model (`of`: None for a stack without detectors). In
+    each loss it hands over what the detectors did (`watch`), where their thresholds should have been (`aim`) and
+    adds `regulariser` (counting it with `count_regulariser`); `log_fields` reports the figures since the last log
+    line. The loop calls grad_groups before clipping, before_step / after_step around the optimiser's step, and
+    keeps `state()` in the checkpoint."""
 
     KEY = "rate_control.state"            # the controller's tensor in checkpoints
 
-    def __init__(self, rnn: HMLSTM, cfg):
-        if cfg.boundary_init == "glorot":
+    def __init__(self, rnn: HMLSTM, options: DetectorOptions, targets: list[float], device=None):
+        """options: the run's DetectorOptions, none left None (TrainConfig.with_defaults); targets: each
+        detector's firing rate (DetectorDefaults.targets)."""
+        if options.boundary_init == "glorot":
             glorot_boundary_rows(rnn)
-        if cfg.boundary_grad != 1.0:
-            for layer in rnn.layers:
-                layer.spec = layer.spec._replace(ste=cfg.boundary_grad)
-        self.rows_lr = BoundaryRowsLR(rnn, cfg.boundary_lr) if cfg.boundary_lr != 1.0 else None
-        self.control = RateControl(rnn, cfg.rate_control) if cfg.rate_control > 0 and len(rnn.layers) > 1 else None
-        self.offsets: torch.Tensor | None = None
+        if options.boundary_grad != 1.0:
+            rnn.set_ste(options.boundary_grad)
+        self.rnn, self.options, self.targets = rnn, options, targets
+        self.rows_lr = BoundaryRowsLR(rnn, options.boundary_lr) if options.boundary_lr != 1.0 else None
+        self.control = RateControl(rnn, options.rate_control) if options.rate_control > 0 else None
+        self.offsets: torch.Tensor | None = None          # set by aim: where this step's thresholds should have been
+        self.stats = torch.zeros(3, len(targets), device=device)   # fired, inside the STE window, computed
+        self.reg_sum = 0.0                                 # the regulariser times the symbols (points) it covered
+
+    @classmethod
+    def of(cls, rnn: HMLSTM, options: DetectorOptions, targets, device=None) -> "Detectors | None":
+        """The stack's Detectors, targets(layers) their rates; None where it has no detector (the LSTM, one layer)."""
+        return cls(rnn, options, targets(len(rnn.layers)), device) if boundary_rows(rnn) else None
+
+    def grad_groups(self, model: nn.Module) -> dict[str, float]:
+        return group_grad_norms(self.rnn, model)
+
+    def watch(self, pre_z: torch.Tensor, z: torch.Tensor, ops: torch.Tensor, a: float, reduce=None) -> torch.Tensor:
+        """Count a segment's detector_stats for the next log line; `reduce` (e.g. an all_reduce) makes them the
+        whole batch's first. Returns them."""
+        stats = detector_stats(pre_z.detach(), z.detach(), ops, a)
+        if reduce:
+            reduce(stats)
+        self.stats += stats.to(self.stats.device)
+        return stats
+
+    def aim(self, pre_z: torch.Tensor, ops: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Where this step's thresholds should have been (threshold_offsets), for the controller after the step."""
+        if self.control:
+            self.offsets = threshold_offsets(pre_z.detach(), ops, self.targets, mask, self.options.rate_band)
+
+    def regulariser(self, pre_z: torch.Tensor, z: torch.Tensor, ops: torch.Tensor,
+                    fired: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The weighted rate regulariser to add to the loss (rate_loss); None when it is off."""
+        o = self.options
+        return o.rate_reg * rate_loss(pre_z, z, ops, self.targets, fired, o.rate_leak) if o.rate_reg else None
+
+    def count_regulariser(self, value: float, weight: int) -> None:
+        """The regulariser's value over `weight` symbols (points), for log_fields."""
+        self.reg_sum += value * weight
+
+    def log_fields(self, weight: int) -> tuple[dict, float]:
+        """Per detector since the last call: the share of all `weight` steps it fired ("fire") and the share of its
+        computed steps inside the STE window |z~| < 1/a ("window"); and the regulariser's mean. Then reset."""
+        fields = {"fire": [round(float(f), 4) for f in self.stats[0] / max(weight, 1)],
+                  "window": [round(float(w), 4) for w in self.stats[1] / self.stats[2].clamp(min=1)]}
+        reg = self.reg_sum / max(weight, 1)
+        self.stats.zero_()
+        self.reg_sum = 0.0
+        return fields, reg
 
     def before_step(self) -> None:
         if self.rows_lr:

@@ -1,7 +1,8 @@
-"""The training options, declared once: each TrainConfig field carries its type, default, help text,
-flag names and allowed range, and drives the `hmgen train` flags, the config-file keys (TOML/JSON, keys as
-the flag names, `-` or `_`) and the checks of both. A value is written the same way everywhere:
-`hidden = "512,512"` in a file means what `--hidden 512,512` means.
+"""The training options, declared once: each option (a field of one of TrainConfig's groups: run, model,
+detectors, optim, handwriting) carries its type, default, help text, flag names and allowed range, and drives the
+`hmgen train` flags, the config-file keys (TOML/JSON, keys as the flag names, `-` or `_`) and the checks of both.
+A value is written the same way everywhere: `hidden = "512,512"` in a file means what `--hidden 512,512` means.
+Runs and model files record the options flat, by the same names.
 
 Fixed options (`fixed=True`: the model, the data and its order, the learning rate the optimiser state
 holds) cannot change when a run is resumed; the others (length, intervals, schedule, machine) may.
@@ -20,34 +21,78 @@ from hmgen.errors import UsageError
 
 def option(default=MISSING, help: str = "", *, fixed: bool = False, min: float | None = None,
            above: float | None = None, choices: tuple[str, ...] | None = None, flags: tuple[str, ...] = ()):
-    """A TrainConfig field: `min` is an inclusive lower bound, `above` an exclusive one."""
+    """An option, a field of one of TrainConfig's groups: `min` is an inclusive lower bound, `above` an exclusive
+    one. Its name is the flag's (unique across the groups)."""
     meta = dict(help=help, fixed=fixed, min=min, above=above, choices=choices, flags=flags)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
+class Group:
+    """A group of options: each value is checked (parse_value) when the group is made."""
+
+    def __post_init__(self):
+        for f in fields(self):
+            setattr(self, f.name, parse_value(f.name, getattr(self, f.name), f.name))
+
+
 @dataclass
-class TrainConfig:
+class RunOptions(Group):
+    """The data, the run folder, how long the run goes, what it records, and the machine."""
     data: str = option(help="Corpus: a file or folder (.xz ok), ptb:DIR, text8[:DIR] or enwik8[:DIR]; "
                             "iam:DIR for handwriting (IAM-OnDB).", fixed=True)
     out: str = option("runs/hmlstm", "Run folder (checkpoints, best model, metrics.jsonl).", flags=("--out", "-o"))
     valid: str | None = option(None, "Validation file for a file/folder corpus (default: its valid split, "
                                      "or the last 1%).", fixed=True)
     download: bool = option(False, "Fetch text8/enwik8 if they are not in DIR.", flags=("--download",))
-    # model
+    steps: int | None = option(None, "Stop after this many steps in total.", min=1)
+    epochs: float | None = option(None, "Stop after this many epochs in total.", above=0)
+    time_limit: float | None = option(None, "Stop (with a checkpoint) after this many seconds of this "
+                                            "invocation.", min=0)
+    eval_every: int = option(500, "Validate every this many steps.", min=1)
+    eval_symbols: int | None = option(None, "Validate on at most this many symbols (pen points).", min=1)
+    ckpt_every: int = option(500, "Write a checkpoint every this many steps.", min=1)
+    log_every: int = option(20, "Log a metrics line every this many steps.", min=1)
+    seed: int = option(1234, "Random seed (initial weights, batch order).", fixed=True)
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    threads: int | None = option(None, "CPU threads for torch.", min=1)
+    name: str | None = option(None, "Name recorded in the exported model (default: the run folder's).")
+
+
+@dataclass
+class ModelOptions(Group):
+    """The network: its stack (hmgen.cell), the text model's embeddings, and how its forward runs."""
     arch: str = option(HMLSTM_ARCH, "hmlstm, or lstm (the baseline: same modules, no boundaries).", fixed=True,
                        choices=ARCHS)
     embed_dim: int = option(128, "Input embedding size (paper: 128).", fixed=True, min=1)
     hidden: list[int] = option([512, 512, 512], "Layer sizes, comma-separated.", fixed=True, min=1)
     out_embed: int = option(512, "Output embedding size (paper: 512 on PTB).", fixed=True, min=1)
     layer_norm: bool = option(True, "Layer normalisation.", fixed=True, flags=("--layer-norm/--no-layer-norm",))
-    # keeping the boundary detectors alive (issue 14; hmgen.training.boundary). The paper has none of these:
-    # hmgen's choices for new runs are LN on c only and the threshold controller with gain 1 (benchmarks/
-    # RESULTS.md, "Hierarchy"); the rate regulariser (the previous choice) stays for experiments.
+    # hmgen's choice for new runs is LN on c only (the cell's HMLSTMLayer says why)
     ln_terms: bool = option(False, "Also layer-normalise each pre-activation term (hmgen's first cell; its "
                                    "gradients explode through time), not only c.", fixed=True,
                             flags=("--ln-terms/--no-ln-terms",))
+    fast: bool = option(False, "Text models: the fused forward of hmgen.cell.fast (same function, fewer "
+                               "kernels; for GPUs).", flags=("--fast/--no-fast",))
+
+    def stack(self) -> dict:
+        """The stack's part of a model's config (hmgen.cell.reference.StackConfig's fields)."""
+        return {"arch": self.arch, "hidden": list(self.hidden), "layer_norm": self.layer_norm,
+                "ln_terms": self.ln_terms}
+
+    def text_config(self, vocab_size: int):
+        """The character LM's ModelConfig for a vocabulary of `vocab_size` symbols."""
+        from hmgen.cell.reference import ModelConfig
+        return ModelConfig(vocab_size=vocab_size, embed_dim=self.embed_dim, out_embed=self.out_embed, **self.stack())
+
+
+@dataclass
+class DetectorOptions(Group):
+    """Keeping the boundary detectors alive (hmgen.training.boundary), and the slope of their hard sigmoid. The
+    paper has none of these but the slope: hmgen's choices for new runs are the threshold controller with gain 1
+    (benchmarks/RESULTS.md, "Hierarchy"); the rate regulariser (the previous choice) stays for experiments. The
+    options left None take the task's defaults (DetectorDefaults)."""
     boundary_init: str = option("torch", "Boundary rows' initialisation: torch (nn.Linear's), or glorot "
                                          "(the authors' TF code).", fixed=True, choices=("torch", "glorot"))
     boundary_lr: float | None = option(None, "Learning rate of the boundary rows, as a multiple of --lr "
@@ -66,13 +111,21 @@ class TrainConfig:
                                   "target rate (H-Net's ratio loss; 0 = off).", min=0)
     rate_leak: float = option(0.0, "Added to the sigmoid's derivative in the regulariser's gradient, so a "
                                    "detector far outside its window is still pulled back (0 = off).", min=0)
-    cold_starts: float = option(0.0, "Text: the share of training segments in which a stream starts again from "
-                                     "the zero state after a newline, as every lane of a compressed block does "
-                                     "(0 = off; models meant for compression).", min=0)
-    # optimisation (paper §4.1: Adam 0.002, clip 1, LR / 50 on plateau)
+    # slope annealing a = min(slope_max, slope_start + slope_rate * epoch)   (paper PTB: 1, 0.04, 5)
+    slope_start: float = option(1.0, "Slope of the boundary detector's hard sigmoid at epoch 0.", above=0)
+    slope_rate: float = option(0.04, "Slope a = min(slope_max, slope_start + rate*epoch).", min=0)
+    slope_max: float = option(5.0, "Largest slope.", above=0)
+
+
+@dataclass
+class OptimOptions(Group):
+    """Batches and the optimiser (paper §4.1: Adam 0.002, clip 1, LR / 50 on plateau)."""
     batch_size: int = option(64, "Streams (text) or lines (handwriting) per batch.", fixed=True, min=1,
                              flags=("--batch-size", "-b"))
     seq_len: int = option(100, "Truncated-BPTT length (symbols or pen points per step).", fixed=True, min=1)
+    cold_starts: float = option(0.0, "Text: the share of training segments in which a stream starts again from "
+                                     "the zero state after a newline, as every lane of a compressed block does "
+                                     "(0 = off; models meant for compression).", min=0)
     lr: float = option(0.002, "Adam learning rate (paper: 0.002).", fixed=True, above=0)
     clip: float = option(1.0, "Gradient-norm clip (paper: 1).", above=0)
     warmup: int = option(0, "Linear learning-rate warm-up over this many steps (not in the paper; 0 = off).", min=0)
@@ -80,24 +133,11 @@ class TrainConfig:
     patience: int = option(0, "Evaluations without improvement before dividing.", min=0)
     max_lr_decays: int | None = option(None, "Stop at the plateau after this many divisions "
                                              "(paper: after the 2nd).", min=0)
-    # slope annealing a = min(slope_max, slope_start + slope_rate * epoch)   (paper PTB: 1, 0.04, 5)
-    slope_start: float = option(1.0, "Slope of the boundary detector's hard sigmoid at epoch 0.", above=0)
-    slope_rate: float = option(0.04, "Slope a = min(slope_max, slope_start + rate*epoch).", min=0)
-    slope_max: float = option(5.0, "Largest slope.", above=0)
-    # length and bookkeeping
-    steps: int | None = option(None, "Stop after this many steps in total.", min=1)
-    epochs: float | None = option(None, "Stop after this many epochs in total.", above=0)
-    time_limit: float | None = option(None, "Stop (with a checkpoint) after this many seconds of this "
-                                            "invocation.", min=0)
-    eval_every: int = option(500, "Validate every this many steps.", min=1)
-    eval_symbols: int | None = option(None, "Validate on at most this many symbols (pen points).", min=1)
-    ckpt_every: int = option(500, "Write a checkpoint every this many steps.", min=1)
-    log_every: int = option(20, "Log a metrics line every this many steps.", min=1)
-    seed: int = option(1234, "Random seed (initial weights, batch order).", fixed=True)
-    device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:1 ...")
-    threads: int | None = option(None, "CPU threads for torch.", min=1)
-    name: str | None = option(None, "Name recorded in the exported model (default: the run folder's).")
-    # handwriting only (corpus iam:DIR, see hmgen.handwriting)
+
+
+@dataclass
+class HandwritingOptions(Group):
+    """Handwriting only (corpus iam:DIR, see hmgen.handwriting)."""
     mixtures: int = option(20, "Handwriting: mixture components (Graves: 20).", fixed=True, min=1)
     window: int = option(10, "Handwriting: Gaussians in the attention window (Graves: 10).", fixed=True, min=1)
     conditional: bool = option(True, "Handwriting: text-conditioned synthesis, or the paper's unconditional "
@@ -105,49 +145,64 @@ class TrainConfig:
     stride: int = option(2, "Handwriting: keep every N-th pen point.", fixed=True, min=1)
     max_points: int = option(600, "Handwriting: skip training lines longer than this (after --stride).",
                              fixed=True, min=2)
-    fast: bool = option(False, "Text models: the fused forward of hmgen.cell.fast (same function, fewer "
-                               "kernels; for GPUs).", flags=("--fast/--no-fast",))
 
-    def __post_init__(self):
-        for f in fields(self):
-            setattr(self, f.name, parse_value(f.name, getattr(self, f.name), f.name))
-        if self.data is not None:                                # resolved here, so the run records them
-            for name, value in default_boundary_options(self.data).items():
-                if getattr(self, name) is None:
-                    setattr(self, name, value)
 
-    def model_config(self, vocab_size: int):
-        from hmgen.cell.reference import ModelConfig
-        return ModelConfig(vocab_size, self.arch, self.embed_dim, list(self.hidden), self.out_embed, self.layer_norm,
-                           self.ln_terms)
+GROUPS = {"run": RunOptions, "model": ModelOptions, "detectors": DetectorOptions, "optim": OptimOptions,
+          "handwriting": HandwritingOptions}
+
+
+@dataclass(frozen=True)
+class DetectorDefaults:
+    """What a task's detectors get where the run does not say: the DetectorOptions left None, and the firing-rate
+    targets. Each task declares its own (hmgen.text.train.TextTask, hmgen.handwriting.train.HandwritingTask)."""
+    boundary_lr: float = 1.0
+    boundary_grad: float = 1.0
+    rate_band: float = 2.0
+    first_rate: float = 0.2           # layer 1's target firing rate, a share of all time steps: about once a word
+    rate_ratio: float = 0.25          # each layer above fires about a quarter as often as the one below it
+
+    def targets(self, layers: int) -> list[float]:
+        """The target firing rate of each detector (layers 1..L-1): hmgen's choice, the paper has no target."""
+        return [round(self.first_rate * self.rate_ratio ** l, 4) for l in range(layers - 1)]
+
+
+@dataclass(init=False)
+class TrainConfig:
+    """Every training option, in groups: cfg.run.steps, cfg.model.hidden, cfg.detectors.rate_band, cfg.optim.lr,
+    cfg.handwriting.mixtures. Made, recorded and read by the options' flat names (the flags' names), which are
+    unique across the groups: TrainConfig(data=..., hidden=[16, 16]), to_dict(), from_dict()."""
+    run: RunOptions
+    model: ModelOptions
+    detectors: DetectorOptions
+    optim: OptimOptions
+    handwriting: HandwritingOptions
+
+    def __init__(self, **options):
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise TypeError(f"TrainConfig: unknown option {unknown[0]!r}")
+        for group, cls in GROUPS.items():
+            setattr(self, group, cls(**{f.name: options[f.name] for f in fields(cls) if f.name in options}))
+
+    def to_dict(self) -> dict:
+        """The options by their flat names: what a run records (checkpoints, metrics, model files)."""
+        return {name: value for group in GROUPS for name, value in asdict(getattr(self, group)).items()}
+
+    def replace(self, **options) -> "TrainConfig":
+        return TrainConfig(**{**self.to_dict(), **options})
+
+    def with_defaults(self, defaults: DetectorDefaults) -> "TrainConfig":
+        """The detector options left None set to a task's defaults (so that the run records them)."""
+        d = self.detectors
+        unset = {name: getattr(defaults, name) for name in ("boundary_lr", "boundary_grad", "rate_band")
+                 if getattr(d, name) is None}
+        return self.replace(**unset) if unset else self
 
     @classmethod
     def from_dict(cls, d: dict, where: str | None = None) -> "TrainConfig":
-        """Options from a config file or a run's record; `where` (a file name) prefixes the messages."""
+        """Options from a config file or a run's record (flat, keys as the flag names); `where` (a file name)
+        prefixes the messages."""
         return cls(**{"data": None, **parse_options(d, where)})
-
-
-def default_boundary_options(data: str) -> dict:
-    """The per-task defaults of the options that keep the detectors alive (None on the command line)."""
-    return {"rate_band": default_rate_band(data), **default_boundary_gradients(data)}
-
-
-def default_boundary_gradients(data: str) -> dict:
-    """hmgen's choice (benchmarks/RESULTS.md, "Handwriting: a hierarchy that lives", issue 23): on handwriting
-    the full straight-through gradient drives layer 2 into chains (fire, FLUSH, fire again: 50-90 % of points
-    against the controller's 5 %) whose gradients explode (pre-clip norms 1e7-1e16 from update ~320 of a 3x128
-    run); a tenth of it, into rows that move at a tenth of the learning rate, kept both detectors at their targets
-    and every norm below 30 for 1,600 updates. Text keeps the paper's full estimator."""
-    hand = str(data).startswith("iam:")
-    return {"boundary_grad": 0.1 if hand else 1.0, "boundary_lr": 0.1 if hand else 1.0}
-
-
-def default_rate_band(data: str) -> float:
-    """hmgen's choice (benchmarks/RESULTS.md, "Hierarchy ... fourth session"): on text a band of 2 lets the loss
-    pick each detector's rate within [target / 2, target * 2], and English layer 1 found word starts (F1 0.85
-    against 0.65 for the same run held at the target, at the same BPC); on handwriting the free detectors
-    wandered past the band's edges and fell nearly silent on validation, so they stay held at the target."""
-    return 1.0 if str(data).startswith("iam:") else 2.0
 
 
 # What a run recorded before these options existed meant: such a run resumes with its old cell and objective,
@@ -155,8 +210,8 @@ def default_rate_band(data: str) -> float:
 OLD_RUN_DEFAULTS = {"ln_terms": True, "boundary_init": "torch", "boundary_lr": 1.0, "boundary_grad": 1.0,
                     "rate_reg": 0.0, "rate_leak": 0.0, "rate_control": 0.0, "rate_band": 1.0}
 
-OPTIONS = {f.name: f for f in fields(TrainConfig)}
-TYPES = typing.get_type_hints(TrainConfig)
+OPTIONS = {f.name: f for cls in GROUPS.values() for f in fields(cls)}
+TYPES = {name: kind for cls in GROUPS.values() for name, kind in typing.get_type_hints(cls).items()}
 FIXED = frozenset(name for name, f in OPTIONS.items() if f.metadata["fixed"])
 
 
@@ -278,9 +333,9 @@ def same_data(a: str | None, b: str | None) -> bool:
 def resume_changes(run: dict, cfg: TrainConfig, out) -> dict:
     """The options in which `cfg` differs from the run's recorded configuration, {name: [run's, now]}.
     A fixed option that differs is refused in one line naming it and both values."""
-    recorded = asdict(TrainConfig.from_dict(run))
+    recorded = TrainConfig.from_dict(run).to_dict()
     changes = {}
-    for name, now in asdict(cfg).items():
+    for name, now in cfg.to_dict().items():
         was = recorded[name]
         if name == "out" or now == was or (name in ("data", "valid") and same_data(was, now)):
             continue

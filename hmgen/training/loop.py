@@ -13,7 +13,6 @@ import platform
 import signal
 import threading
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -23,7 +22,6 @@ from hmgen.cell.reference import count_parameters
 from hmgen.device import pick_device
 from hmgen.progress import Bar
 from hmgen.errors import HmgenError, UsageError
-from hmgen.training.boundary import group_grad_norms
 from hmgen.training.checkpoint import (check_run_folder, clear_run_folder, load_checkpoint, read_run_config,
                                        save_checkpoint, trim_metrics)
 from hmgen.training.config import TrainConfig, absolute_data, resume_changes
@@ -45,7 +43,8 @@ class Interrupted(HmgenError):
 def slope(cfg: TrainConfig, epoch: float) -> float:
     """Slope annealing (§3.3). The paper's N_epoch is read as epochs done so far, counted fractionally
     (our choice) so that a long epoch does not hold the slope still."""
-    return min(cfg.slope_max, cfg.slope_start + cfg.slope_rate * epoch)
+    d = cfg.detectors
+    return min(d.slope_max, d.slope_start + d.slope_rate * epoch)
 
 
 def plateau_step(opt, sched, value: float, schedule: bool) -> int:
@@ -64,9 +63,10 @@ def hardware(device: torch.device) -> str:
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module):
     """Adam and the plateau schedule (paper §4.1)."""
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=1 / cfg.lr_divide,
-                                                       patience=cfg.patience, threshold=1e-3)
+    o = cfg.optim
+    opt = torch.optim.Adam(model.parameters(), lr=o.lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=1 / o.lr_divide,
+                                                       patience=o.patience, threshold=1e-3)
     return opt, sched
 
 
@@ -140,7 +140,7 @@ class Reporter:
 
 def train(cfg: TrainConfig, task: type[Task], resume: bool = False, quiet: bool = False, command: str | None = None,
           force: bool = False, init: str | None = None, data=None) -> dict:
-    """Train a new run in cfg.out, or continue it (`resume`), on `task` (a class: hmgen.text.train.TextTask,
+    """Train a new run in cfg.run.out, or continue it (`resume`), on `task` (a class: hmgen.text.train.TextTask,
     hmgen.handwriting.train.HandwritingTask; the loop knows none of them); returns a summary of the run.
 
     A new run refuses a folder that holds one unless `force`; `init` starts from another model file's weights
@@ -148,11 +148,13 @@ def train(cfg: TrainConfig, task: type[Task], resume: bool = False, quiet: bool 
     is recorded. `data` is an already loaded corpus for the task. Works under torchrun (DDP).
 
     A new run that fails before its first checkpoint leaves nothing that would block the next one (what it
-    wrote is removed); a failure after it leaves the run as its last checkpoint has it: resumable."""
-    out = Path(cfg.out)
+    wrote is removed); a failure after it leaves the run as its last checkpoint has it: resumable.
+    The detector options left None take the task's defaults (recorded so)."""
+    out = Path(cfg.run.out)
     check_run_folder(out, resume, force)
+    cfg = cfg.with_defaults(task.detector_defaults)
     if not resume:           # recorded as absolute paths, so that --resume works from any folder
-        cfg = replace(cfg, data=absolute_data(cfg.data), valid=absolute_data(cfg.valid))
+        cfg = cfg.replace(data=absolute_data(cfg.run.data), valid=absolute_data(cfg.run.valid))
     fresh = not out.exists()
     try:
         return run(cfg, task, out, resume, quiet, command, force, init, data)
@@ -171,7 +173,7 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
     if resume and init:
         raise UsageError("--init starts a new run from a model file; it cannot be combined with --resume")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.run.device)
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         # torch asks for an explicit destroy: a process group left to the interpreter's teardown can abort a
@@ -181,10 +183,10 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
     if device.type == "cuda" and distributed:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
 
-    torch.manual_seed(cfg.seed)                 # the task builds its model before drawing anything else
+    torch.manual_seed(cfg.run.seed)                 # the task builds its model before drawing anything else
     task = make_task(cfg, device, rank, world, data)
     model, detectors = task.model, task.detectors
     opt, sched = make_optimizer(cfg, model)
@@ -204,7 +206,7 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
         step, decays, elapsed_before = meta["step"], meta["lr_decays"], meta["train_seconds"]
         best = math.inf if meta[task.best_key] is None else meta[task.best_key]
         history = meta.get("history", [])
-        sched.factor, sched.patience = 1 / cfg.lr_divide, cfg.patience   # these may change on resume
+        sched.factor, sched.patience = 1 / cfg.optim.lr_divide, cfg.optim.patience   # these may change on resume
         if rank == 0:        # lines a failed invocation logged after this checkpoint: its steps are run again
             trim_metrics(out / "metrics.jsonl", step)
     history = history + [{"step": step, "command": command, **({"changed": changes} if changes else {})}]
@@ -212,15 +214,15 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(net)
 
-    total = cfg.steps
-    if cfg.epochs is not None and task.steps_per_epoch:
-        total = min(total or 10**18, math.ceil(cfg.epochs * task.steps_per_epoch))
+    total = cfg.run.steps
+    if cfg.run.epochs is not None and task.steps_per_epoch:
+        total = min(total or 10**18, math.ceil(cfg.run.epochs * task.steps_per_epoch))
     reporter = Reporter(out / "metrics.jsonl", total, step, quiet, enabled=(rank == 0))
     common = {"device": hardware(device), "world": world, "command": command}
     if resume:
         reporter.write({"event": "resume", "step": step, **common, "changed": changes})
     else:
-        reporter.write({"event": "start", **task.start_fields(), "config": asdict(cfg),
+        reporter.write({"event": "start", **task.start_fields(), "config": cfg.to_dict(),
                         "parameters": count_parameters(model), **common, **({"init": init} if init else {})})
     t_start = time.time()
     seconds = lambda: elapsed_before + time.time() - t_start
@@ -232,7 +234,7 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
         if rank == 0:
             save_checkpoint(out, model, opt, sched, tensors, {
                 "task": task.kind, "step": step, task.best_key: json_figure(best, task.best_digits),
-                "lr_decays": decays, "config": asdict(cfg), "train_seconds": seconds(), "history": history, **meta})
+                "lr_decays": decays, "config": cfg.to_dict(), "train_seconds": seconds(), "history": history, **meta})
 
     def validate(schedule: bool = True) -> bool:
         """Evaluate, step the plateau schedule, export the best model; True when it is time to stop.
@@ -253,16 +255,17 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
             reporter.write({"step": step, **v.fields, task.best_key: json_figure(best, task.best_digits), "lr": lr})
             reporter.print(f"step {step}: {v.text} (best {best:.{task.best_digits}f}) lr {lr:.2e}")
             if improved:
-                task.export(out / "best", cfg.name or out.name,
-                            {"command": history[0]["command"], "resumes": history[1:], "config": asdict(cfg),
+                task.export(out / "best", cfg.run.name or out.name,
+                            {"command": history[0]["command"], "resumes": history[1:], "config": cfg.to_dict(),
                              "device": common["device"], "world": world, **({"init": init} if init else {})},
                             {**v.figures, "step": step, "train_seconds": round(seconds())})
-        return cfg.max_lr_decays is not None and decays > cfg.max_lr_decays
+        return cfg.optim.max_lr_decays is not None and decays > cfg.optim.max_lr_decays
 
     model.train()
     t_log, weight_since, loss_sum = time.time(), 0, 0.0
-    next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
-    next_ckpt = (step // cfg.ckpt_every + 1) * cfg.ckpt_every
+    eval_every, ckpt_every, log_every = cfg.run.eval_every, cfg.run.ckpt_every, cfg.run.log_every
+    next_eval = (step // eval_every + 1) * eval_every
+    next_ckpt = (step // ckpt_every + 1) * ckpt_every
     last_eval, stop_reason = None, "steps"
     grad_max = 0.0                              # the largest pre-clip gradient norm since the last log line
     with StopSignals() as signals:
@@ -270,10 +273,10 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
             if total is not None and step >= total:
                 break
             if task.resumable_here:
-                if cfg.epochs is not None and task.epoch >= cfg.epochs:
+                if cfg.run.epochs is not None and task.epoch >= cfg.run.epochs:
                     stop_reason = "epochs"
                     break
-                timeout = cfg.time_limit is not None and time.time() - t_start >= cfg.time_limit
+                timeout = cfg.run.time_limit is not None and time.time() - t_start >= cfg.run.time_limit
                 reason = agree(signal.Signals(signals.signum).name if signals.signum
                                else "time limit" if timeout else None, world)
                 if reason:
@@ -286,13 +289,13 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
                 saved = f"the checkpoint in {out} is kept" if (out / "checkpoint.json").exists() else "no checkpoint was saved"
                 raise TrainingDiverged(f"training diverged at step {step} (loss {loss.item()}); {saved}: try a lower --lr")
             opt.zero_grad(set_to_none=True)
-            if step < cfg.warmup:   # early STE gradients are huge and noisy: ramp the step size up
+            if step < cfg.optim.warmup:   # early STE gradients are huge and noisy: ramp the step size up
                 for group in opt.param_groups:
-                    group["lr"] = cfg.lr * (step + 1) / cfg.warmup
+                    group["lr"] = cfg.optim.lr * (step + 1) / cfg.optim.warmup
             loss.backward()
-            log_now = (step + 1) % cfg.log_every == 0 or step + 1 == total
-            groups = group_grad_norms(model) if log_now and rank == 0 else {}    # before clipping
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            log_now = (step + 1) % log_every == 0 or step + 1 == total
+            groups = detectors.grad_groups(model) if detectors and log_now and rank == 0 else {}   # before clipping
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip)
             grad_max = max(grad_max, float(grad_norm))
             if detectors:
                 detectors.before_step()
@@ -319,13 +322,13 @@ def run(cfg: TrainConfig, make_task: type[Task], out: Path, resume: bool, quiet:
             if not task.resumable_here:
                 continue
             if step >= next_eval:
-                next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
+                next_eval = (step // eval_every + 1) * eval_every
                 last_eval = step
                 if validate():
                     stop_reason = "plateau"
                     break
             if step >= next_ckpt:
-                next_ckpt = (step // cfg.ckpt_every + 1) * cfg.ckpt_every
+                next_ckpt = (step // ckpt_every + 1) * ckpt_every
                 checkpoint()
 
         interrupted = stop_reason in ("SIGINT", "SIGTERM")

@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 
 from hmgen.training.boundary import Detectors
+from hmgen.training.config import DetectorDefaults, TrainConfig
 
 
 def json_figure(x: float, digits: int = 4) -> float | None:
@@ -35,8 +36,15 @@ class Task(Protocol):
     model: torch.nn.Module        # the weights trained, checkpointed and exported
     best_key: str                 # name of the best figure in metrics, checkpoint and summary
     best_digits: int              # ... and its rounding
+    best_name: str                # ... and how `hmgen train` shows it: e.g. "BPC" and "{:.4f}"
+    best_format: str
     steps_per_epoch: int | None   # for the progress bar's total when --epochs is given (None: not known)
-    detectors: Detectors | None   # what training does to its boundary detectors (None: no HM-LSTM stack)
+    detector_defaults: DetectorDefaults   # the task's choices for the detector options a run leaves None
+    detectors: Detectors | None   # what training does to its boundary detectors (None: the stack has none)
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, rank: int, world: int, data) -> None:
+        """Build the model (first: the loop seeded torch for it), the batches and the Detectors. rank, world: this
+        process under DDP; data: an already loaded corpus of the task's kind, or None to load cfg.run.data."""
 
     @property
     def epoch(self) -> float: ...             # epochs done, fractional (slope annealing, --epochs)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hmgen.archive.engine import scheme
-from hmgen.archive.engine.scheme import C_BITS, C_MAX, EXP_RANGE, LEVELS, PRE, R
+from hmgen.archive.engine.scheme import C_BITS, C_MAX, EXP_RANGE, LEVELS, PRE, R, SIGMOID_AT, TANH_AT
 from hmgen.jit import njit
 
 
@@ -43,18 +43,9 @@ class IntegerLM:
     def __init__(self, cfg: dict, weights: dict[str, np.ndarray]):
         qm = scheme.build(cfg, weights)
         self.hierarchical, self.hidden, self.layers, self.out = qm.hierarchical, qm.hidden, qm.layers, qm.out
-        self.gates, self.exp, self.hash = qm.gates, qm.exp, qm.hash
+        self.gates, self.exp, self.hash, self.x_table = qm.gates, qm.exp, qm.hash, qm.x_table
         self.device = "cpu"
         self.starts = [int(s) for s in np.cumsum([0] + self.hidden)]   # layer l's columns in the concatenated h, c
-        # Layer 1's input term LN(W_0^1 x) for every symbol at once: a table (vocab, 4H+1) in Q8, its bias folded in.
-        x = qm.x_term
-        vocab = qm.x_in.shape[0]
-        every = np.arange(vocab, dtype=np.int64)
-        prod = np.zeros((vocab, x.w.shape[0]), x.w.dtype)
-        products(x.w, qm.x_in.astype(x.w.dtype), every, vocab, prod)
-        self.x_table = np.zeros((vocab, x.w.shape[0]), np.int64)
-        add_term(self.x_table, every, vocab, prod, x)
-        self.x_table += self.layers[0].bias
 
     def initial_state(self, lanes: int) -> IntState:
         n, layers = sum(self.hidden), len(self.hidden)
@@ -211,7 +202,7 @@ def layer_step(first, hier, symbols, x_table, h, c, z, e, h_above, h_below, z_be
                 u[j] = (c_new[j] + (1 << (C_BITS - 9))) >> (C_BITS - 8)
         for j in range(H):
             o = gates[min(max(s[i, 2 * H + j], lo[2 * H + j]), hi[2 * H + j])]
-            th = gates[min(max(u[j], -R), R) + 3 * R + 1]    # the tanh half of the table
+            th = gates[min(max(u[j], -R), R) + TANH_AT]
             h[b, j] = np.float32((o * th * LEVELS + (1 << 29)) >> 30)
             c[b, j] = c_new[j]
         if q.has_boundary:                                   # eq. 8-9: z = 1[z~ > 0]
@@ -239,7 +230,7 @@ def frequencies(h, e, o, gates, exp, out):
         emb[:] = 0
         for l in range(layers):
             gq = np.int64(np.rint(np.float64(gp[b, l]) * gate_scale))
-            g = gates[min(max(gq, -R), R) + R]              # sigmoid, units 2^-15
+            g = gates[min(max(gq, -R), R) + SIGMOID_AT]     # units 2^-15
             for j in range(width):
                 emb[j] += g * e[l, b, j]
         m = 1

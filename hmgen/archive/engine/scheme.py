@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hmgen.cell import HMLSTM_ARCH
+from hmgen.cell import HMLSTM_ARCH, LN_EPS
 
 SCHEME = 1
 LEVELS = 127            # weights and h: integers in [-127, 127]
@@ -26,7 +26,10 @@ C_MAX = (1 << 22) - 1   # |c| < 1024
 R = 12 * PRE            # sigmoid/tanh tables cover pre-activations in [-12, 12]; saturated beyond
 EXP_ONE = 1 << 30       # frequency of the most likely symbol
 EXP_RANGE = 30 * PRE    # exp table covers logit gaps up to 30 nats; beyond, frequency 0
-LN_EPS = 1e-5           # torch.nn.LayerNorm's default eps
+# QuantModel.gates is [sigmoid | tanh], each on the Q8 grid [-R, R]: a Q8 value k reads gates[k + SIGMOID_AT] or
+# gates[k + TANH_AT] (the tanh half starts after the sigmoid's 2R + 1 entries)
+SIGMOID_AT = R
+TANH_AT = (2 * R + 1) + R
 
 
 @functools.cache
@@ -106,7 +109,7 @@ class Layer(NamedTuple):
     """One HM-LSTM layer's integers (eq. 1-9)."""
     rec: Term                # U_l^l, on h_{t-1}^l
     td: Term                 # U_{l+1}^l on h_{t-1}^{l+1}; NO_TERM on the top layer and in the LSTM
-    bu: Term                 # W_{l-1}^l on h_t^{l-1}; NO_TERM on layer 1 (its input term: QuantModel.x_term)
+    bu: Term                 # W_{l-1}^l on h_t^{l-1}; NO_TERM on layer 1 (its input term: QuantModel.x_table)
     bias: np.ndarray         # (4H[+1],) int64: the Q8 bias plus the gate table offsets (gates below)
     lo: np.ndarray           # (4H,) int64 clamp bounds = the table index range of each gate column
     hi: np.ndarray
@@ -132,8 +135,7 @@ class QuantModel:
     hierarchical: bool
     hidden: list[int]
     layers: list[Layer]
-    x_term: Term             # layer 1's input matrix W_0^1, on the quantised embedding x_in
-    x_in: np.ndarray         # (vocab, embed) integers, float64: the input embedding
+    x_table: np.ndarray      # (vocab, 4H+1) int64: layer 1's input term LN(W_0^1 x) for every symbol, bias included
     out: Output
     gates: np.ndarray        # one table for every gate: [sigmoid | tanh], int64
     exp: np.ndarray          # exp(-d / 256) * 2^30, int64
@@ -150,6 +152,20 @@ def term(weight: np.ndarray, in_unit: float, in_max: int, gain: np.ndarray | Non
     return Term(np.ascontiguousarray(w, exact_dtype(bound)),
                 np.zeros(0, np.float64) if gain is None else np.asarray(gain, np.float64) * PRE,
                 ln_eps(n, unit * 2 ** shift), shift, unit * PRE)
+
+
+def term_table(t: Term, x: np.ndarray) -> np.ndarray:
+    """The Q8 term of t.w @ x[i] for every row i of integers x -> (rows, out) int64, with the engines' operations:
+    exact products and sums, then LN's one square root, division and multiplication (or the one scaling), each
+    correctly rounded, and round half to even."""
+    prod = np.asarray(x, np.float64) @ np.asarray(t.w, np.float64).T          # exact: bounded integers
+    if not t.gain.size:
+        return np.rint(prod * t.scale).astype(np.int64)
+    v = np.floor(prod * 2.0 ** -t.shift).astype(np.int64)
+    n = v.shape[1]
+    tot, sq = v.sum(1, keepdims=True), (v * v).sum(1, keepdims=True)        # exact (ln_shift)
+    return np.rint((v * n - tot).astype(np.float64) / np.sqrt((n * sq - tot * tot).astype(np.float64) + t.eps)
+                   * t.gain).astype(np.int64)
 
 
 def exact(w: np.ndarray, in_max: int) -> np.ndarray:
@@ -174,8 +190,8 @@ def build(cfg: dict, weights: dict[str, np.ndarray]) -> QuantModel:
     for l, H in enumerate(hidden):
         p = f"rnn.layers.{l}."
         has_boundary = hierarchical and l + 1 < len(hidden)
-        offset = np.full(4 * H + int(has_boundary), R, np.int64)  # f, i, o: the sigmoid half of the gate table
-        offset[3 * H:4 * H] += 2 * R + 1                          # g: the tanh half
+        offset = np.full(4 * H + int(has_boundary), SIGMOID_AT, np.int64)  # f, i, o: sigmoid
+        offset[3 * H:4 * H] = TANH_AT                                       # g: tanh
         if has_boundary:
             offset[4 * H] = 0                                     # z~: no table (any range)
         c_shift = ln_shift(H, C_MAX)
@@ -192,10 +208,11 @@ def build(cfg: dict, weights: dict[str, np.ndarray]) -> QuantModel:
             hidden=H, has_boundary=has_boundary))
     x_in, s_x = quantise(W["embed.weight"])                       # (vocab, embed)
     x_term = term(W["rnn.layers.0.bu.weight"], s_x / LEVELS, LEVELS, W.get("rnn.layers.0.ln_bu.ln.weight"))
+    x_table = term_table(x_term, x_in) + layers[0].bias           # z_t^0 = 1: never gated, so one row per symbol
     w_v, s_v = quantise(W["out.head.weight"])                     # (vocab, E)
     e_unit = s_e / LEVELS * h_unit / GATE                         # real value of sum_l g_q W_q h_q
     out = Output(gate=term(W["out.gate.weight"], h_unit, LEVELS, None), head=exact(w_v, LEVELS),
                  head_unit=s_v / LEVELS * e_unit / LEVELS, head_bias=W["out.head.bias"].astype(np.float64))
     t = tables()
-    return QuantModel(hierarchical, hidden, layers, x_term, x_in, out, np.concatenate([t["sigmoid"], t["tanh"]]),
+    return QuantModel(hierarchical, hidden, layers, x_table, out, np.concatenate([t["sigmoid"], t["tanh"]]),
                       t["exp"], weights_hash(W))

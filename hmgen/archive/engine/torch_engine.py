@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from hmgen.archive.engine import scheme
-from hmgen.archive.engine.scheme import C_BITS, C_MAX, EXP_RANGE, LEVELS, PRE, R
+from hmgen.archive.engine.scheme import C_BITS, C_MAX, EXP_RANGE, LEVELS, PRE, R, SIGMOID_AT, TANH_AT
 from hmgen.cell.reference import CharLM
 
 F64 = torch.float64
@@ -150,8 +150,7 @@ class QuantLM:
         self.gates = on(dev, qm.gates, F64)                                 # [sigmoid | tanh], index = Q8 + offset
         self.exp = on(dev, qm.exp, F64)
         self.layers = [QLayer.of(q, dev) for q in qm.layers]
-        # Layer 1's input term LN(W_0^1 x) for every symbol at once: a table (vocab, 4H+1) in Q8, its bias folded in.
-        self.x_table = QLinear(qm.x_term, "cpu")(torch.from_numpy(qm.x_in)).to(dev) + self.layers[0].bias
+        self.x_table = on(dev, qm.x_table, F64)                            # layer 1's input term and bias, per symbol
         # Output module (eq. 11-12).
         self.gate = QLinear(qm.out.gate, dev)                               # (L, sum H) -> one gate per layer
         self.head = on(dev, qm.out.head.T)                                  # (E, vocab)
@@ -178,7 +177,7 @@ class QuantLM:
         c = round_shift(f * c_prev, 15) + round_shift(i * g, 30 - C_BITS)    # units 2^-12, exact
         c = c.clamp(-C_MAX, C_MAX)
         u = layer_norm(c, q.ln_c, q.c_eps, q.c_shift) if q.ln_c is not None else round_shift(c, C_BITS - 8)
-        th = torch.take(self.gates, u.clamp(-R, R).long() + (3 * R + 1))     # tanh half of the table
+        th = torch.take(self.gates, u.clamp(-R, R).long() + TANH_AT)
         h = round_shift(o * th * LEVELS, 30)                                 # o*tanh(.) in 1/127, exact
         z = s[:, 4 * H] > 0 if q.has_boundary else None                      # eq. 8-9: z = 1[z~ > 0]
         return h.float(), c, z
@@ -243,7 +242,7 @@ class QuantLM:
         """Output module (eq. 11-12) in integers -> (batch, vocab) float64 integer frequencies."""
         hs = torch.cat(st.h, dim=1)                                          # (batch, sum H)
         gq = torch.round(self.gate.product(hs) * self.gate.scale)           # Q8 gate pre-activations
-        g = torch.take(self.gates, gq.clamp(-R, R).long() + R)               # (batch, L), units 2^-15
+        g = torch.take(self.gates, gq.clamp(-R, R).long() + SIGMOID_AT)      # (batch, L), units 2^-15
         emb = g[:, 0:1] * st.e[0]                                            # (batch, E), exact
         for l in range(1, len(self.hidden)):
             emb = emb + g[:, l:l + 1] * st.e[l]
