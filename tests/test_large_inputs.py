@@ -103,7 +103,7 @@ def test_the_archive_is_the_same_for_any_number_of_threads_and_decodes_with_any(
         out = io.BytesIO()
         st = C.compress(io.BytesIO(data), out, tiny, "m", threads=threads)
         archives.append(out.getvalue())
-    assert st.methods == ["mixed-2"] * 4 and archives[0] == archives[1] == archives[2]
+    assert len(st.methods) == 4 and set(st.methods) <= {"mixed-2", "cm"} and archives[0] == archives[1] == archives[2]
     for threads in (1, 2, 4):
         back = io.BytesIO()
         C.decompress(io.BytesIO(archives[0]), back, tiny, "m", threads=threads)

@@ -295,12 +295,18 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
 
 def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min_lane: int | None,
                     progress: Callable[[int], None] | None) -> tuple[int, int, int, bytes]:
-    """The model's code of a block: method 8 (with the network) for text, method 9 (without) for anything else."""
+    """The model's code of a block: for text the smaller of method 8 (the network, in lanes) and method 9 (the
+    file's own models in one lane: it sees all of the block's context, and wins on markup and code the network
+    knows less well), for anything else method 9."""
     n = len(coded)
-    if looks_like_text(coded):
-        m = lanes_for(n, max_lanes, min_lane)
-        return MIXED2, transform, m, code_cm(q, m, n, True, data=coded, progress=progress)
-    return CM, transform, n, code_cm(None, n, n, True, data=coded, progress=progress, network=False)
+    text = looks_like_text(coded)
+    alone = (CM, transform, n, code_cm(None, n, n, True, data=coded, network=False,
+                                       progress=None if text else progress))
+    if not text:
+        return alone
+    m = lanes_for(n, max_lanes, min_lane)
+    mixed = (MIXED2, transform, m, code_cm(q, m, n, True, data=coded, progress=progress))
+    return min(mixed, alone, key=lambda c: len(c[3]))
 
 
 def segments(data: bytes) -> list[bytes]:

@@ -35,17 +35,22 @@ from hmgen.archive.adaptive.logistic import Curves, curves
 from hmgen.jit import njit
 
 # The contexts of a byte, by the bytes before it in its lane (c1 the last, w0 the word being read, w1 and w2
-# the words before it (letters, and bytes >= 128, lower-cased), "above" the byte at the same column in the line
-# before, ind1 / ind2 the two bytes that last followed c1 / c2 c1 anywhere):
+# the words before it (letters, and bytes >= 128, lower-cased), "above" the byte at the same column in the record
+# before and "above2" two records up (a record: a line, or in data whose bytes recur at a fixed distance, a
+# record of that length: see record_learn), ind1 / ind2 the two bytes that last followed c1 / c2 c1 anywhere):
 CONTEXTS = ("c1", "c2 c1", "c3..c1", "c4..c1", "c5..c1", "c6..c1", "c8..c1", "w0 w1", "w0 c1", "w0 w1 w2",
-            "c3 c2", "c4 c2", "above c1", "c1 ind1", "c2 c1 ind2", "above column", "w1 c1")
+            "c3 c2", "c4 c2", "above c1", "c1 ind1", "c2 c1 ind2", "above column", "w1 c1", "above above2",
+            "above2 above c1")
 NCTX = len(CONTEXTS)
 TEXT = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16)   # method 8's contexts (the rest gained nothing on text)
 DATA = tuple(range(NCTX))                                # method 9's
+MAX_RECORD = 4096             # record lengths detected: 2 .. MAX_RECORD bytes
+RECORD_VOTES = 16             # a length that wins this many votes becomes the lane's record length
 NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 3 per context from FIRST
 FIRST = 4
 MIXERS, SETS, SETS2 = 4, 2048, 64
 MIN_MATCH, MATCH_BITS, LENGTHS = 6, 20, 64
+MAX_MISSES = 3                # a match that mispredicted more of its last 8 bytes is dropped
 RUNS = 64                                     # run-length confidences per context
 FIRST_W = 32 << 8                             # a context's main input starts at weight 1/8
 APM_LIMIT = 127
@@ -64,12 +69,15 @@ class State(NamedTuple):
     match_table: np.ndarray                 # (2^MATCH_BITS,) int64: hash of MIN_MATCH bytes -> flat position + 1
     match_ptr: np.ndarray                   # (lanes,) int64: flat grid position of the byte the match predicts
     match_len: np.ndarray                   # (lanes,) int64: 0 = no match
+    match_miss: np.ndarray                  # (lanes,) int64: the last 8 bytes the match mispredicted, as bits
     match_p: np.ndarray                     # (LENGTHS,) int64: P(the match's bit is right) << 10, per length
     apm: np.ndarray                         # (rows, 33) int32: p16 << 10 | count; rows APM_C1.. by c1 and node,
                                             # then two hashed ranges of `hashed` rows (APM_C2 by c2 c1 and node,
                                             # then the network's APM), rows 0..255 by the node
     words: np.ndarray                       # (lanes, 3) int64: hashes of w0, w1, w2
     lines: np.ndarray                       # (lanes, 2) int64: step where the lane's line starts, and the line before
+    seen_at: np.ndarray                     # (lanes, 256, 3) int64: the last three steps each byte value was at (+1)
+    record: np.ndarray                      # (lanes, 5) int64: record length (0: lines), two candidates and votes
     ind: np.ndarray                         # (65536 + 256,) int64: ind2 by c2 c1, then ind1 by c1
     use: np.ndarray                         # (contexts used,) int64: which of CONTEXTS, in input order
     hashes: np.ndarray                      # (NCTX,) int64: scratch, the current byte's context hashes
@@ -92,8 +100,10 @@ def new(n: int, lanes: int, active=tuple(range(NCTX))) -> State:
                  np.full((len(active), RUNS), 3 << 14, np.int64),
                  mixer2.new(MIXERS, SETS, FIRST + 2 * len(active), SETS2, NET, first, FIRST_W),
                  np.zeros(1 << MATCH_BITS, np.int64), np.zeros(lanes, np.int64), np.zeros(lanes, np.int64),
+                 np.zeros(lanes, np.int64),
                  np.full(LENGTHS, 3072 << 10, np.int64), np.tile(row, (APM_C2 + 2 * hashed, 1)).astype(np.int32),
-                 np.zeros((lanes, 3), np.int64), np.zeros((lanes, 2), np.int64), np.zeros(65536 + 256, np.int64),
+                 np.zeros((lanes, 3), np.int64), np.zeros((lanes, 2), np.int64), np.zeros((lanes, 256, 3), np.int64),
+                 np.zeros((lanes, 5), np.int64), np.zeros(65536 + 256, np.int64),
                  np.array(active, np.int64), np.zeros(NCTX, np.int64), np.zeros(NCTX, np.int64),
                  np.zeros((NCTX, 4), np.int64), np.zeros(512, np.int64), np.zeros(9, np.int64), c)
 
@@ -128,6 +138,40 @@ def apm_learn(table, cx, i, y):
     table[cx, i] = np.int32((p << 10) | c)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def popcount8(v):
+    c = 0
+    for k in range(8):
+        c += (v >> k) & 1
+    return c
+
+
+@njit(cache=True, nogil=True, inline="always")
+def record_learn(seen_at, record, lane, byte, t):
+    """Byte `byte` was at step t of the lane: when it recurs at one distance three times running, that distance
+    gets a vote (two candidates are counted; a new distance replaces the one with fewer votes), and a candidate
+    with RECORD_VOTES votes becomes the record length (hmgen's own rule, after the record models of paq8)."""
+    p1, p2, p3 = seen_at[lane, byte, 0], seen_at[lane, byte, 1], seen_at[lane, byte, 2]
+    r = t + 1 - p1
+    if p3 > 0 and 1 < r <= MAX_RECORD and r == p1 - p2 and r == p2 - p3:
+        if r == record[lane, 1]:
+            record[lane, 2] += 1
+        elif r == record[lane, 3]:
+            record[lane, 4] += 1
+        elif record[lane, 2] >= record[lane, 4]:
+            record[lane, 3], record[lane, 4] = r, 1
+        else:
+            record[lane, 1], record[lane, 2] = r, 1
+        for k in (1, 3):
+            if record[lane, k + 1] >= RECORD_VOTES:
+                if record[lane, 0] != record[lane, k]:
+                    record[lane, 0] = record[lane, k]
+                    record[lane, 2], record[lane, 4] = 0, 0
+                else:
+                    record[lane, k + 1] = RECORD_VOTES - 1
+    seen_at[lane, byte, 2], seen_at[lane, byte, 1], seen_at[lane, byte, 0] = p2, p1, t + 1
+
+
 @njit(cache=True, nogil=True)
 def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     """Code steps t0 .. t1 - 1 of the block's lanes (grid (lanes, m); the last lane `last` bytes long): encoding
@@ -141,7 +185,9 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     bt = bk.t
     sm_p = maps.p
     match_table, match_ptr, match_len, match_p = S.match_table, S.match_ptr, S.match_len, S.match_p
+    match_miss = S.match_miss
     apm, words, lines, ind, use = S.apm, S.words, S.lines, S.ind, S.use
+    seen_at, record = S.seen_at, S.record
     hashes, slots, runs, sums, c = S.hashes, S.slots, S.runs, S.sums, S.hist
     squash, stretch = S.curves.squash, S.curves.stretch
     x, sel = mx.x, mx.sel
@@ -172,9 +218,16 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                     hashes[j - 1] = h + j
             hashes[6] = h + 8
             w0, w1, w2 = words[lane, 0], words[lane, 1], words[lane, 2]
-            col = t - lines[lane, 0]
-            up = lines[lane, 1] + col
-            above = np.int64(grid[lane, up]) if up < lines[lane, 0] else 0
+            rl = record[lane, 0]
+            if rl > 0:                                  # fixed-length records
+                col = t % rl
+                above = np.int64(grid[lane, t - rl]) if t >= rl else 0
+                above2 = np.int64(grid[lane, t - 2 * rl]) if t >= 2 * rl else 0
+            else:                                       # lines
+                col = t - lines[lane, 0]
+                up = lines[lane, 1] + col
+                above = np.int64(grid[lane, up]) if up < lines[lane, 0] else 0
+                above2 = 0
             i2 = c2 * 256 + c1
             hashes[7] = mix2(mix2(w0, w1), 107)
             hashes[8] = mix2(mix2(w0, c1), 108)
@@ -186,6 +239,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
             hashes[14] = mix2(mix2(i2, ind[i2]), 114)
             hashes[15] = mix2(mix2(above, min(col, 255)), 115)
             hashes[16] = mix2(mix2(w1, c1), 116)
+            hashes[17] = mix2(mix2(above, above2), 117)
+            hashes[18] = mix2(mix2(mix2(above2, above), c1), 118)
             for a in range(nu):
                 slot, chk = buckets.run_slot(bk, hashes[use[a]])
                 rb, rl = buckets.run_of(bk, slot, chk)
@@ -197,7 +252,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                     expect = np.int64(flat[q])
                 else:
                     match_len[lane] = 0
-            ml = min(match_len[lane], LENGTHS - 1)
+            ml = min(match_len[lane], LENGTHS // 2 - 1) + (LENGTHS // 2 if match_miss[lane] != 0 else 0)
             a1 = 0 if t < 16 else (1 if t < 128 else (2 if t < 1024 else 3))
             a2c = (c2 * 0x2F0B5 + c1) * 0x9E37
             # --- the byte's bits -----------------------------------------------------------------------
@@ -294,14 +349,17 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 words[lane, 2], words[lane, 1], words[lane, 0] = w1, w0, 0
             if byte == 10:
                 lines[lane, 1], lines[lane, 0] = lines[lane, 0], t + 1
+            record_learn(seen_at, record, lane, byte, t)
             ind[65536 + c1] = ((ind[65536 + c1] << 8) | byte) & 0xFFFF
             ind[i2] = ((ind[i2] << 8) | byte) & 0xFFFF
-            if match_len[lane] > 0:
+            if match_len[lane] > 0:                     # a miss keeps the match's alignment (as LZMA's repeated
+                match_ptr[lane] += 1                    # distance does) unless it misses often
                 if expect == byte:
                     match_len[lane] += 1
-                    match_ptr[lane] += 1
+                    match_miss[lane] = (match_miss[lane] << 1) & 255
                 else:
-                    match_len[lane] = 0
+                    match_miss[lane] = ((match_miss[lane] << 1) | 1) & 255
+                    match_len[lane] = 0 if popcount8(match_miss[lane]) > MAX_MISSES else 1
             if t + 1 >= MIN_MATCH:
                 hm = 0
                 for j in range(MIN_MATCH):
@@ -312,5 +370,6 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                     if cand >= 0:
                         match_ptr[lane] = cand
                         match_len[lane] = 1
+                        match_miss[lane] = 0
                 match_table[hm] = lane * m + t + 1 + 1
     return t1
