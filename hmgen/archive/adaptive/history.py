@@ -4,8 +4,8 @@ A state stands for a pair of counts (n0, n1) of the zeros and ones seen in a con
 which came last. When bit y is seen, n_y grows by one and the other count, above 2, is discounted to half plus
 one: a context that starts to disagree with its past soon forgets it (data is not stationary). Counts are capped
 (CAPS: the larger count's cap given the smaller; more evidence than that is not kept), so that the states
-reachable from (0, 0) number fewer than 256 (hmgen's choice of rule and caps; the measurements that chose
-them, and found the size insensitive to them, are in benchmarks/RESULTS.md). State 0 is the empty history.
+reachable from (0, 0) number fewer than 256 (hmgen's choice of rule and caps, after lpaq's nonstationary
+states). State 0 is the empty history.
 
 A state map (an "indirect" model) learns, for each state, the probability that the next bit is 1: a state is
 not read as a ratio of its counts, but as what followed that history in this block. Entries are 16-bit

@@ -5,8 +5,7 @@ weight set chosen by one more context, gives the bit's P(1) = squash(sum_k v_k s
 
 Every weight set learns from its own error, err = (bit << 12) - p: w_i += x_i err rate / 2^16. A set's rate
 starts at (1 + BOOST) LR and falls toward LR as the set is used (LR (1 + BOOST 64 / (64 + uses))): a set seen
-little learns fast, so that the many sets of a small block still converge (hmgen's choice, measured in
-benchmarks/RESULTS.md). Layer 1's weights start at 1 for the input `trusted` (the network, or the order-2
+little learns fast, so that the many sets of a small block still converge (hmgen's choice). Layer 1's weights start at 1 for the input `trusted` (the network, or the order-2
 context without one) and FIRST for each context's main input; layer 2 averages.
 """
 from __future__ import annotations
