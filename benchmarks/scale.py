@@ -5,6 +5,8 @@ big text. Every archive is decoded and compared; wall and CPU seconds and peak m
     python benchmarks/scale.py --text FILE4MB [--big-text FILE20MB] [--random-mb 100] [--threads 1,2] [--json out]
 
   threads    FILE4MB compressed and decompressed with -T 1 and -T N: speed-up, archives identical
+  busy       (--busy) the same file beside one busy process (a Python loop on a core): the default threads
+             against -T 1, both ways (the default may not be slower)
   random     N MB of os.urandom (and its .xz, "already compressed") against xz -9e: time and size
   big text   FILE20MB with the default threads: peak memory both ways, size against one block on one thread
              (the coder before blocks of 1 MiB: hmgen.archive.format with SEGMENT = BLOCK, in-process)
@@ -57,6 +59,23 @@ def threads_row(text: Path, n: int, tmp: Path) -> dict:
             "speedup_decompress": round(d1["wall"] / dn["wall"], 2)}
 
 
+def busy_row(text: Path, tmp: Path) -> dict:
+    """The default thread count against one thread, beside one process that keeps a core busy."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        arc, back = tmp / "busy.hmz", tmp / "back"
+        row = {"file": text.name, "bytes": text.stat().st_size}
+        for label, extra in (("default", []), ("one", ["-T", "1"])):
+            row[f"compress_{label}"] = run(HMGEN + ["compress", "-c", *extra, str(text)], stdout=arc)
+            row[f"decompress_{label}"] = run(HMGEN + ["decompress", "-c", *extra, str(arc)], stdout=back)
+            assert same(back, text)
+    finally:
+        spinner.kill()
+    for way in ("compress", "decompress"):
+        row[f"{way}_default_vs_one"] = round(row[f"{way}_default"]["wall"] / row[f"{way}_one"]["wall"], 2)
+    return row
+
+
 def against_xz(data: Path, tmp: Path) -> dict:
     ours, xz, back = tmp / "r.hmz", tmp / "r.xz", tmp / "back"
     h = run(HMGEN + ["compress", "-c", str(data)], stdout=ours)
@@ -85,6 +104,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--text", type=Path, help="a text of a few MB (threads)")
     ap.add_argument("--threads", default="2")
+    ap.add_argument("--busy", action="store_true", help="also --text beside a busy process: default vs -T 1")
     ap.add_argument("--random-mb", type=int, default=0, help="random input of this many MB (and its .xz)")
     ap.add_argument("--big-text", type=Path, help="a text of ~20 MB (memory, size against one block)")
     ap.add_argument("--json", type=Path)
@@ -101,6 +121,12 @@ def main():
                       f"{r['compress_1']['wall']} s -> {r[f'compress_{n}']['wall']} s (x{r['speedup_compress']}); "
                       f"decompress {r['decompress_1']['wall']} s -> {r[f'decompress_{n}']['wall']} s "
                       f"(x{r['speedup_decompress']})", flush=True)
+        if args.text and args.busy:
+            r = report["busy"] = busy_row(args.text, tmp)
+            print(f"{r['file']} beside a busy process: default threads / -T 1 wall time: compress "
+                  f"{r['compress_default']['wall']} / {r['compress_one']['wall']} s (x{r['compress_default_vs_one']}), "
+                  f"decompress {r['decompress_default']['wall']} / {r['decompress_one']['wall']} s "
+                  f"(x{r['decompress_default_vs_one']})", flush=True)
         if args.random_mb:
             rnd = tmp / "random.bin"
             with open(rnd, "wb") as f:

@@ -1,8 +1,8 @@
 """`.hmz` archives: per block, the smallest of the model's range code, raw LZMA2, or the bytes stored.
 
-Format, version 4 (all integers little-endian; every record carries a CRC32 of its own header fields):
+Format, version 5 (all integers little-endian; every record carries a CRC32 of its own header fields):
 
-  header   magic b"\\x89HMZ" | version u8 = 4 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
+  header   magic b"\\x89HMZ" | version u8 = 5 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
            model name (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
   block    b"B" | method u8 | transform u8 | coded length n u32 (1..BLOCK) | lane length m u32 | payload bytes u32 |
            CRC32 of the block's input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload
@@ -28,10 +28,15 @@ bytes, then stored by `method`:
              record ends the stream (its payload: the rest), before the next block of another method and before
              the end record. A block's bytes may come out only with a later payload of its stream: the decoder
              holds them until the block is complete, then checks its CRC32.
+  8 mixed-2  payload = the bytes of one binary arithmetic code (hmgen.archive.adaptive.coder) of every bit, the
+             network mixed with the stronger models of the block of hmgen.archive.adaptive.predictor2 (bit
+             histories in hashed contexts, word and column contexts, two mixer layers, an APM chain); the lanes
+             code their t-th bytes one after another, each bit learned from before the next (version 5)
+  9 cm       the same without the network (one lane: m = n), for blocks that are not text (version 5)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 64 MiB block of `xz -9e`'s size for inputs up to
 64 MiB (one block: its LZMA2 is xz's stream without the container). A block of at least ESTIMATE_FROM bytes is
-first judged on a sample (entropy, then the model's code against LZMA2's on SAMPLE bytes): one the model cannot win
+first judged (entropy; text goes to the model; else the model's code against LZMA2's on SAMPLE bytes): one it cannot win
 skips the model and goes into the member's LZMA stream, so a large binary or incompressible input costs about
 xz's time, and its LZMA2, one stream like xz's, reaches across block boundaries, so the bound holds at any size.
 Version 2 wrote blocks of 16 MiB; versions 2 and 3 restarted LZMA2 in every block.
@@ -42,6 +47,7 @@ lane order, each lane having started from the model's initial state as if it fol
 of a block shares one range coder stream. The decoder replays the same steps, so it reproduces the encoder's
 frequencies exactly (hmgen.archive.engine), and checks the block's CRC32 before writing any of it.
 
+Version 4 (still decoded): as version 5 without methods 8 and 9 (text went to method 4).
 Version 3 (still decoded): as version 4 without methods 6 and 7 and the flush record.
 Version 2 (still decoded): as version 3 without methods 4 and 5.
 Version 1 (still decoded): the same header with version 1, blocks b"B" | n u32 | m u32 | words u32 | CRC32 of
@@ -60,6 +66,7 @@ import constriction
 import numpy as np
 
 from hmgen.archive import methods
+from hmgen.archive.adaptive import coder, predictor2
 from hmgen.archive.adaptive.predictor import Predictor
 from hmgen.archive.engine.scheme import SCHEME
 from hmgen.errors import HmgenError
@@ -77,7 +84,7 @@ class Engine(Protocol):
 
 
 MAGIC = b"\x89HMZ"
-VERSION = 4
+VERSION = 5
 BLOCK = 64 << 20          # input bytes per block: xz -9e's dictionary size, so a block's LZMA2 reaches as far back as
                           # xz's does (smaller blocks cost ratio on large binaries: benchmarks/RESULTS.md)
 MAX_LANES = 4096
@@ -86,9 +93,12 @@ SMALL_LANE = 256          # ...down to this for small blocks, cut into up to SMA
 SMALL_LANES = 16          # cost time, and the adaptive models share what every lane has learned
 DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger batches, faster)
 START = 10                # every lane starts as if after a newline
-STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREAM = range(8)
-METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86", "lzma-stream", "lzma-x86-stream")
-CODED = (NETWORK, MIXED_BYTES, MIXED)      # the methods that run the model
+STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREAM, MIXED2, CM = range(10)
+METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86", "lzma-stream", "lzma-x86-stream",
+                "mixed-2", "cm")
+CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2)   # the methods that run the model
+LANED = CODED + (CM,)                           # ... that cut their block into lanes (m > 0)
+WORDS = (NETWORK, MIXED_BYTES, MIXED)           # ... whose payload is u32 words (constriction's)
 STREAMED = (LZMA_STREAM, LZMA_X86_STREAM)  # the methods whose payloads continue one LZMA2 stream
 SEGMENT = 1 << 20          # what the model codes is cut into blocks of this size: independent, so coded side by side
 WINDOW = 256 << 20         # decoding on several threads: at most this many bytes of blocks decoded ahead
@@ -196,6 +206,51 @@ def steps(q: Engine, grid: np.ndarray, n: int, method: int, progress: Callable[[
             done = 0
 
 
+def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None = None, payload: bytes | None = None,
+            progress: Callable[[int], None] | None = None, network: bool = True):
+    """Method 8 (network True: lanes of m) or 9 (no network; one lane, m = n): encode `data` (n bytes) into the
+    payload's bytes, or decode n bytes from `payload`. At step t the network's frequencies from the bytes of step
+    t-1 (START at t = 0) go to the compiled coder, which codes the t-th byte of every lane."""
+    grid = np.zeros((-(-n // m), m), dtype=np.uint8)             # (lanes, m): lane k is input[k*m:(k+1)*m]
+    lanes = grid.shape[0]
+    last = n - (lanes - 1) * m                                   # length of the last lane
+    model = predictor2.new(n, lanes, predictor2.TEXT if network else predictor2.DATA)
+    if encode:
+        grid.reshape(-1)[:n] = np.frombuffer(data, dtype=np.uint8)
+        cd = coder.encoder(n)
+    else:
+        cd = coder.decoder(payload)
+    if network:
+        state = q.initial_state(lanes)
+        prev = np.full(lanes, START, dtype=np.int64)
+        done = 0
+        for t in range(m):
+            freq, state = q.next_frequencies(prev, state)
+            while predictor2.code(model, freq, True, grid, t, t + 1, last, encode, cd) == t:
+                cd = coder.grown(cd)                             # (encoding) the payload outgrew its buffer
+            prev = grid[:, t].astype(np.int64)
+            done += lanes if t < last else lanes - 1
+            if progress is not None and (t % 16 == 15 or t == m - 1):
+                progress(done)
+                done = 0
+    else:
+        t = 0
+        while t < m:
+            reached = predictor2.code(model, NO_NETWORK, False, grid, t, min(m, t + CM_PIECE), last, encode, cd)
+            if reached < min(m, t + CM_PIECE):
+                cd = coder.grown(cd)
+            if progress is not None:
+                progress(reached - t)
+            t = reached
+    if encode:
+        return cd.buf[:coder.finish(cd)].tobytes()
+    return grid.reshape(-1)[:n].tobytes()
+
+
+NO_NETWORK = np.zeros((1, 256), dtype=np.float64)
+CM_PIECE = 1 << 16                 # method 9 codes this many bytes per compiled call (a progress bar moves)
+
+
 class NetworkAlone:
     """Method 2's predictor: the network's frequencies as they are, nothing learned from the block."""
 
@@ -226,18 +281,32 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
     filter too, for machine code) and, unless `model` is False, the model's code."""
     transform, coded = methods.forward(data)
     n = len(coded)
-    m = lanes_for(n, max_lanes, min_lane)
     candidates = [(STORED, methods.NONE, 0, data),        # ties go to the simpler method
                   (LZMA, transform, 0, methods.lzma_compress(coded, preset=preset)),
                   *([(LZMA_X86, transform, 0, methods.lzma_compress(coded, x86=True, preset=preset))]
                     if methods.looks_like_x86(coded) else []),
-                  *([(MIXED, transform, m, code_block(q, m, n, True, data=coded, progress=progress)
-                      .astype("<u4").tobytes())] if model else [])]
+                  *([model_candidate(q, coded, transform, max_lanes, min_lane, progress)] if model else [])]
     method, transform, m, payload = min(candidates, key=lambda c: len(c[3]))
     if progress is not None and not model:
         progress(n)
     n = len(data) if method == STORED else n
     return block_record(method, transform, n, m, data, payload), METHOD_NAMES[method], -(-n // m) if m else 0
+
+
+def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min_lane: int | None,
+                    progress: Callable[[int], None] | None) -> tuple[int, int, int, bytes]:
+    """The model's code of a block: for text the smaller of method 8 (the network, in lanes) and method 9 (the
+    file's own models in one lane: it sees all of the block's context, and wins on markup and code the network
+    knows less well), for anything else method 9."""
+    n = len(coded)
+    text = looks_like_text(coded)
+    alone = (CM, transform, n, code_cm(None, n, n, True, data=coded, network=False,
+                                       progress=None if text else progress))
+    if not text:
+        return alone
+    m = lanes_for(n, max_lanes, min_lane)
+    mixed = (MIXED2, transform, m, code_cm(q, m, n, True, data=coded, progress=progress))
+    return min(mixed, alone, key=lambda c: len(c[3]))
 
 
 def segments(data: bytes) -> list[bytes]:
@@ -277,16 +346,26 @@ def entropy_bits(data: bytes) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+def looks_like_text(data: bytes) -> bool:
+    """Almost every byte printable, a tab or a line end, or part of a multi-byte UTF-8 character, and next to no
+    NUL (UTF-16 and binary formats have many): text in any script, source code, markup, logs (what the network
+    is for)."""
+    counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
+    texty = counts[9] + counts[10] + counts[13] + counts[32:127].sum() + counts[128:].sum()
+    return counts[0] <= len(data) // 1000 and texty >= 0.97 * len(data)
+
+
 def model_may_win(q: Engine, coded: bytes, max_lanes: int, min_lane: int | None) -> bool:
     """The cheap estimate made before the model runs on a block: bytes that look random (compressed, encrypted)
-    never; from ESTIMATE_FROM bytes, only if the model's code of the first SAMPLE bytes is smaller than LZMA2's."""
+    never; text always; from ESTIMATE_FROM bytes of anything else, only if the model's code of the first SAMPLE
+    bytes is smaller than LZMA2's (the sample runs on one thread: text, the common case, skips it)."""
     if len(coded) >= MIN_ENTROPY_CHECK and entropy_bits(coded[:SAMPLE]) > RANDOM_BITS:
         return False
-    if len(coded) < ESTIMATE_FROM:
+    if len(coded) < ESTIMATE_FROM or looks_like_text(coded[:SAMPLE]):
         return True
     sample = coded[:SAMPLE]
-    m = lanes_for(len(sample), max_lanes, min_lane)
-    return 4 * len(code_block(q, m, len(sample), True, data=sample)) < len(methods.lzma_compress(sample))
+    return len(code_cm(None, len(sample), len(sample), True, data=sample, network=False)) < len(
+        methods.lzma_compress(sample))
 
 
 class LzmaStream:
@@ -441,7 +520,7 @@ def read_header(src: BinaryIO, magic: bytes | None = None) -> Header:
         raise FormatError("not an hmgen archive (bad magic number)")
     fixed = read_exact(src, 3, "header")
     version, scheme, length = fixed
-    if version not in (1, 2, 3, VERSION):
+    if version not in (1, 2, 3, 4, VERSION):
         raise FormatError(f"archive format version {version}; this hmgen reads versions 1 to {VERSION}")
     raw = read_exact(src, length + 32, "header")
     (crc,) = struct.unpack("<I", read_exact(src, 4, "header"))
@@ -524,7 +603,7 @@ def read_records(src: BinaryIO, version: int, skip_payload: bool = False):
             raise FormatError(f"damaged archive (unknown record after block {blocks})")
 
 
-LAST_METHOD = {2: MIXED, 3: LZMA_X86, 4: LZMA_X86_STREAM}     # the methods each version may hold
+LAST_METHOD = {2: MIXED, 3: LZMA_X86, 4: LZMA_X86_STREAM, 5: CM}     # the methods each version may hold
 
 
 def read_block(src: BinaryIO, index: int, version: int = VERSION) -> Block:
@@ -532,11 +611,11 @@ def read_block(src: BinaryIO, index: int, version: int = VERSION) -> Block:
     method, transform, n, m, size, data_crc, payload_crc, crc = BLOCK_HEAD.unpack(raw)
     if zlib.crc32(b"B" + raw[:-4]) != crc:
         raise FormatError(f"damaged archive (block {index + 1} header CRC mismatch)")
-    lanes_ok = 1 <= m <= n and -(-n // m) <= MAX_LANES if method in CODED else m == 0
+    lanes_ok = (1 <= m <= n and -(-n // m) <= MAX_LANES and (method != CM or m == n)) if method in LANED else m == 0
     most = n + n // 64 + (1 << 20) if method in STREAMED else n      # a stream may give out earlier blocks' bytes
     if not (method <= LAST_METHOD[version] and transform <= methods.LAST and 1 <= n <= BLOCK and lanes_ok
             and size <= most and (method != STORED or (size == n and transform == methods.NONE))
-            and (method not in CODED or size % 4 == 0)):
+            and (method not in WORDS or size % 4 == 0)):
         raise FormatError(f"damaged archive (block {index + 1} header out of range)")
     return Block(method, transform, n, m, data_crc, None, 1 + BLOCK_HEAD.size + size, payload_crc)
 
@@ -569,13 +648,18 @@ def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int
             coded = blk.payload
         elif blk.method in (LZMA, LZMA_X86):
             coded = methods.lzma_decompress(blk.payload, blk.n, x86=blk.method == LZMA_X86)
+        elif blk.method == CM:
+            coded = code_cm(None, blk.m, blk.n, False, payload=blk.payload, progress=progress, network=False)
+        elif blk.method == MIXED2:
+            q, _ = model()
+            coded = code_cm(q, blk.m, blk.n, False, payload=blk.payload, progress=progress)
         else:
             q, _ = model()
             words = np.frombuffer(blk.payload, dtype="<u4").astype(np.uint32)
             coded = code_block(q, blk.m, blk.n, False, words=words, progress=progress, method=blk.method)
     except (AssertionError, ValueError, KeyError, RuntimeError, methods.LZMAError) as e:  # constriction, lzma
         raise FormatError(f"damaged archive (block {index} does not decode: {type(e).__name__})") from None
-    if progress is not None and blk.method not in CODED:
+    if progress is not None and blk.method not in LANED:
         progress(blk.n)
     return checked(blk, coded, index)
 

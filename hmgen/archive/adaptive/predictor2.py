@@ -1,0 +1,375 @@
+"""Methods 8 and 9's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
+lpaq and paq8: bit histories in hashed contexts, a match model, two layers of mixers, a chain of adaptive
+probability maps; all of it rewritten here in integers), mixed with the network's next-byte distribution
+(method 8) or without it (method 9, for data that is not text). Each bit is predicted, range-coded
+(hmgen.archive.adaptive.coder) and learned from before the next, all in one compiled loop.
+
+Per byte of a lane, the contexts (CONTEXTS: each a 64-bit hash of some of the bytes before it) select bit
+histories in the hashed buckets (buckets.py); per bit every context gives the mixer three inputs: the stretched
+probability its state map (history.py) learned for that history; when the history has seen only zeros or only
+ones, how many (a deterministic context); and when the byte that last followed the context (with its run
+length) agrees with the bits so far, that byte's next bit with a confidence learned per run length. Then:
+  network  stretch of its P(1) at the node (its mass under the 1-child over the node's), and the same
+           probability refined by an APM in an order-2 context: the network adapted to the file;
+  match    the bit of the byte that followed the longest earlier occurrence (MIN_MATCH bytes or more) of the
+           lane's last bytes, with a confidence learned per match length;
+  bias     a constant.
+Four mixers (mixer2.py) weigh them, with weight sets chosen by (the network's confidence, the match state, the
+depth), (the node, how far into its lane the byte is), (the previous byte, the depth) and (how many contexts
+have seen the node, the match state, the depth); a last mixer weighs the four by (the network's confidence, the
+depth). Three APMs refine its output in the contexts of the node, of the previous byte and of a hash of the
+previous two; the final P(1) = (2 p_mix + p_apm1 + 2 p_apm2 + 3 p_apm3) / 8.
+
+Lanes (hmgen.archive.format): at step t the lanes running code their t-th byte one after another, in lane order,
+each seeing everything every earlier lane and step taught the shared models; the decoder does the same, so both
+sides hold the same state at every bit. A lane's contexts reach back only into its own bytes.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from hmgen.archive.adaptive import buckets, coder, history, mixer2
+from hmgen.archive.adaptive.logistic import Curves, curves
+from hmgen.jit import njit
+
+# The contexts of a byte, by the bytes before it in its lane (c1 the last, w0 the word being read, w1 and w2
+# the words before it (letters, and bytes >= 128, lower-cased), "above" the byte at the same column in the record
+# before and "above2" two records up (a record: a line, or in data whose bytes recur at a fixed distance, a
+# record of that length: see record_learn), ind1 / ind2 the two bytes that last followed c1 / c2 c1 anywhere):
+CONTEXTS = ("c1", "c2 c1", "c3..c1", "c4..c1", "c5..c1", "c6..c1", "c8..c1", "w0 w1", "w0 c1", "w0 w1 w2",
+            "c3 c2", "c4 c2", "above c1", "c1 ind1", "c2 c1 ind2", "above column", "w1 c1", "above above2",
+            "above2 above c1")
+NCTX = len(CONTEXTS)
+TEXT = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16)   # method 8's contexts (the rest gained nothing on text)
+DATA = tuple(range(NCTX))                                # method 9's
+MAX_RECORD = 4096             # record lengths detected: 2 .. MAX_RECORD bytes
+RECORD_VOTES = 16             # a length that wins this many votes becomes the lane's record length
+NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 3 per context from FIRST
+FIRST = 4
+MIXERS, SETS, SETS2 = 4, 2048, 64
+MIN_MATCH, MATCH_BITS, LENGTHS = 6, 20, 64
+MAX_MISSES = 3                # a match that mispredicted more of its last 8 bytes is dropped
+RUNS = 64                                     # run-length confidences per context
+FIRST_W = 32 << 8                             # a context's main input starts at weight 1/8
+APM_LIMIT = 127
+APM_C1 = 256                                  # the APMs' rows: by node, by c1 and node, then two hashed ranges
+APM_C2 = APM_C1 + 65536
+
+
+class State(NamedTuple):
+    buckets: buckets.Buckets
+    maps: history.StateMaps                 # one state map per context
+    next: np.ndarray                        # (256, 2) the bit-history transitions
+    n0: np.ndarray                          # (256,) a state's zeros
+    n1: np.ndarray                          # (256,) ... and ones
+    run_p: np.ndarray                       # (contexts used, RUNS) int64: P(the run's byte's bit is right), 16 bits
+    mixer: mixer2.Mixer2
+    match_table: np.ndarray                 # (2^MATCH_BITS,) int64: hash of MIN_MATCH bytes -> flat position + 1
+    match_ptr: np.ndarray                   # (lanes,) int64: flat grid position of the byte the match predicts
+    match_len: np.ndarray                   # (lanes,) int64: 0 = no match
+    match_miss: np.ndarray                  # (lanes,) int64: the last 8 bytes the match mispredicted, as bits
+    match_p: np.ndarray                     # (LENGTHS,) int64: P(the match's bit is right) << 10, per length
+    apm: np.ndarray                         # (rows, 33) int32: p16 << 10 | count; rows APM_C1.. by c1 and node,
+                                            # then two hashed ranges of `hashed` rows (APM_C2 by c2 c1 and node,
+                                            # then the network's APM), rows 0..255 by the node
+    words: np.ndarray                       # (lanes, 3) int64: hashes of w0, w1, w2
+    lines: np.ndarray                       # (lanes, 2) int64: step where the lane's line starts, and the line before
+    seen_at: np.ndarray                     # (lanes, 256, 3) int64: the last three steps each byte value was at (+1)
+    record: np.ndarray                      # (lanes, 5) int64: record length (0: lines), two candidates and votes
+    ind: np.ndarray                         # (65536 + 256,) int64: ind2 by c2 c1, then ind1 by c1
+    use: np.ndarray                         # (contexts used,) int64: which of CONTEXTS, in input order
+    hashes: np.ndarray                      # (NCTX,) int64: scratch, the current byte's context hashes
+    slots: np.ndarray                       # (NCTX,) int64: ... the buckets of the contexts used
+    runs: np.ndarray                        # (NCTX, 4) int64: ... their run entry, check, byte (-1: none), length
+    sums: np.ndarray                        # (512,) int64: the network's mass under each node (leaf 256 + b)
+    hist: np.ndarray                        # (9,) int64: scratch, the lane's last 8 bytes (hist[j] = c_j)
+    curves: Curves
+
+
+def new(n: int, lanes: int, active=tuple(range(NCTX))) -> State:
+    """The predictor of a block of n bytes coded in `lanes` lanes, with the contexts `active` (indices into
+    CONTEXTS)."""
+    c = curves()
+    t = history.table()
+    row = (c.squash[np.clip((np.arange(33) - 16) * 128, -2047, 2047) + 2047] * 16) << 10 | 2
+    hashed = 1 << min(16, max(10, max(n, 1).bit_length()))
+    first = FIRST + 2 * np.arange(len(active))
+    return State(buckets.new(n, len(active)), history.state_maps(len(active)), t.next, t.n0, t.n1,
+                 np.full((len(active), RUNS), 3 << 14, np.int64),
+                 mixer2.new(MIXERS, SETS, FIRST + 2 * len(active), SETS2, NET, first, FIRST_W),
+                 np.zeros(1 << MATCH_BITS, np.int64), np.zeros(lanes, np.int64), np.zeros(lanes, np.int64),
+                 np.zeros(lanes, np.int64),
+                 np.full(LENGTHS, 3072 << 10, np.int64), np.tile(row, (APM_C2 + 2 * hashed, 1)).astype(np.int32),
+                 np.zeros((lanes, 3), np.int64), np.zeros((lanes, 2), np.int64), np.zeros((lanes, 256, 3), np.int64),
+                 np.zeros((lanes, 5), np.int64), np.zeros(65536 + 256, np.int64),
+                 np.array(active, np.int64), np.zeros(NCTX, np.int64), np.zeros(NCTX, np.int64),
+                 np.zeros((NCTX, 4), np.int64), np.zeros(512, np.int64), np.zeros(9, np.int64), c)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def mix2(a, b):
+    """A 64-bit hash of a hash and a value (non-negative)."""
+    return ((a + b + 1) * 0x1E3779B97F4A7C15 + (b << 7) + (a >> 23)) & 0x7FFFFFFFFFFFFFFF
+
+
+@njit(cache=True, nogil=True, inline="always")
+def is_letter(b):
+    return (97 <= b <= 122) or (65 <= b <= 90) or b >= 128
+
+
+@njit(cache=True, nogil=True, inline="always")
+def apm_p(table, cx, p, stretch):
+    """An APM's refinement of p (12 bits) in context cx -> (p', the bin that learns)."""
+    s = stretch[p] + 2048
+    i = s >> 7
+    w = s & 127
+    return ((np.int64(table[cx, i]) >> 10) * (128 - w) + (np.int64(table[cx, i + 1]) >> 10) * w) >> 11, i + (w >> 6)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def apm_learn(table, cx, i, y):
+    v = np.int64(table[cx, i])
+    p, c = v >> 10, v & 1023
+    p += (((65535 if y == 1 else 0) - p) * 2) // (2 * c + 3)
+    if c < APM_LIMIT:
+        c += 1
+    table[cx, i] = np.int32((p << 10) | c)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def popcount8(v):
+    c = 0
+    for k in range(8):
+        c += (v >> k) & 1
+    return c
+
+
+@njit(cache=True, nogil=True, inline="always")
+def record_learn(seen_at, record, lane, byte, t):
+    """Byte `byte` was at step t of the lane: when it recurs at one distance three times running, that distance
+    gets a vote (two candidates are counted; a new distance replaces the one with fewer votes), and a candidate
+    with RECORD_VOTES votes becomes the record length (hmgen's own rule, after the record models of paq8)."""
+    p1, p2, p3 = seen_at[lane, byte, 0], seen_at[lane, byte, 1], seen_at[lane, byte, 2]
+    r = t + 1 - p1
+    if p3 > 0 and 1 < r <= MAX_RECORD and r == p1 - p2 and r == p2 - p3:
+        if r == record[lane, 1]:
+            record[lane, 2] += 1
+        elif r == record[lane, 3]:
+            record[lane, 4] += 1
+        elif record[lane, 2] >= record[lane, 4]:
+            record[lane, 3], record[lane, 4] = r, 1
+        else:
+            record[lane, 1], record[lane, 2] = r, 1
+        for k in (1, 3):
+            if record[lane, k + 1] >= RECORD_VOTES:
+                if record[lane, 0] != record[lane, k]:
+                    record[lane, 0] = record[lane, k]
+                    record[lane, 2], record[lane, 4] = 0, 0
+                else:
+                    record[lane, k + 1] = RECORD_VOTES - 1
+    seen_at[lane, byte, 2], seen_at[lane, byte, 1], seen_at[lane, byte, 0] = p2, p1, t + 1
+
+
+@njit(cache=True, nogil=True)
+def code(S, net, has_net, grid, t0, t1, last, encode, cd):
+    """Code steps t0 .. t1 - 1 of the block's lanes (grid (lanes, m); the last lane `last` bytes long): encoding
+    reads each byte from grid, decoding writes it there. net (lanes, 256): the network's frequencies for step t0
+    (used when has_net; then t1 = t0 + 1). -> the step reached: t1, or earlier when the encoder's buffer needs
+    to grow (coder.grown), to be called again from there."""
+    lanes, m = grid.shape
+    flat = grid.reshape(-1)
+    total = flat.shape[0]
+    bk, maps, nxt, n0, n1, run_p, mx = S.buckets, S.maps, S.next, S.n0, S.n1, S.run_p, S.mixer
+    bt = bk.t
+    sm_p = maps.p
+    match_table, match_ptr, match_len, match_p = S.match_table, S.match_ptr, S.match_len, S.match_p
+    match_miss = S.match_miss
+    apm, words, lines, ind, use = S.apm, S.words, S.lines, S.ind, S.use
+    seen_at, record = S.seen_at, S.record
+    hashes, slots, runs, sums, c = S.hashes, S.slots, S.runs, S.sums, S.hist
+    squash, stretch = S.curves.squash, S.curves.stretch
+    x, sel = mx.x, mx.sel
+    mmask = match_table.shape[0] - 1
+    nu = use.shape[0]
+    hmask = (apm.shape[0] - APM_C2) // 2 - 1
+    net_rows = APM_C2 + hmask + 1
+    for t in range(t0, t1):
+        k = lanes if t < last else lanes - 1
+        if encode and not coder.room(cd, 16 * k):
+            return t
+        for lane in range(k):
+            # --- the byte's contexts -------------------------------------------------------------------
+            if has_net:
+                for b in range(256):
+                    sums[256 + b] = np.int64(net[lane, b])
+                for nd in range(255, 0, -1):
+                    sums[nd] = sums[2 * nd] + sums[2 * nd + 1]
+            for j in range(1, 9):
+                c[j] = np.int64(grid[lane, t - j]) if t >= j else 0
+            if t == 0:
+                c[1] = 10                               # a lane starts as if after a newline
+            c1, c2 = c[1], c[2]
+            h = 0
+            for j in range(1, 9):
+                h = mix2(h, c[j])
+                if j <= 6:
+                    hashes[j - 1] = h + j
+            hashes[6] = h + 8
+            w0, w1, w2 = words[lane, 0], words[lane, 1], words[lane, 2]
+            rl = record[lane, 0]
+            if rl > 0:                                  # fixed-length records
+                col = t % rl
+                above = np.int64(grid[lane, t - rl]) if t >= rl else 0
+                above2 = np.int64(grid[lane, t - 2 * rl]) if t >= 2 * rl else 0
+            else:                                       # lines
+                col = t - lines[lane, 0]
+                up = lines[lane, 1] + col
+                above = np.int64(grid[lane, up]) if up < lines[lane, 0] else 0
+                above2 = 0
+            i2 = c2 * 256 + c1
+            hashes[7] = mix2(mix2(w0, w1), 107)
+            hashes[8] = mix2(mix2(w0, c1), 108)
+            hashes[9] = mix2(mix2(mix2(w0, w1), w2), 109)
+            hashes[10] = mix2(mix2(c2, c[3]), 110)
+            hashes[11] = mix2(mix2(c2, c[4]), 111)
+            hashes[12] = mix2(mix2(above, c1), 112)
+            hashes[13] = mix2(mix2(c1, ind[65536 + c1]), 113)
+            hashes[14] = mix2(mix2(i2, ind[i2]), 114)
+            hashes[15] = mix2(mix2(above, min(col, 255)), 115)
+            hashes[16] = mix2(mix2(w1, c1), 116)
+            hashes[17] = mix2(mix2(above, above2), 117)
+            hashes[18] = mix2(mix2(mix2(above2, above), c1), 118)
+            for a in range(nu):
+                slot, chk = buckets.run_slot(bk, hashes[use[a]])
+                rb, rl = buckets.run_of(bk, slot, chk)
+                runs[a, 0], runs[a, 1], runs[a, 2], runs[a, 3] = slot, chk, rb, rl
+            expect = -1                                 # the match's byte, if its position is coded already
+            if match_len[lane] > 0:
+                q = match_ptr[lane]
+                if q < total and (q % m < t or (q % m == t and q // m < lane)):
+                    expect = np.int64(flat[q])
+                else:
+                    match_len[lane] = 0
+            ml = min(match_len[lane], LENGTHS // 2 - 1) + (LENGTHS // 2 if match_miss[lane] != 0 else 0)
+            a1 = 0 if t < 16 else (1 if t < 128 else (2 if t < 1024 else 3))
+            a2c = (c2 * 0x2F0B5 + c1) * 0x9E37
+            # --- the byte's bits -----------------------------------------------------------------------
+            byte = np.int64(grid[lane, t]) if encode else 0
+            node = 1
+            for d in range(8):
+                if d == 0 or d == 4:
+                    nib = 0 if d == 0 else 16 + (node & 15)
+                    for a in range(nu):
+                        slots[a] = buckets.find(bk, hashes[use[a]], nib)
+                jn = (node & ((1 << (d & 3)) - 1)) | (1 << (d & 3))      # the node within the nibble, 1..15
+                # inputs
+                if has_net:
+                    s, one = sums[node], sums[2 * node + 1]
+                    pn = 2048 if s == 0 else min(4095, max(1, (one * 4096 + s // 2) // s))
+                else:
+                    pn = 2048
+                xn = stretch[pn]
+                x[NET] = xn
+                x[BIAS] = 256
+                anc = net_rows + ((a2c + node * 0x3C6EF) & hmask)
+                x[NET_APM] = 0
+                ia = 0
+                if has_net:
+                    pa, ia = apm_p(apm, anc, pn, stretch)
+                    x[NET_APM] = stretch[min(4095, max(1, pa))]
+                seen = 0
+                for a in range(nu):
+                    at = FIRST + 2 * a
+                    st = np.int64(bt[slots[a], jn])
+                    if st != 0:
+                        seen += 1
+                    x[at] = stretch[sm_p[a, st] >> 4]
+                    x[at + 1] = 0
+                    rb = runs[a, 2]
+                    if rb >= 0 and ((rb + 256) >> (8 - d)) == node:
+                        e = stretch[run_p[a, min(runs[a, 3], RUNS - 1)] >> 4]
+                        x[at + 1] = e if ((rb >> (7 - d)) & 1) == 1 else -e
+                ms = 0
+                x[MATCH] = 0
+                predicted = expect >= 0 and ((expect + 256) >> (8 - d)) == node
+                if predicted:
+                    e = stretch[match_p[ml] >> 10]
+                    x[MATCH] = e if ((expect >> (7 - d)) & 1) == 1 else -e
+                    ms = 1 if ml < 16 else (2 if ml < 32 else 3)
+                confidence = min(7, abs(xn) >> 8)
+                sel[0] = (confidence * 4 + ms) * 8 + d
+                sel[1] = node * 4 + a1
+                sel[2] = c1 * 8 + d
+                sel[3] = (min(seen, 15) * 4 + ms) * 8 + d
+                sel[4] = confidence * 8 + d
+                pm = mixer2.predict(mx, squash)
+                cx2 = APM_C1 + c1 * 256 + node
+                cx3 = APM_C2 + ((a2c * 256 + node * 0x9E37) & hmask)
+                p1, i1 = apm_p(apm, node, pm, stretch)
+                p2, i2_ = apm_p(apm, cx2, pm, stretch)
+                p3, i3 = apm_p(apm, cx3, pm, stretch)
+                p = min(4095, max(1, (2 * pm + p1 + 2 * p2 + 3 * p3 + 4) >> 3))
+                # code the bit
+                if encode:
+                    y = (byte >> (7 - d)) & 1
+                    coder.encode(cd, p, y)
+                else:
+                    y = coder.decode(cd, p)
+                # learn
+                mixer2.update(mx, y)
+                apm_learn(apm, node, i1, y)
+                apm_learn(apm, cx2, i2_, y)
+                apm_learn(apm, cx3, i3, y)
+                if has_net:
+                    apm_learn(apm, anc, ia, y)
+                for a in range(nu):
+                    st = np.int64(bt[slots[a], jn])
+                    history.learn(maps, a, st, y)
+                    bt[slots[a], jn] = np.uint8(nxt[st, y])
+                    rb = runs[a, 2]
+                    if rb >= 0 and ((rb + 256) >> (8 - d)) == node:
+                        r = min(runs[a, 3], RUNS - 1)
+                        right = 1 if ((rb >> (7 - d)) & 1) == y else 0
+                        run_p[a, r] += (((right << 16) - run_p[a, r]) * 3) >> 7
+                if predicted:
+                    right = 1 if ((expect >> (7 - d)) & 1) == y else 0
+                    match_p[ml] += (((right << 22) - match_p[ml]) * 3) >> 6
+                node = 2 * node + y
+            byte = node - 256
+            if not encode:
+                grid[lane, t] = byte
+            # --- what the byte teaches the lane's contexts ----------------------------------------------
+            for a in range(nu):
+                buckets.run_learn(bk, runs[a, 0], runs[a, 1], byte)
+            if is_letter(byte):
+                words[lane, 0] = mix2(w0, byte + 32 if 65 <= byte <= 90 else byte)
+            elif w0 != 0:
+                words[lane, 2], words[lane, 1], words[lane, 0] = w1, w0, 0
+            if byte == 10:
+                lines[lane, 1], lines[lane, 0] = lines[lane, 0], t + 1
+            record_learn(seen_at, record, lane, byte, t)
+            ind[65536 + c1] = ((ind[65536 + c1] << 8) | byte) & 0xFFFF
+            ind[i2] = ((ind[i2] << 8) | byte) & 0xFFFF
+            if match_len[lane] > 0:                     # a miss keeps the match's alignment (as LZMA's repeated
+                match_ptr[lane] += 1                    # distance does) unless it misses often
+                if expect == byte:
+                    match_len[lane] += 1
+                    match_miss[lane] = (match_miss[lane] << 1) & 255
+                else:
+                    match_miss[lane] = ((match_miss[lane] << 1) | 1) & 255
+                    match_len[lane] = 0 if popcount8(match_miss[lane]) > MAX_MISSES else 1
+            if t + 1 >= MIN_MATCH:
+                hm = 0
+                for j in range(MIN_MATCH):
+                    hm = ((hm * 0x2F0B5) ^ np.int64(grid[lane, t - j])) & 0xFFFFFFFFF
+                hm = (hm ^ (hm >> 17)) & mmask
+                if match_len[lane] == 0:
+                    cand = match_table[hm] - 1
+                    if cand >= 0:
+                        match_ptr[lane] = cand
+                        match_len[lane] = 1
+                        match_miss[lane] = 0
+                match_table[hm] = lane * m + t + 1 + 1
+    return t1
