@@ -110,6 +110,18 @@ def test_the_archive_is_the_same_for_any_number_of_threads_and_decodes_with_any(
         assert back.getvalue() == data
 
 
+def test_a_block_alone_in_its_input_is_the_same_when_its_codes_run_side_by_side(tiny):
+    text, machine = words(20_000, seed=2), bytes(range(256)) * 40        # method 8 against 9; method 9 alone
+    for data in (text, machine):
+        one, two = io.BytesIO(), io.BytesIO()
+        C.compress(io.BytesIO(data), one, tiny, "m", threads=1)
+        st = C.compress(io.BytesIO(data), two, tiny, "m", threads=2)
+        assert st.blocks == 1 and one.getvalue() == two.getvalue()
+        back = io.BytesIO()
+        C.decompress(io.BytesIO(two.getvalue()), back, tiny, "m")
+        assert back.getvalue() == data
+
+
 @pytest.mark.slow
 def test_a_damaged_block_decoded_on_threads_writes_nothing_after_the_blocks_before_it(tiny, monkeypatch):
     monkeypatch.setattr(C, "SEGMENT", 30_000)

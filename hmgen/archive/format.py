@@ -277,16 +277,30 @@ def block_record(method: int, transform: int, n: int, m: int, data: bytes, paylo
 
 def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
                  progress: Callable[[int], None] | None, model: bool = True,
-                 preset: int = methods.BEST) -> tuple[bytes, str, int]:
+                 preset: int = methods.BEST, threads: int = 1) -> tuple[bytes, str, int]:
     """One block on its own -> (its record, method name, lanes): the smallest of stored, LZMA2 (behind the x86
-    filter too, for machine code) and, unless `model` is False, the model's code."""
+    filter too, for machine code) and, unless `model` is False, the model's code. With threads > 1, LZMA2 and the
+    model's code without the network run on a second thread beside the network's (the same record: a block alone
+    in its input, e.g. a file under 1 MiB, gets two cores too)."""
     transform, coded = methods.forward(data)
     n = len(coded)
-    candidates = [(STORED, methods.NONE, 0, data),        # ties go to the simpler method
-                  (LZMA, transform, 0, methods.lzma_compress(coded, preset=preset)),
-                  *([(LZMA_X86, transform, 0, methods.lzma_compress(coded, x86=True, preset=preset))]
-                    if methods.looks_like_x86(coded) else []),
-                  *([model_candidate(q, coded, transform, max_lanes, min_lane, progress)] if model else [])]
+
+    def lzma_codes() -> list:
+        return [(LZMA, transform, 0, methods.lzma_compress(coded, preset=preset)),
+                *([(LZMA_X86, transform, 0, methods.lzma_compress(coded, x86=True, preset=preset))]
+                  if methods.looks_like_x86(coded) else [])]
+
+    stored = (STORED, methods.NONE, 0, data)               # ties go to the simpler method
+    if not model:
+        candidates = [stored, *lzma_codes()]
+    elif threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(1) as side:
+            lzma_done = side.submit(lzma_codes)
+            coded_by_model = model_candidate(q, coded, transform, max_lanes, min_lane, progress, side)
+            candidates = [stored, *lzma_done.result(), coded_by_model]
+    else:
+        candidates = [stored, *lzma_codes(), model_candidate(q, coded, transform, max_lanes, min_lane, progress)]
     method, transform, m, payload = min(candidates, key=lambda c: len(c[3]))
     if progress is not None and not model:
         progress(n)
@@ -295,18 +309,21 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
 
 
 def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min_lane: int | None,
-                    progress: Callable[[int], None] | None) -> tuple[int, int, int, bytes]:
+                    progress: Callable[[int], None] | None, side=None) -> tuple[int, int, int, bytes]:
     """The model's code of a block: for text the smaller of method 8 (the network, in lanes) and method 9 (the
     file's own models in one lane: it sees all of the block's context, and wins on markup and code the network
-    knows less well), for anything else method 9."""
+    knows less well), for anything else method 9. `side`: an executor that codes method 9 while this thread codes
+    method 8."""
     n = len(coded)
     text = looks_like_text(coded)
-    alone = (CM, transform, n, code_cm(None, n, n, True, data=coded, network=False,
-                                       progress=None if text else progress))
+    code_alone = lambda: (CM, transform, n, code_cm(None, n, n, True, data=coded, network=False,
+                                                    progress=None if text else progress))
     if not text:
-        return alone
+        return code_alone()
+    alone = side.submit(code_alone) if side is not None else None
     m = lanes_for(n, max_lanes, min_lane)
     mixed = (MIXED2, transform, m, code_cm(q, m, n, True, data=coded, progress=progress))
+    alone = alone.result() if alone is not None else code_alone()
     return min(mixed, alone, key=lambda c: len(c[3]))
 
 
@@ -446,9 +463,11 @@ class MemberWriter:
         may_win = self.level.model and model_may_win(self.q, coded, self.max_lanes, self.min_lane)
         if may_win or len(coded) < ESTIMATE_FROM:          # small blocks: every method tried, as in version 3
             self.end_stream()
+            pieces = segments(data) if may_win else [data]
+            beside = self.threads if len(pieces) == 1 else 1  # one block: its codes side by side instead
             code = lambda piece: (piece, *encode_block(self.q, piece, self.max_lanes, self.min_lane, self.progress,
-                                                       model=may_win, preset=self.level.preset))
-            for piece, record, method, lanes in ordered_map(code, segments(data) if may_win else [data], self.threads):
+                                                       model=may_win, preset=self.level.preset, threads=beside))
+            for piece, record, method, lanes in ordered_map(code, pieces, self.threads):
                 self.add(piece, record, method, lanes)
             return
         x86 = methods.looks_like_x86(coded)
