@@ -9,7 +9,7 @@ big text. Every archive is decoded and compared; wall and CPU seconds and peak m
              against -T 1, both ways (the default may not be slower)
   random     N MB of os.urandom (and its .xz, "already compressed") against xz -9e: time and size
   big text   FILE20MB with the default threads: peak memory both ways, size against one block on one thread
-             (the coder before blocks of 1 MiB: hmgen.archive.format with SEGMENT = BLOCK, in-process)
+             (the coder before independent blocks: hmgen.archive.format with SEGMENT = BLOCK, in-process)
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def against_xz(data: Path, tmp: Path) -> dict:
 
 
 def one_block_size(text: Path) -> int:
-    """The archive the coder made before blocks of 1 MiB (one block per 64 MiB, one thread), in-process."""
+    """The archive the coder made before independent blocks (one block per 64 MiB, one thread), in-process."""
     from hmgen.archive import format as C
     from hmgen.archive.files import Engines
     C.SEGMENT = C.BLOCK

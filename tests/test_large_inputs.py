@@ -110,6 +110,14 @@ def test_the_archive_is_the_same_for_any_number_of_threads_and_decodes_with_any(
         assert back.getvalue() == data
 
 
+def test_a_block_read_is_cut_into_a_few_long_pieces_never_into_many_short_ones(monkeypatch):
+    monkeypatch.setattr(C, "SEGMENT", 1000)
+    assert [len(p) for p in C.segments(bytes(2500), 4)] == [1000, 1000, 500]        # none under SEGMENT...
+    assert [len(p) for p in C.segments(bytes(40_000), 4)] == [10_000] * 4         # ...and at most `count`
+    assert [len(p) for p in C.segments(bytes(40_000), 1)] == [40_000]             # level 9: whole
+    assert [len(p) for p in C.segments(b"a" * 999 + b"\r\n" + b"b" * 999, 2)] == [1001, 999]   # CR LF kept
+
+
 def test_a_block_alone_in_its_input_is_the_same_when_its_codes_run_side_by_side(tiny):
     text, machine = words(20_000, seed=2), bytes(range(256)) * 40        # method 8 against 9; method 9 alone
     for data in (text, machine):

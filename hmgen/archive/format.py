@@ -100,7 +100,10 @@ CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2)   # the methods that run the model
 LANED = CODED + (CM,)                           # ... that cut their block into lanes (m > 0)
 WORDS = (NETWORK, MIXED_BYTES, MIXED)           # ... whose payload is u32 words (constriction's)
 STREAMED = (LZMA_STREAM, LZMA_X86_STREAM)  # the methods whose payloads continue one LZMA2 stream
-SEGMENT = 1 << 20          # what the model codes is cut into blocks of this size: independent, so coded side by side
+SEGMENT = 1 << 20          # what the model codes is cut into blocks of at least this size, and into at most
+SEGMENTS = 4               # this many per block read (the level's): independent, so coded side by side. The file's
+                           # models learn from all of their block, so each cut costs size (benchmarks/RESULTS.md,
+                           # "compress at scale"): a few long pieces, not many short ones.
 WINDOW = 256 << 20         # decoding on several threads: at most this many bytes of blocks decoded ahead
 AHEAD = 4                  # ... and at most this many blocks per thread
 ESTIMATE_FROM = 512 << 10  # blocks from this size are first judged on a sample: can the model win?
@@ -327,12 +330,14 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     return min(mixed, alone, key=lambda c: len(c[3]))
 
 
-def segments(data: bytes) -> list[bytes]:
-    """The model's blocks of what was read: SEGMENT bytes each (a CR LF pair is never cut), so that a large input
-    gives the threads independent blocks; decided by the data alone, never by the thread count."""
+def segments(data: bytes, count: int = SEGMENTS) -> list[bytes]:
+    """The model's blocks of what was read: at most `count` of equal size, none under SEGMENT bytes (a CR LF pair
+    is never cut), so that a large input gives the threads independent blocks; decided by the data and the level
+    alone, never by the thread count."""
+    size = max(SEGMENT, -(-len(data) // count))
     pieces, start = [], 0
     while start < len(data):
-        end = min(len(data), start + SEGMENT)
+        end = min(len(data), start + size)
         if end < len(data) and data[end - 1:end] == b"\r":
             end += 1
         pieces.append(data[start:end])
@@ -416,15 +421,16 @@ class Level:
     max_lanes: int = DEFAULT_LANES      # lanes coded side by side at most...
     min_lane: int | None = None         # ...each at least this long (None: lanes_for's default)
     preset: int = methods.BEST          # LZMA2's preset
+    segments: int = SEGMENTS            # independent blocks per block read, at most (threads share them out)
 
 
 # -1 .. -9 (--fast = 1, --best = 9). Measured points of the speed/size curve: README "Levels",
 # benchmarks/levels.py. Fewer, longer lanes start cold less often (smaller archives) but give the threads
-# fewer lanes to share out per step.
+# fewer lanes to share out per step; level 9 also keeps each block read whole (one thread per 64 MiB).
 LEVELS = {1: Level(model=False, preset=6), 2: Level(model=False),
           3: Level(max_lanes=4096, min_lane=256), 4: Level(max_lanes=1024, min_lane=512),
           5: Level(max_lanes=512, min_lane=1024), 6: Level(), 7: Level(max_lanes=128, min_lane=4096),
-          8: Level(max_lanes=64, min_lane=8192), 9: Level(max_lanes=16, min_lane=16384)}
+          8: Level(max_lanes=64, min_lane=8192), 9: Level(max_lanes=16, min_lane=16384, segments=1)}
 DEFAULT_LEVEL = 6
 
 
@@ -457,13 +463,14 @@ class MemberWriter:
             self.stream = None
 
     def write_block(self, data: bytes) -> None:
-        """1..BLOCK bytes read: one block into the LZMA stream, or SEGMENT-sized blocks of their own, coded side by
-        side on `threads` threads (each its own predictor and range coder: the same archive for any thread count)."""
+        """1..BLOCK bytes read: one block into the LZMA stream, or up to the level's `segments` blocks of their own,
+        coded side by side on `threads` threads (each its own predictor and range coder: the same archive for any
+        thread count)."""
         transform, coded = methods.forward(data)
         may_win = self.level.model and model_may_win(self.q, coded, self.max_lanes, self.min_lane)
         if may_win or len(coded) < ESTIMATE_FROM:          # small blocks: every method tried, as in version 3
             self.end_stream()
-            pieces = segments(data) if may_win else [data]
+            pieces = segments(data, self.level.segments) if may_win else [data]
             beside = self.threads if len(pieces) == 1 else 1  # one block: its codes side by side instead
             code = lambda piece: (piece, *encode_block(self.q, piece, self.max_lanes, self.min_lane, self.progress,
                                                        model=may_win, preset=self.level.preset, threads=beside))
