@@ -516,7 +516,7 @@ SAMPLE_BYTES = 256_000
 def compress_check(log: Log, work: Path, exported: dict, data: Path, device: str, timeout: float, env: dict,
                    have_constriction: bool) -> dict:
     """Archives of the first SAMPLE_BYTES of English validation text, made on `device`, decoded there too. Format 5
-    runs the file's models on the CPU, one thread per 1 MiB block (text is coded with and without the network),
+    runs the file's models on the CPU, one thread per independent block (text is coded with and without the network),
     so 1 MB would take the CPU's time, not the GPU's, and pass the step's 25 s; 256 kB is one block, not timed
     against that limit on a GPU yet."""
     if not have_constriction:

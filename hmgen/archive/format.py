@@ -284,7 +284,7 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
     """One block on its own -> (its record, method name, lanes): the smallest of stored, LZMA2 (behind the x86
     filter too, for machine code) and, unless `model` is False, the model's code. With threads > 1, LZMA2 and the
     model's code without the network run on a second thread beside the network's (the same record: a block alone
-    in its input, e.g. a file under 1 MiB, gets two cores too)."""
+    in its input, e.g. a file under 2 MiB, gets two cores too)."""
     transform, coded = methods.forward(data)
     n = len(coded)
 
