@@ -51,6 +51,18 @@ def test_the_compiled_engine_gives_quantlms_frequencies_at_every_step(arch, laye
     assert np.array_equal(fq, fn)
 
 
+def test_the_lanes_computed_on_threads_give_the_same_frequencies_as_on_one():
+    from concurrent.futures import ThreadPoolExecutor
+    from hmgen.archive.engine.cpu_engine import LanesOnThreads
+    model = grid_model(*MODELS[-1]).float()
+    _, nb = twins(model)
+    rows = np.random.default_rng(4).integers(0, model.cfg.vocab_size, (7, 40))
+    with ThreadPoolExecutor(2) as pool:
+        _, one = both_frequencies(Q.QuantLM(model), nb, rows)
+        _, three = both_frequencies(Q.QuantLM(model), LanesOnThreads(nb, pool, 3), rows)   # 7 lanes as 2, 2, 3
+    assert np.array_equal(one, three)
+
+
 def test_on_english_small_both_engines_agree_and_have_the_same_identity():
     name, meta, arrays = load_arrays("english-small")
     nb = IntegerLM(meta["model"], arrays)

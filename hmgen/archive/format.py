@@ -55,6 +55,7 @@ the input u32 | CRC32 of the payload u32 | CRC32 of these u32 | words x u32 (met
 """
 from __future__ import annotations
 
+import contextlib
 import lzma
 import struct
 import time
@@ -210,6 +211,18 @@ def steps(q: Engine, grid: np.ndarray, n: int, method: int, progress: Callable[[
             done = 0
 
 
+@contextlib.contextmanager
+def lanes_on(q: Engine | None, threads: int):
+    """`q` with its lanes computed on `threads` threads (the CPU engine; the same frequencies), or `q` itself."""
+    from hmgen.archive.engine.cpu_engine import IntegerLM, LanesOnThreads
+    if threads <= 1 or not isinstance(q, IntegerLM):
+        yield q
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(threads - 1) as pool:
+        yield LanesOnThreads(q, pool, threads)
+
+
 def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None = None, payload: bytes | None = None,
             progress: Callable[[int], None] | None = None, network: bool = True):
     """Method 8 (network True: lanes of m) or 9 (no network; one lane, m = n): encode `data` (n bytes) into the
@@ -300,7 +313,7 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(1) as side:
             lzma_done = side.submit(lzma_codes)
-            coded_by_model = model_candidate(q, coded, transform, max_lanes, min_lane, progress, side)
+            coded_by_model = model_candidate(q, coded, transform, max_lanes, min_lane, progress, side, threads)
             candidates = [stored, *lzma_done.result(), coded_by_model]
     else:
         candidates = [stored, *lzma_codes(), model_candidate(q, coded, transform, max_lanes, min_lane, progress)]
@@ -312,11 +325,11 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
 
 
 def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min_lane: int | None,
-                    progress: Callable[[int], None] | None, side=None) -> tuple[int, int, int, bytes]:
+                    progress: Callable[[int], None] | None, side=None, threads: int = 1) -> tuple[int, int, int, bytes]:
     """The model's code of a block: for text the smaller of method 8 (the network, in lanes) and method 9 (the
     file's own models in one lane: it sees all of the block's context, and wins on markup and code the network
     knows less well), for anything else method 9. `side`: an executor that codes method 9 while this thread codes
-    method 8."""
+    method 8, whose network then runs on `threads` threads."""
     n = len(coded)
     text = looks_like_text(coded)
     code_alone = lambda: (CM, transform, n, code_cm(None, n, n, True, data=coded, network=False,
@@ -325,7 +338,8 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
         return code_alone()
     alone = side.submit(code_alone) if side is not None else None
     m = lanes_for(n, max_lanes, min_lane)
-    mixed = (MIXED2, transform, m, code_cm(q, m, n, True, data=coded, progress=progress))
+    with lanes_on(q, threads) as network:
+        mixed = (MIXED2, transform, m, code_cm(network, m, n, True, data=coded, progress=progress))
     alone = alone.result() if alone is not None else code_alone()
     return min(mixed, alone, key=lambda c: len(c[3]))
 
@@ -668,8 +682,9 @@ def check_model(head: Header, q: Engine, name: str) -> None:
 
 
 def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int,
-                 progress: Callable[[int], None] | None) -> bytes:
-    """A block's input, checked against its CRC32 (a block of its own: not of an LZMA stream)."""
+                 progress: Callable[[int], None] | None, threads: int = 1) -> bytes:
+    """A block's input, checked against its CRC32 (a block of its own: not of an LZMA stream); a method-8 block's
+    network on `threads` threads."""
     try:
         if blk.method == STORED:
             coded = blk.payload
@@ -678,8 +693,8 @@ def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int
         elif blk.method == CM:
             coded = code_cm(None, blk.m, blk.n, False, payload=blk.payload, progress=progress, network=False)
         elif blk.method == MIXED2:
-            q, _ = model()
-            coded = code_cm(q, blk.m, blk.n, False, payload=blk.payload, progress=progress)
+            with lanes_on(model()[0], threads) as q:
+                coded = code_cm(q, blk.m, blk.n, False, payload=blk.payload, progress=progress)
         else:
             q, _ = model()
             words = np.frombuffer(blk.payload, dtype="<u4").astype(np.uint32)
@@ -817,7 +832,7 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
                     continue
                 if rec.method in CODED:
                     model()                                  # loaded here, once, before a thread needs it
-                window.append([rec.n, pool.submit(decode_block, rec, model, index, progress)])
+                window.append([rec.n, pool.submit(decode_block, rec, model, index, progress, threads)])
                 yield from ahead(AHEAD * threads)
             head = next_header(src)
     finally:

@@ -71,6 +71,32 @@ class IntegerLM:
         return freq, st
 
 
+class LanesOnThreads:
+    """An IntegerLM whose lanes are computed in `parts` groups at once, on this thread and a pool's: each lane's
+    network is its own and every sum is exact, so the frequencies are the same integers as on one thread. For a
+    block that would leave cores idle (one block alone, or the last of a file) and whose network is most of its
+    time."""
+
+    def __init__(self, q: IntegerLM, pool, parts: int):
+        self.q, self.pool, self.parts = q, pool, parts
+        self.hash, self.device = q.hash, q.device
+
+    def initial_state(self, lanes: int) -> IntState:
+        return self.q.initial_state(lanes)
+
+    def next_frequencies(self, symbols: np.ndarray, st: IntState) -> tuple[np.ndarray, IntState]:
+        lanes = symbols.shape[0]
+        cuts = [lanes * i // self.parts for i in range(self.parts + 1)]
+
+        def part(a: int, b: int) -> np.ndarray:             # (b - a, vocab); lanes a..b of st advanced in place
+            rows = IntState(st.h[a:b], st.c[a:b], st.z[:, a:b], st.e[:, a:b])
+            return self.q.next_frequencies(symbols[a:b], rows)[0]
+
+        others = [self.pool.submit(part, a, b) for a, b in zip(cuts[1:-1], cuts[2:])]
+        first = part(cuts[0], cuts[1])
+        return np.concatenate([first, *(f.result() for f in others)]), st
+
+
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
 def products(w, x, src, n, out):
     """out[i] = w @ x[src[i]] for i < n. Exact: integers whose partial sums all stay below 2^24 in float32
