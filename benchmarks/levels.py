@@ -25,6 +25,11 @@ def cpu() -> float:
     return t.user + t.system
 
 
+def kB_s(n: int, seconds: float) -> float | None:
+    """kB per CPU second, or None where the CPU clock (10 ms ticks) saw too little to say (LZMA2 decoding)."""
+    return round(n / 1000 / seconds, 1) if seconds >= 0.05 else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+", type=Path)
@@ -52,11 +57,12 @@ def main():
             size = len(out.getvalue())
             row = {"file": path.name, "bytes_in": len(data), "level": level, "bytes": size,
                    "bpc": round(8 * size / len(data), 3), "xz": xz, "ratio_xz": round(size / xz, 3),
-                   "compress_kBps": round(len(data) / 1000 / max(tc, 1e-9), 1),
-                   "decompress_kBps": round(len(data) / 1000 / max(td, 1e-9), 1), "methods": st.methods}
+                   "compress_kBps": kB_s(len(data), tc), "decompress_kBps": kB_s(len(data), td),
+                   "methods": st.methods}
             rows.append(row)
             print(f"{path.name[:24]:<24} {level:>5} {size:>10,} {row['bpc']:>6.3f} {row['ratio_xz']:>6.3f} "
-                  f"{row['compress_kBps']:>8.1f} {row['decompress_kBps']:>8.1f}  {'/'.join(st.methods)}", flush=True)
+                  f"{row['compress_kBps'] or '-':>8} {row['decompress_kBps'] or '-':>8}  {'/'.join(st.methods)}",
+                  flush=True)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"model": name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
