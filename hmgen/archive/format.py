@@ -760,7 +760,8 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
     `st` counts them. `resolve` gives (model, name) for a member's header, asked only when a block needs it.
     With threads > 1, blocks of their own are decoded side by side: up to AHEAD x `threads` of them, and WINDOW
     bytes, ahead of the one yielded (more than `threads`, so that a thread done with a quick block takes the next
-    instead of waiting for a slow one ahead of it: method-9 blocks decode ~3x faster than method-8 ones)."""
+    instead of waiting for a slow one ahead of it: method-9 blocks decode several times faster than method-8 ones,
+    benchmarks/RESULTS.md "compress at scale")."""
     from concurrent.futures import ThreadPoolExecutor
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     window: list = []                                    # [n, future] of blocks read, decoding, not yet yielded

@@ -79,7 +79,6 @@ class LanesOnThreads:
 
     def __init__(self, q: IntegerLM, pool, parts: int):
         self.q, self.pool, self.parts = q, pool, parts
-        self.hash, self.device = q.hash, q.device
 
     def initial_state(self, lanes: int) -> IntState:
         return self.q.initial_state(lanes)
