@@ -175,6 +175,32 @@ def test_mixed_archives_do_not_depend_on_the_thread_count(small):
     assert roundtrip(small, data, min_lane=64) == one
 
 
+def test_method_8_never_gives_up_on_blocks_under_the_minimum():
+    assert C.gives_up(1000, C.GIVE_UP_MIN - 1, lambda: 1) is None
+
+
+@pytest.mark.parametrize("nine, stops", [(9_900, True), (10_100, False), (None, False)])
+def test_method_8_gives_up_half_way_when_its_forecast_exceeds_method_9_by_the_margin(nine, stops):
+    m = 1024                                                           # the payload grows 10 bytes a step:
+    give_up = C.gives_up(m, C.GIVE_UP_MIN, lambda: nine)               # forecast 10,240 bytes
+    asked = [give_up(t, 10 * t) for t in range(C.CHECK_EVERY, m, C.CHECK_EVERY)]
+    half_way = int(C.GIVE_UP_FROM * m) // C.CHECK_EVERY - 1
+    assert not any(asked[:half_way]) and all(asked[half_way:]) == stops
+
+
+def test_the_forecast_leaves_out_the_costly_first_steps():
+    m, step = 1024, C.CHECK_EVERY                                      # 5,000 bytes in the first step, then 5 a step
+    give_up = C.gives_up(m, C.GIVE_UP_MIN, lambda: 10_000)             # forecast ~10,100 < 10,200: keep going
+    assert not any(give_up(t, 5_000 + 5 * t) for t in range(step, m, step))
+
+
+def test_a_block_whose_method_8_gives_up_is_method_9s_and_round_trips(tiny, monkeypatch):
+    monkeypatch.setattr(C, "gives_up", lambda m, n, nine: lambda t, size: nine() is not None)
+    data = (DATA / "golden-v3.txt").read_bytes()
+    archive = roundtrip(tiny, data, min_lane=64)
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm"]
+
+
 def test_squash_and_stretch_are_integer_inverses():
     from hmgen.archive.adaptive.logistic import curves
     squash, stretch = curves()

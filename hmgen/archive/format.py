@@ -224,10 +224,12 @@ def lanes_on(q: Engine | None, threads: int):
 
 
 def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None = None, payload: bytes | None = None,
-            progress: Callable[[int], None] | None = None, network: bool = True):
+            progress: Callable[[int], None] | None = None, network: bool = True,
+            give_up: Callable[[int, int], bool] | None = None):
     """Method 8 (network True: lanes of m) or 9 (no network; one lane, m = n): encode `data` (n bytes) into the
     payload's bytes, or decode n bytes from `payload`. At step t the network's frequencies from the bytes of step
-    t-1 (START at t = 0) go to the compiled coder, which codes the t-th byte of every lane."""
+    t-1 (START at t = 0) go to the compiled coder, which codes the t-th byte of every lane. `give_up(steps done,
+    payload bytes so far)`, asked every CHECK_EVERY steps while method 8 encodes, may stop it: None is returned."""
     grid = np.zeros((-(-n // m), m), dtype=np.uint8)             # (lanes, m): lane k is input[k*m:(k+1)*m]
     lanes = grid.shape[0]
     last = n - (lanes - 1) * m                                   # length of the last lane
@@ -240,15 +242,20 @@ def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None =
     if network:
         state = q.initial_state(lanes)
         prev = np.full(lanes, START, dtype=np.int64)
-        done = 0
+        done = reported = 0
         for t in range(m):
             freq, state = q.next_frequencies(prev, state)
             while predictor2.code(model, freq, True, grid, t, t + 1, last, encode, cd) == t:
                 cd = coder.grown(cd)                             # (encoding) the payload outgrew its buffer
             prev = grid[:, t].astype(np.int64)
+            if give_up is not None and t % CHECK_EVERY == CHECK_EVERY - 1 and give_up(t + 1, int(cd.regs[2])):
+                if progress is not None:
+                    progress(n - reported)                       # the rest of the block is method 9's
+                return None
             done += lanes if t < last else lanes - 1
             if progress is not None and (t % 16 == 15 or t == m - 1):
                 progress(done)
+                reported += done
                 done = 0
     else:
         t = 0
@@ -265,6 +272,7 @@ def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None =
 
 
 NO_NETWORK = np.zeros((1, 256), dtype=np.float64)
+CHECK_EVERY = 64                   # method 8's encoder asks give_up after every this many steps
 CM_PIECE = 1 << 16                 # method 9 codes this many bytes per compiled call (a progress bar moves)
 
 
@@ -329,19 +337,51 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     """The model's code of a block: for text the smaller of method 8 (the network, in lanes) and method 9 (the
     file's own models in one lane: it sees all of the block's context, and wins on markup and code the network
     knows less well), for anything else method 9. `side`: an executor that codes method 9 while this thread codes
-    method 8, whose network then runs on `threads` threads."""
+    method 8, whose network then runs on `threads` threads. Method 9 is ~4x faster, so it is coded first (or is
+    done first beside method 8), and method 8 stops once it cannot win (gives_up)."""
     n = len(coded)
     text = looks_like_text(coded)
     code_alone = lambda: (CM, transform, n, code_cm(None, n, n, True, data=coded, network=False,
                                                     progress=None if text else progress))
     if not text:
         return code_alone()
-    alone = side.submit(code_alone) if side is not None else None
     m = lanes_for(n, max_lanes, min_lane)
+    alone = side.submit(code_alone) if side is not None else None
+    first = code_alone() if alone is None else None
+    nine = lambda: len(first[3]) if first is not None else len(alone.result()[3]) if alone.done() else None
     with lanes_on(q, threads) as network:
-        mixed = (MIXED2, transform, m, code_cm(network, m, n, True, data=coded, progress=progress))
-    alone = alone.result() if alone is not None else code_alone()
-    return min(mixed, alone, key=lambda c: len(c[3]))
+        payload = code_cm(network, m, n, True, data=coded, progress=progress, give_up=gives_up(m, n, nine))
+    first = first if first is not None else alone.result()
+    if payload is None:
+        return first
+    return min((MIXED2, transform, m, payload), first, key=lambda c: len(c[3]))
+
+
+GIVE_UP_MIN = 1 << 18    # method 8 may stop early in blocks of at least this many bytes,
+GIVE_UP_FROM = 0.5       # once this share of its steps is coded,
+GIVE_UP_MARGIN = 1.02    # if its forecast size exceeds method 9's by this factor
+
+
+def gives_up(m: int, n: int, nine: Callable[[], int | None]) -> Callable[[int, int], bool] | None:
+    """Method 8's stopping rule (None: it never stops). Every step codes one byte of each lane, a sample spread
+    over the whole block, so its payload grows nearly linearly in the steps; the rate of the last half of the
+    steps coded (the lanes' first bytes, which cost most, left out) forecasts the final size. Stop when that
+    exceeds method 9's size (None: not known yet) by the margin. The rule and its constants come from measuring
+    the forecast on ten blocks (benchmarks/RESULTS.md, "method 8 gives up"): in blocks of 256 KiB and more it came
+    out 1-6 % high at half-way; in smaller ones up to 20 % high, and they are quick to code anyway."""
+    if n < GIVE_UP_MIN:
+        return None
+    sizes = {0: 0}                                                   # steps coded -> payload bytes then
+
+    def give_up(t: int, size: int) -> bool:
+        sizes[t] = size
+        limit = nine() if t >= GIVE_UP_FROM * m else None
+        if limit is None:
+            return False
+        half = t // 2 // CHECK_EVERY * CHECK_EVERY                   # a step near t/2 where the size was noted
+        forecast = size + (size - sizes[half]) * (m - t) / (t - half)
+        return forecast > GIVE_UP_MARGIN * limit
+    return give_up
 
 
 def segments(data: bytes, count: int = SEGMENTS) -> list[bytes]:
