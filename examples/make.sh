@@ -10,7 +10,7 @@ $hmgen sample -m english-small-3 --prime "In 1905, " -n 600 --top-p 0.9 --seed 2
 $hmgen models > models.txt
 # where each layer's boundary detector fires (terminal view captured without colours, and the SVG)
 $hmgen boundaries "the quick brown fox jumps over the lazy dog" -m english-small-3 --width 80 -o boundaries.svg > boundaries.txt
-# handwriting with the defaults (bundled handwriting-small-2, bias 3, 3 px pen; PNGs are hmgen's own rasterisation
+# handwriting with the defaults (bundled handwriting-small-3, bias 3, 3 px pen; PNGs are hmgen's own rasterisation
 # of the same strokes)
 $hmgen handwrite "hello world" --seed 1 -o handwriting-hello-world.svg --png handwriting-hello-world.png
 $hmgen handwrite "The quick brown fox jumps over the lazy dog" --width 22 --seed 2 -o handwriting-quick-brown-fox.svg --png handwriting-quick-brown-fox.png

@@ -2,4 +2,4 @@
 (hmgen.modelfile, which finds the models, would add to every command's start-up)."""
 
 TEXT, HANDWRITING = "text", "handwriting"
-DEFAULT = {TEXT: "english-small-3", HANDWRITING: "handwriting-small-2"}
+DEFAULT = {TEXT: "english-small-3", HANDWRITING: "handwriting-small-3"}
