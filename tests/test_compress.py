@@ -201,6 +201,27 @@ def test_a_block_whose_method_8_gives_up_is_method_9s_and_round_trips(tiny, monk
     assert C.list_archive(io.BytesIO(archive)).methods == ["cm"]
 
 
+def test_decoding_on_threads_starts_the_costliest_blocks_of_a_window_first(tiny, monkeypatch):
+    import concurrent.futures
+    out = io.BytesIO()
+    writer = C.MemberWriter(out, tiny, "m", min_lane=64)
+    blocks = [random.Random(1).randbytes(3000), TEXT]                        # stored, then the model's
+    for data in blocks:
+        writer.write_block(data)
+    writer.close()
+    started = []
+
+    class Recording(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn, *args):
+            started.append(C.METHOD_NAMES[args[0].method])
+            return super().submit(fn, *args)
+    monkeypatch.setattr(concurrent.futures, "ThreadPoolExecutor", Recording)
+    back = io.BytesIO()
+    C.decompress(io.BytesIO(out.getvalue()), back, tiny, "m", threads=2)
+    assert back.getvalue() == b"".join(blocks)
+    assert started[0] in ("mixed-2", "cm") and started[1:] == ["stored"]
+
+
 def test_squash_and_stretch_are_integer_inverses():
     from hmgen.archive.adaptive.logistic import curves
     squash, stretch = curves()

@@ -63,6 +63,19 @@ def test_the_lanes_computed_on_threads_give_the_same_frequencies_as_on_one():
     assert np.array_equal(one, three)
 
 
+def test_lanes_split_over_however_many_threads_are_idle_at_each_step_give_the_same_frequencies():
+    from concurrent.futures import ThreadPoolExecutor
+    from hmgen.archive.engine.cpu_engine import LanesOnThreads
+    model = grid_model(*MODELS[-1]).float()
+    _, nb = twins(model)
+    rows = np.random.default_rng(5).integers(0, model.cfg.vocab_size, (7, 40))
+    idle = iter(np.random.default_rng(6).integers(0, 4, 1000))          # 1..4 parts, changing every step
+    with ThreadPoolExecutor(3) as pool:
+        _, one = both_frequencies(Q.QuantLM(model), nb, rows)
+        _, varying = both_frequencies(Q.QuantLM(model), LanesOnThreads(nb, pool, lambda: 1 + int(next(idle))), rows)
+    assert np.array_equal(one, varying)
+
+
 def test_on_english_small_both_engines_agree_and_have_the_same_identity():
     name, meta, arrays = load_arrays("english-small")
     nb = IntegerLM(meta["model"], arrays)

@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import lzma
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -211,16 +212,41 @@ def steps(q: Engine, grid: np.ndarray, n: int, method: int, progress: Callable[[
             done = 0
 
 
+class Busy:
+    """How many of `threads` threads are coding a block just now. A method-8 block's network splits its lanes over
+    the others (lanes_on), so the core that finishes its blocks first helps the last one instead of idling, and no
+    core gets two threads' work while every thread has a block of its own."""
+
+    def __init__(self, threads: int):
+        self.threads, self.count, self.lock = threads, 0, threading.Lock()
+
+    def idle(self) -> int:
+        return max(0, self.threads - self.count)
+
+    def running(self, fn: Callable) -> Callable:
+        """fn, counted as a block being coded while it runs."""
+        def counted(*args):
+            with self.lock:
+                self.count += 1
+            try:
+                return fn(*args)
+            finally:
+                with self.lock:
+                    self.count -= 1
+        return counted
+
+
 @contextlib.contextmanager
-def lanes_on(q: Engine | None, threads: int):
-    """`q` with its lanes computed on `threads` threads (the CPU engine; the same frequencies), or `q` itself."""
+def lanes_on(q: Engine | None, threads: int, busy: Busy | None = None):
+    """`q` with its lanes computed on `threads` threads (the CPU engine; the same frequencies), or `q` itself.
+    With `busy`, on this thread and the idle ones only, decided again at every step."""
     from hmgen.archive.engine.cpu_engine import IntegerLM, LanesOnThreads
     if threads <= 1 or not isinstance(q, IntegerLM):
         yield q
         return
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(threads - 1) as pool:
-        yield LanesOnThreads(q, pool, threads)
+        yield LanesOnThreads(q, pool, threads if busy is None else lambda: 1 + busy.idle())
 
 
 def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None = None, payload: bytes | None = None,
@@ -301,11 +327,12 @@ def block_record(method: int, transform: int, n: int, m: int, data: bytes, paylo
 
 def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
                  progress: Callable[[int], None] | None, model: bool = True,
-                 preset: int = methods.BEST, threads: int = 1) -> tuple[bytes, str, int]:
+                 preset: int = methods.BEST, threads: int = 1, busy: Busy | None = None) -> tuple[bytes, str, int]:
     """One block on its own -> (its record, method name, lanes): the smallest of stored, LZMA2 (behind the x86
     filter too, for machine code) and, unless `model` is False, the model's code. With threads > 1, LZMA2 and the
     model's code without the network run on a second thread beside the network's (the same record: a block alone
-    in its input, e.g. a file under 2 MiB, gets two cores too)."""
+    in its input, e.g. a file under 2 MiB, gets two cores too); with `busy` (one of several blocks coded side by
+    side) they run in turn, and the network takes the threads no other block is using."""
     transform, coded = methods.forward(data)
     n = len(coded)
 
@@ -317,14 +344,15 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
     stored = (STORED, methods.NONE, 0, data)               # ties go to the simpler method
     if not model:
         candidates = [stored, *lzma_codes()]
-    elif threads > 1:
+    elif threads > 1 and busy is None:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(1) as side:
             lzma_done = side.submit(lzma_codes)
             coded_by_model = model_candidate(q, coded, transform, max_lanes, min_lane, progress, side, threads)
             candidates = [stored, *lzma_done.result(), coded_by_model]
     else:
-        candidates = [stored, *lzma_codes(), model_candidate(q, coded, transform, max_lanes, min_lane, progress)]
+        candidates = [stored, *lzma_codes(), model_candidate(q, coded, transform, max_lanes, min_lane, progress,
+                                                             threads=threads, busy=busy)]
     method, transform, m, payload = min(candidates, key=lambda c: len(c[3]))
     if progress is not None and not model:
         progress(n)
@@ -333,7 +361,8 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
 
 
 def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min_lane: int | None,
-                    progress: Callable[[int], None] | None, side=None, threads: int = 1) -> tuple[int, int, int, bytes]:
+                    progress: Callable[[int], None] | None, side=None, threads: int = 1,
+                    busy: Busy | None = None) -> tuple[int, int, int, bytes]:
     """The model's code of a block: for text the smaller of method 8 (the network, in lanes) and method 9 (the
     file's own models in one lane: it sees all of the block's context, and wins on markup and code the network
     knows less well), for anything else method 9. `side`: an executor that codes method 9 while this thread codes
@@ -349,7 +378,7 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     alone = side.submit(code_alone) if side is not None else None
     first = code_alone() if alone is None else None
     nine = lambda: len(first[3]) if first is not None else len(alone.result()[3]) if alone.done() else None
-    with lanes_on(q, threads) as network:
+    with lanes_on(q, threads, busy) as network:
         payload = code_cm(network, m, n, True, data=coded, progress=progress, give_up=gives_up(m, n, nine))
     first = first if first is not None else alone.result()
     if payload is None:
@@ -525,10 +554,12 @@ class MemberWriter:
         if may_win or len(coded) < ESTIMATE_FROM:          # small blocks: every method tried, as in version 3
             self.end_stream()
             pieces = segments(data, self.level.segments) if may_win else [data]
-            beside = self.threads if len(pieces) == 1 else 1  # one block: its codes side by side instead
+            busy = Busy(self.threads) if len(pieces) > 1 else None   # one block: its codes side by side instead
             code = lambda piece: (piece, *encode_block(self.q, piece, self.max_lanes, self.min_lane, self.progress,
-                                                       model=may_win, preset=self.level.preset, threads=beside))
-            for piece, record, method, lanes in ordered_map(code, pieces, self.threads):
+                                                       model=may_win, preset=self.level.preset, threads=self.threads,
+                                                       busy=busy))
+            for piece, record, method, lanes in ordered_map(busy.running(code) if busy else code, pieces,
+                                                            self.threads):
                 self.add(piece, record, method, lanes)
             return
         x86 = methods.looks_like_x86(coded)
@@ -722,9 +753,9 @@ def check_model(head: Header, q: Engine, name: str) -> None:
 
 
 def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int,
-                 progress: Callable[[int], None] | None, threads: int = 1) -> bytes:
+                 progress: Callable[[int], None] | None, threads: int = 1, busy: Busy | None = None) -> bytes:
     """A block's input, checked against its CRC32 (a block of its own: not of an LZMA stream); a method-8 block's
-    network on `threads` threads."""
+    network on `threads` threads (with `busy`: on those no other block is using)."""
     try:
         if blk.method == STORED:
             coded = blk.payload
@@ -733,7 +764,7 @@ def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int
         elif blk.method == CM:
             coded = code_cm(None, blk.m, blk.n, False, payload=blk.payload, progress=progress, network=False)
         elif blk.method == MIXED2:
-            with lanes_on(model()[0], threads) as q:
+            with lanes_on(model()[0], threads, busy) as q:
                 coded = code_cm(q, blk.m, blk.n, False, payload=blk.payload, progress=progress)
         else:
             q, _ = model()
@@ -744,6 +775,12 @@ def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int
     if progress is not None and blk.method not in LANED:
         progress(blk.n)
     return checked(blk, coded, index)
+
+
+def decode_cost(blk: Block) -> float:
+    """Roughly how long a block takes to decode, per byte of method 9 (a network's step per byte of each lane costs
+    ~4 times the file's models: benchmarks/RESULTS.md, "compress at scale")."""
+    return blk.n * (0.0 if blk.method in (STORED, LZMA, LZMA_X86) else 1.0 if blk.method == CM else 5.0)
 
 
 def checked(blk: Block, coded: bytes, index: int) -> bytes:
@@ -801,10 +838,13 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
     With threads > 1, blocks of their own are decoded side by side: up to AHEAD x `threads` of them, and WINDOW
     bytes, ahead of the one yielded (more than `threads`, so that a thread done with a quick block takes the next
     instead of waiting for a slow one ahead of it: method-9 blocks decode several times faster than method-8 ones,
-    benchmarks/RESULTS.md "compress at scale")."""
+    benchmarks/RESULTS.md "compress at scale"). The first window is read whole and started costliest first, so
+    that a method-8 block does not start last and run alone at the end."""
     from concurrent.futures import ThreadPoolExecutor
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    busy = Busy(threads)
     window: list = []                                    # [n, future] of blocks read, decoding, not yet yielded
+    pending: list = []                                   # (block, index) read, not yet started (the first window)
     try:
         st.model = st.model or head.name
         while head is not None:
@@ -829,6 +869,13 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
                     st.bytes_out += len(data)
                     yield data
 
+            def start() -> None:
+                """The blocks read and not yet started, costliest first; the window keeps their order."""
+                futures = {index: pool.submit(busy.running(decode_block), rec, model, index, progress, threads, busy)
+                           for rec, index in sorted(pending, key=lambda ri: -decode_cost(ri[0]))}
+                window.extend([rec.n, futures[index]] for rec, index in pending)
+                pending.clear()
+
             def now(ready: list[bytes]):
                 nonlocal total_crc, total
                 for data in ready:
@@ -845,6 +892,7 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
                     st.bytes_in += rec[2]
                     continue
                 if isinstance(rec, tuple):
+                    start()
                     yield from ahead(0)
                     _, length, _, data_crc = rec
                     if stream is not None or total != length or data_crc != total_crc:
@@ -857,6 +905,7 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
                 st.lanes.append(-(-rec.n // rec.m) if rec.m else 0)
                 st.methods.append(METHOD_NAMES[rec.method])
                 if rec.method in STREAMED:                   # in order, after every block before it
+                    start()
                     yield from ahead(0)
                     if stream is not None and stream.x86 != (rec.method == LZMA_X86_STREAM):
                         raise FormatError(f"damaged archive (block {index} changes an open LZMA stream's filter)")
@@ -873,7 +922,10 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
                     continue
                 if rec.method in CODED:
                     model()                                  # loaded here, once, before a thread needs it
-                window.append([rec.n, pool.submit(decode_block, rec, model, index, progress, threads)])
+                pending.append((rec, index))
+                if not window and len(pending) < AHEAD * threads and sum(r.n for r, _ in pending) < WINDOW:
+                    continue                                 # still reading the first window
+                start()
                 yield from ahead(AHEAD * threads)
             head = next_header(src)
     finally:

@@ -20,6 +20,7 @@ against QuantLM, step by step, for every architecture.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -75,9 +76,9 @@ class LanesOnThreads:
     """An IntegerLM whose lanes are computed in `parts` groups at once, on this thread and a pool's: each lane's
     network is its own and every sum is exact, so the frequencies are the same integers as on one thread. For a
     block that would leave cores idle (one block alone, or the last of a file) and whose network is most of its
-    time."""
+    time. `parts`: a number, or a function asked at every step (how many threads are idle just now)."""
 
-    def __init__(self, q: IntegerLM, pool, parts: int):
+    def __init__(self, q: IntegerLM, pool, parts: int | Callable[[], int]):
         self.q, self.pool, self.parts = q, pool, parts
 
     def initial_state(self, lanes: int) -> IntState:
@@ -85,7 +86,10 @@ class LanesOnThreads:
 
     def next_frequencies(self, symbols: np.ndarray, st: IntState) -> tuple[np.ndarray, IntState]:
         lanes = symbols.shape[0]
-        cuts = [lanes * i // self.parts for i in range(self.parts + 1)]
+        parts = max(1, min(lanes, self.parts() if callable(self.parts) else self.parts))
+        if parts == 1:
+            return self.q.next_frequencies(symbols, st)
+        cuts = [lanes * i // parts for i in range(parts + 1)]
 
         def part(a: int, b: int) -> np.ndarray:             # (b - a, vocab); lanes a..b of st advanced in place
             rows = IntState(st.h[a:b], st.c[a:b], st.z[:, a:b], st.e[:, a:b])
