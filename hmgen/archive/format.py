@@ -397,7 +397,7 @@ def gives_up(m: int, n: int, nine: Callable[[], int | None]) -> Callable[[int, i
     steps coded (the lanes' first bytes, which cost most, left out) forecasts the final size. Stop when that
     exceeds method 9's size (None: not known yet) by the margin. The rule and its constants come from measuring
     the forecast on ten blocks (benchmarks/RESULTS.md, "method 8 gives up"): in blocks of 256 KiB and more it came
-    out 1-6 % high at half-way; in smaller ones up to 20 % high, and they are quick to code anyway."""
+    out 1-6 % high at half-way; in smaller ones up to 17 % high, and they are quick to code anyway."""
     if n < GIVE_UP_MIN:
         return None
     sizes = {0: 0}                                                   # steps coded -> payload bytes then
