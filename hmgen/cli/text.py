@@ -11,6 +11,7 @@ import typer
 from hmgen.cli.common import check_output, console, read_utf8, save_output
 from hmgen.cli.options import (device_option, json_option, model_option, quiet_option, seed_option, set_threads,
                                threads_option)
+from hmgen.bundled import DEFAULT, HANDWRITING, TEXT
 from hmgen.errors import HmgenError, UsageError
 from hmgen.progress import Bar
 
@@ -74,7 +75,8 @@ def evaluate_cmd(
     data: str = typer.Argument(..., help="A plain file or folder (evaluated whole), or a corpus with splits: ptb:DIR, text8[:DIR], enwik8[:DIR], a folder with *train*/*valid*/*test* files; iam:DIR for a handwriting model."),
     split: Optional[Literal["train", "valid", "test"]] = typer.Option(
         None, help="Split of a corpus: train, valid or test (default: test). A plain file or folder has no splits."),
-    model: Optional[str] = model_option(),
+    model: Optional[str] = model_option(f"A bundled model's name or a model path (default: {DEFAULT[TEXT]}; "
+                                        f"for iam:DIR {DEFAULT[HANDWRITING]})."),
     max_symbols: Optional[int] = typer.Option(None, min=1, help="Evaluate on the first N symbols only."),
     streams: Optional[int] = typer.Option(None, min=1, help=f"Pieces of the data run side by side: faster, but each starts from a zero state, so the context before it is lost and the figure is a little worse than with 1 (default: up to 16 pieces of at least {MIN_PIECE:,} symbols)."),
     device: str = device_option(),
@@ -86,7 +88,7 @@ def evaluate_cmd(
 
     hmgen eval ptb:data/ptb --split test --model runs/ptb/best --json
 
-    hmgen eval iam:data/iamondb --split test -m handwriting-small-2 --json   (a handwriting model: nats per line)
+    hmgen eval iam:data/iamondb --split test -m handwriting-small-3 --json   (a handwriting model: nats per line)
     """
     if data.startswith("iam:"):                 # handwriting: hmgen.handwriting.evaluate
         from hmgen.handwriting.evaluate import eval_command
