@@ -46,10 +46,8 @@ def main() -> None:
                "stops_at_step": stops}
         for f in (0.25, 0.5, 0.75):
             t = min(sizes, key=lambda s: abs(s - f * m))
-            half = t // 2 // F.CHECK_EVERY * F.CHECK_EVERY
-            forecast = sizes[t] + (sizes[t] - sizes[half]) * (m - t) / max(t - half, 1)
             row[f"scaled@{f}"] = round(sizes[t] * m / max(t, 1) / eight, 4)
-            row[f"rule@{f}"] = round(forecast / eight, 4)
+            row[f"rule@{f}"] = round(F.forecast(sizes, t, m) / eight, 4)
         print(json.dumps(row), flush=True)
 
 

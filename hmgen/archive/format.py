@@ -375,15 +375,18 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     if not text:
         return code_alone()
     m = lanes_for(n, max_lanes, min_lane)
-    alone = side.submit(code_alone) if side is not None else None
-    first = code_alone() if alone is None else None
-    nine = lambda: len(first[3]) if first is not None else len(alone.result()[3]) if alone.done() else None
+    if side is not None:
+        alone = side.submit(code_alone)
+    else:
+        from concurrent.futures import Future
+        alone = Future()
+        alone.set_result(code_alone())
+    nine = lambda: len(alone.result()[3]) if alone.done() else None
     with lanes_on(q, threads, busy) as network:
         payload = code_cm(network, m, n, True, data=coded, progress=progress, give_up=gives_up(m, n, nine))
-    first = first if first is not None else alone.result()
     if payload is None:
-        return first
-    return min((MIXED2, transform, m, payload), first, key=lambda c: len(c[3]))
+        return alone.result()
+    return min((MIXED2, transform, m, payload), alone.result(), key=lambda c: len(c[3]))
 
 
 GIVE_UP_MIN = 1 << 18    # method 8 may stop early in blocks of at least this many bytes,
@@ -405,12 +408,15 @@ def gives_up(m: int, n: int, nine: Callable[[], int | None]) -> Callable[[int, i
     def give_up(t: int, size: int) -> bool:
         sizes[t] = size
         limit = nine() if t >= GIVE_UP_FROM * m else None
-        if limit is None:
-            return False
-        half = t // 2 // CHECK_EVERY * CHECK_EVERY                   # a step near t/2 where the size was noted
-        forecast = size + (size - sizes[half]) * (m - t) / (t - half)
-        return forecast > GIVE_UP_MARGIN * limit
+        return limit is not None and forecast(sizes, t, m) > GIVE_UP_MARGIN * limit
     return give_up
+
+
+def forecast(sizes: dict[int, int], t: int, m: int) -> float:
+    """Method 8's final payload, forecast after t of m steps from `sizes` (steps coded -> payload bytes, noted
+    every CHECK_EVERY steps and at 0): the growth over the last half of the steps, carried to the end."""
+    half = t // 2 // CHECK_EVERY * CHECK_EVERY                       # a step near t/2 where the size was noted
+    return sizes[t] + (sizes[t] - sizes[half]) * (m - t) / max(t - half, 1)
 
 
 def segments(data: bytes, count: int = SEGMENTS) -> list[bytes]:
@@ -778,8 +784,8 @@ def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int
 
 
 def decode_cost(blk: Block) -> float:
-    """Roughly how long a block takes to decode, per byte of method 9 (a network's step per byte of each lane costs
-    ~4 times the file's models: benchmarks/RESULTS.md, "compress at scale")."""
+    """Roughly how long a block takes to decode, in method-9 bytes: method 8 runs the file's models too, and its
+    network costs ~4 times them (benchmarks/RESULTS.md, "compress at scale")."""
     return blk.n * (0.0 if blk.method in (STORED, LZMA, LZMA_X86) else 1.0 if blk.method == CM else 5.0)
 
 

@@ -8,10 +8,10 @@ from typing import Literal, Optional
 
 import typer
 
+from hmgen.bundled import DEFAULT, HANDWRITING, TEXT
 from hmgen.cli.common import check_output, console, read_utf8, save_output
 from hmgen.cli.options import (device_option, json_option, model_option, quiet_option, seed_option, set_threads,
                                threads_option)
-from hmgen.bundled import DEFAULT, HANDWRITING, TEXT
 from hmgen.errors import HmgenError, UsageError
 from hmgen.progress import Bar
 
