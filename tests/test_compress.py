@@ -272,7 +272,7 @@ def test_reduced_float32_matmul_precision_does_not_change_the_archive(small):
         C.compress(io.BytesIO((DATA / "golden-v3.txt").read_bytes()), out, small, "english-small")
     finally:
         torch.set_float32_matmul_precision(before)
-    assert out.getvalue() == (DATA / "golden-v5.hmz").read_bytes()
+    assert out.getvalue() == (DATA / "golden-v6.hmz").read_bytes()
 
 
 @pytest.mark.parametrize("isa", ["default", "avx2"])
@@ -291,7 +291,7 @@ def test_torchs_engine_codes_identically_under_other_cpu_instruction_sets(isa):
             "C.compress(open(sys.argv[1], 'rb'), out, QuantLM(load_model('english-small').model), 'english-small'); "
             "sys.stdout.buffer.write(out.getvalue())")
     run = subprocess.run([sys.executable, "-c", code, str(DATA / "golden-v3.txt")], capture_output=True, env=env)
-    assert run.stdout == (DATA / "golden-v5.hmz").read_bytes(), run.stderr
+    assert run.stdout == (DATA / "golden-v6.hmz").read_bytes(), run.stderr
 
 
 def test_a_version_1_archive_made_on_2026_11_22_still_decodes(small):
@@ -326,15 +326,34 @@ def test_a_version_4_archive_made_on_2026_12_04_still_decodes(small):
     assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
 
 
-def test_a_version_5_archive_made_on_2026_12_06_still_decodes_and_is_reproduced_exactly(small):
+def test_a_version_5_archive_made_on_2026_12_06_still_decodes(small):
     archive = (DATA / "golden-v5.hmz").read_bytes()
     assert archive[4] == 5 and C.list_archive(io.BytesIO(archive)).methods == ["mixed-2"]
+    back = io.BytesIO()
+    C.decompress(io.BytesIO(archive), back, small, "english-small")
+    assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
+
+
+def test_a_version_6_archive_made_on_2026_12_06_still_decodes_and_is_reproduced_exactly(small):
+    archive = (DATA / "golden-v6.hmz").read_bytes()
+    assert archive[4] == 6 and C.list_archive(io.BytesIO(archive)).methods == ["mixed-2"]
     back = io.BytesIO()
     C.decompress(io.BytesIO(archive), back, small, "english-small")
     assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
     again = io.BytesIO()
     C.compress(io.BytesIO(back.getvalue()), again, small, "english-small")
     assert again.getvalue() == archive
+
+
+def test_a_version_6_archive_with_primed_blocks_made_on_2026_12_06_still_decodes(small):
+    """golden-v6-primed.hmz: golden-v3.txt cut as if SEGMENT were 1,000 bytes and coded by method 9 alone: a head
+    and two pieces primed by it (method 10), so the primed coding is pinned byte for byte."""
+    archive = (DATA / "golden-v6-primed.hmz").read_bytes()
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm", "cm-primed", "cm-primed"]
+    for threads in (1, 2):
+        back = io.BytesIO()
+        C.decompress(io.BytesIO(archive), back, small, "english-small", threads=threads)
+        assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
 
 
 def test_integer_inference_costs_under_two_hundredths_of_a_bit(small):
@@ -476,7 +495,8 @@ def mutations(archive: bytes, count: int, seed: int = 0):
         yield bytes(b)
 
 
-@pytest.mark.parametrize("name", ["golden.hmz", "golden-v2.hmz", "golden-v3.hmz", "golden-v4.hmz", "golden-v5.hmz"])
+@pytest.mark.parametrize("name", ["golden.hmz", "golden-v2.hmz", "golden-v3.hmz", "golden-v4.hmz", "golden-v5.hmz",
+                                  "golden-v6.hmz", "golden-v6-primed.hmz"])
 def test_every_corruption_of_a_real_archive_is_detected(small, name):
     archive = (DATA / name).read_bytes()
     original = (DATA / ("golden.txt" if name in ("golden.hmz", "golden-v2.hmz") else "golden-v3.txt")).read_bytes()

@@ -82,7 +82,7 @@ def test_every_corruption_of_an_archive_with_lzma_streams_is_detected(tiny):
 
 def test_a_version_3_reader_would_refuse_a_stream_block_but_this_one_reads_version_3(tiny):
     archive, _ = archive_of(tiny, os.urandom(BLOCK))
-    assert archive[4] == C.VERSION == 5
+    assert archive[4] == C.VERSION == 6
     v3 = bytearray(archive)
     v3[4] = 3                                          # a stream block under version 3 is out of range
     with pytest.raises(C.FormatError):
@@ -103,19 +103,73 @@ def test_the_archive_is_the_same_for_any_number_of_threads_and_decodes_with_any(
         out = io.BytesIO()
         st = C.compress(io.BytesIO(data), out, tiny, "m", threads=threads)
         archives.append(out.getvalue())
-    assert len(st.methods) == 4 and set(st.methods) <= {"mixed-2", "cm"} and archives[0] == archives[1] == archives[2]
+    assert len(st.methods) == 3 and archives[0] == archives[1] == archives[2]      # a head, two pieces
+    assert st.methods[0] == "cm" and set(st.methods[1:]) <= {"mixed-2", "cm-primed"}          # the head: no network
     for threads in (1, 2, 4):
         back = io.BytesIO()
         C.decompress(io.BytesIO(archives[0]), back, tiny, "m", threads=threads)
         assert back.getvalue() == data
 
 
-def test_a_block_read_is_cut_into_a_few_long_pieces_never_into_many_short_ones(monkeypatch):
+def test_a_block_read_under_two_segments_or_at_level_9_is_not_cut(monkeypatch):
     monkeypatch.setattr(C, "SEGMENT", 1000)
-    assert [len(p) for p in C.segments(bytes(2500), 4)] == [1000, 1000, 500]        # none under SEGMENT...
-    assert [len(p) for p in C.segments(bytes(40_000), 4)] == [10_000] * 4         # ...and at most `count`
-    assert [len(p) for p in C.segments(bytes(40_000), 1)] == [40_000]             # level 9: whole
-    assert [len(p) for p in C.segments(b"a" * 999 + b"\r\n" + b"b" * 999, 2)] == [1001, 999]   # CR LF kept
+    assert [len(p) for p in C.segments(bytes(1999), 4)] == [1999]
+    assert [len(p) for p in C.segments(bytes(40_000), 1)] == [40_000]
+
+
+def test_a_block_read_is_cut_into_a_short_head_and_two_long_pieces(monkeypatch):
+    monkeypatch.setattr(C, "SEGMENT", 1000)
+    assert [len(p) for p in C.segments(bytes(32_000), 4)] == [2000, 15_000, 15_000]    # head: 1/16
+
+
+def test_a_large_block_read_gets_one_piece_per_span_and_a_head_of_at_most_head_max(monkeypatch):
+    monkeypatch.setattr(C, "SEGMENT", 1000)
+    monkeypatch.setattr(C, "SEGMENT_SPAN", 10_000)
+    monkeypatch.setattr(C, "HEAD_MAX", 1500)
+    assert [len(p) for p in C.segments(bytes(30_000), 4)] == [1500, 9500, 9500, 9500]
+    assert [len(p) for p in C.segments(bytes(80_000), 4)] == [1500] + [19_625] * 4      # at most `count`
+
+
+def test_a_cut_never_falls_between_cr_and_lf(monkeypatch):
+    monkeypatch.setattr(C, "SEGMENT", 1000)
+    data = b"a" * 1999 + b"\r\n" + b"b" * 29_999                        # the head would end after the CR
+    pieces = C.segments(data, 4)
+    assert b"".join(pieces) == data and [len(p) for p in pieces] == [2001, 14_999, 15_000]
+
+
+def test_a_piece_primed_by_text_like_it_codes_smaller_than_the_piece_alone():
+    head, piece = words(20_000, seed=3), words(20_000, seed=4)
+    primed = C.code_alone(len(piece), True, piece, None, None, primer=head)
+    assert len(primed) < 0.97 * len(C.code_alone(len(piece), True, piece, None, None))
+    assert C.code_alone(len(piece), False, None, primed, None, primer=head) == piece
+
+
+def test_head_and_primed_pieces_round_trip_on_any_number_of_threads(tiny, monkeypatch):
+    monkeypatch.setattr(C, "SEGMENT", 30_000)
+    monkeypatch.setattr(C, "looks_like_text", lambda data: False)      # method 9 / 10 only: quick
+    data = words(100_000, seed=5)
+    archive, st = archive_of(tiny, data)
+    assert st.methods == ["cm", "cm-primed", "cm-primed"]
+    for threads in (2, 3):
+        back = io.BytesIO()
+        C.decompress(io.BytesIO(archive), back, tiny, "m", threads=threads)
+        assert back.getvalue() == data
+
+
+def test_a_primed_block_is_out_of_range_in_a_version_5_archive():
+    piece = words(3000, seed=6)
+    record = C.block_record(C.CM_PRIMED, 0, len(piece), len(piece), piece, b"x")
+    assert C.read_block(io.BytesIO(record[1:]), 0, version=6).method == C.CM_PRIMED
+    with pytest.raises(C.FormatError, match="out of range"):
+        C.read_block(io.BytesIO(record[1:]), 0, version=5)
+
+
+def test_a_primed_block_with_no_block_before_it_to_prime_it_is_refused(tiny):
+    piece = words(3000, seed=6)
+    payload = C.code_alone(len(piece), True, piece, None, None, primer=b"the cat")
+    archive = C.header_bytes("m", tiny.hash) + C.block_record(C.CM_PRIMED, 0, len(piece), len(piece), piece, payload)
+    with pytest.raises(C.FormatError, match="primed by no block"):
+        C.decompress(io.BytesIO(archive), io.BytesIO(), tiny, "m")
 
 
 def test_a_block_alone_in_its_input_is_the_same_when_its_codes_run_side_by_side(tiny):

@@ -1,8 +1,8 @@
 """`.hmz` archives: per block, the smallest of the model's range code, raw LZMA2, or the bytes stored.
 
-Format, version 5 (all integers little-endian; every record carries a CRC32 of its own header fields):
+Format, version 6 (all integers little-endian; every record carries a CRC32 of its own header fields):
 
-  header   magic b"\\x89HMZ" | version u8 = 5 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
+  header   magic b"\\x89HMZ" | version u8 = 6 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
            model name (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
   block    b"B" | method u8 | transform u8 | coded length n u32 (1..BLOCK) | lane length m u32 | payload bytes u32 |
            CRC32 of the block's input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload
@@ -33,6 +33,13 @@ bytes, then stored by `method`:
              histories in hashed contexts, word and column contexts, two mixer layers, an APM chain); the lanes
              code their t-th bytes one after another, each bit learned from before the next (version 5)
   9 cm       the same without the network (one lane: m = n), for blocks that are not text (version 5)
+ 10 cm-primed  method 9 whose models first learn, without coding them, the coded bytes (after the transform
+             methods.forward gives) of the member's last block before it that is not primed, its *primer*: the
+             lane is the primer's bytes, then the block's, so its contexts and match model reach into the primer.
+             The encoder cuts a large block read into a short head (coded without the network: quick to decode)
+             and a few pieces that follow it (segments): every piece is primed by the head, so a cut forgets less
+             of what one block would have learned, and the pieces decode side by side once the head is decoded
+             (version 6)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 64 MiB block of `xz -9e`'s size for inputs up to
 64 MiB (one block: its LZMA2 is xz's stream without the container). A block of at least ESTIMATE_FROM bytes is
@@ -47,6 +54,7 @@ lane order, each lane having started from the model's initial state as if it fol
 of a block shares one range coder stream. The decoder replays the same steps, so it reproduces the encoder's
 frequencies exactly (hmgen.archive.engine), and checks the block's CRC32 before writing any of it.
 
+Version 5 (still decoded): as version 6 without method 10 (a large block read was cut into independent pieces).
 Version 4 (still decoded): as version 5 without methods 8 and 9 (text went to method 4).
 Version 3 (still decoded): as version 4 without methods 6 and 7 and the flush record.
 Version 2 (still decoded): as version 3 without methods 4 and 5.
@@ -86,7 +94,7 @@ class Engine(Protocol):
 
 
 MAGIC = b"\x89HMZ"
-VERSION = 5
+VERSION = 6
 BLOCK = 64 << 20          # input bytes per block: xz -9e's dictionary size, so a block's LZMA2 reaches as far back as
                           # xz's does (smaller blocks cost ratio on large binaries: benchmarks/RESULTS.md)
 MAX_LANES = 4096
@@ -95,17 +103,19 @@ SMALL_LANE = 256          # ...down to this for small blocks, cut into up to SMA
 SMALL_LANES = 16          # cost time, and the adaptive models share what every lane has learned
 DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger batches, faster)
 START = 10                # every lane starts as if after a newline
-STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREAM, MIXED2, CM = range(10)
+STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREAM, MIXED2, CM, CM_PRIMED = range(11)
 METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86", "lzma-stream", "lzma-x86-stream",
-                "mixed-2", "cm")
+                "mixed-2", "cm", "cm-primed")
 CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2)   # the methods that run the model
-LANED = CODED + (CM,)                           # ... that cut their block into lanes (m > 0)
+LANED = CODED + (CM, CM_PRIMED)                 # ... that cut their block into lanes (m > 0)
+ALONE = (CM, CM_PRIMED)                         # ... in one lane (m = n)
 WORDS = (NETWORK, MIXED_BYTES, MIXED)           # ... whose payload is u32 words (constriction's)
 STREAMED = (LZMA_STREAM, LZMA_X86_STREAM)  # the methods whose payloads continue one LZMA2 stream
-SEGMENT = 1 << 20          # what the model codes is cut into blocks of at least this size, and into at most
-SEGMENTS = 4               # this many per block read (the level's): independent, so coded side by side. The file's
-                           # models learn from all of their block, so each cut costs size (benchmarks/RESULTS.md,
-                           # "compress at scale"): a few long pieces, not many short ones.
+SEGMENT = 1 << 20          # what the model codes is cut when it holds two of these: into a head and pieces that
+SEGMENT_SPAN = 16 << 20    # follow it, one piece per this many bytes (at least two)
+SEGMENTS = 4               # and at most this many (the level's): coded side by side. The file's models learn from
+HEAD_SHARE = 16            # all of their block, so each cut costs size (benchmarks/RESULTS.md, "compress at scale"):
+HEAD_MAX = 1 << 20         # a few long pieces, each primed by the head (1/HEAD_SHARE of the input, at most HEAD_MAX)
 WINDOW = 256 << 20         # decoding on several threads: at most this many bytes of blocks decoded ahead
 AHEAD = 4                  # ... and at most this many blocks per thread
 ESTIMATE_FROM = 512 << 10  # blocks from this size are first judged on a sample: can the model win?
@@ -251,50 +261,76 @@ def lanes_on(q: Engine | None, threads: int, busy: Busy | None = None):
 
 def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None = None, payload: bytes | None = None,
             progress: Callable[[int], None] | None = None, network: bool = True,
-            give_up: Callable[[int, int], bool] | None = None):
-    """Method 8 (network True: lanes of m) or 9 (no network; one lane, m = n): encode `data` (n bytes) into the
-    payload's bytes, or decode n bytes from `payload`. At step t the network's frequencies from the bytes of step
-    t-1 (START at t = 0) go to the compiled coder, which codes the t-th byte of every lane. `give_up(steps done,
-    payload bytes so far)`, asked every CHECK_EVERY steps while method 8 encodes, may stop it: None is returned."""
+            give_up: Callable[[int, int], bool] | None = None, primer: bytes = b""):
+    """Method 8 (network True: lanes of m) or 9 (no network; one lane, m = n; 10 with a primer): encode `data`
+    (n bytes) into the payload's bytes, or decode n bytes from `payload`. At step t the network's frequencies from
+    the bytes of step t-1 (START at t = 0) go to the compiled coder, which codes the t-th byte of every lane.
+    `give_up(steps done, payload bytes so far)`, asked every CHECK_EVERY steps while method 8 encodes, may stop
+    it: None is returned."""
+    if not network:
+        return code_alone(n, encode, data, payload, progress, primer)
     grid = np.zeros((-(-n // m), m), dtype=np.uint8)             # (lanes, m): lane k is input[k*m:(k+1)*m]
     lanes = grid.shape[0]
     last = n - (lanes - 1) * m                                   # length of the last lane
-    model = predictor2.new(n, lanes, predictor2.TEXT if network else predictor2.DATA)
+    model = predictor2.new(n, lanes, predictor2.TEXT)
     if encode:
         grid.reshape(-1)[:n] = np.frombuffer(data, dtype=np.uint8)
         cd = coder.encoder(n)
     else:
         cd = coder.decoder(payload)
-    if network:
-        state = q.initial_state(lanes)
-        prev = np.full(lanes, START, dtype=np.int64)
-        done = reported = 0
-        for t in range(m):
-            freq, state = q.next_frequencies(prev, state)
-            while predictor2.code(model, freq, True, grid, t, t + 1, last, encode, cd) == t:
-                cd = coder.grown(cd)                             # (encoding) the payload outgrew its buffer
-            prev = grid[:, t].astype(np.int64)
-            if give_up is not None and t % CHECK_EVERY == CHECK_EVERY - 1 and give_up(t + 1, int(cd.regs[2])):
-                if progress is not None:
-                    progress(n - reported)                       # the rest of the block is method 9's
-                return None
-            done += lanes if t < last else lanes - 1
-            if progress is not None and (t % 16 == 15 or t == m - 1):
-                progress(done)
-                reported += done
-                done = 0
-    else:
-        t = 0
-        while t < m:
-            reached = predictor2.code(model, NO_NETWORK, False, grid, t, min(m, t + CM_PIECE), last, encode, cd)
-            if reached < min(m, t + CM_PIECE):
-                cd = coder.grown(cd)
+    state = q.initial_state(lanes)
+    prev = np.full(lanes, START, dtype=np.int64)
+    done = reported = 0
+    for t in range(m):
+        freq, state = q.next_frequencies(prev, state)
+        while predictor2.code(model, freq, True, grid, t, t + 1, last, encode, cd) == t:
+            cd = coder.grown(cd)                                 # (encoding) the payload outgrew its buffer
+        prev = grid[:, t].astype(np.int64)
+        if give_up is not None and t % CHECK_EVERY == CHECK_EVERY - 1 and give_up(t + 1, int(cd.regs[2])):
             if progress is not None:
-                progress(reached - t)
-            t = reached
+                progress(n - reported)                           # the rest of the block is method 9's
+            return None
+        done += lanes if t < last else lanes - 1
+        if progress is not None and (t % 16 == 15 or t == m - 1):
+            progress(done)
+            reported += done
+            done = 0
     if encode:
         return cd.buf[:coder.finish(cd)].tobytes()
     return grid.reshape(-1)[:n].tobytes()
+
+
+def code_alone(n: int, encode: bool, data: bytes | None, payload: bytes | None,
+               progress: Callable[[int], None] | None, primer: bytes = b"") -> bytes:
+    """Method 9, or 10 with a primer: one lane, the primer's p bytes then the block's n. The primer's steps are
+    coded into a scratch coder that is thrown away (the models learn them as they would learn coded bytes; encoder
+    and decoder alike), then the block's steps into the payload, or out of it."""
+    p = len(primer)
+    grid = np.zeros((1, p + n), dtype=np.uint8)                   # (1 lane, primer + block)
+    grid[0, :p] = np.frombuffer(primer, dtype=np.uint8)
+    model = predictor2.new(p + n, 1, predictor2.DATA)
+    if p:
+        cm_steps(model, grid, 0, p, True, coder.encoder(p), None)
+    if encode:
+        grid[0, p:] = np.frombuffer(data, dtype=np.uint8)
+        cd = cm_steps(model, grid, p, p + n, True, coder.encoder(n), progress)
+        return cd.buf[:coder.finish(cd)].tobytes()
+    cm_steps(model, grid, p, p + n, False, coder.decoder(payload), progress)
+    return grid[0, p:].tobytes()
+
+
+def cm_steps(model: predictor2.State, grid: np.ndarray, t: int, end: int, encode: bool, cd: coder.Coder,
+             progress: Callable[[int], None] | None) -> coder.Coder:
+    """Steps t .. end - 1 of a one-lane grid through the compiled coder, CM_PIECE at a time -> the coder (an
+    encoder's may have grown)."""
+    while t < end:
+        reached = predictor2.code(model, NO_NETWORK, False, grid, t, min(end, t + CM_PIECE), grid.shape[1], encode, cd)
+        if reached < min(end, t + CM_PIECE):
+            cd = coder.grown(cd)
+        if progress is not None:
+            progress(reached - t)
+        t = reached
+    return cd
 
 
 NO_NETWORK = np.zeros((1, 256), dtype=np.float64)
@@ -327,9 +363,11 @@ def block_record(method: int, transform: int, n: int, m: int, data: bytes, paylo
 
 def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
                  progress: Callable[[int], None] | None, model: bool = True,
-                 preset: int = methods.BEST, threads: int = 1, busy: Busy | None = None) -> tuple[bytes, str, int]:
-    """One block on its own -> (its record, method name, lanes): the smallest of stored, LZMA2 (behind the x86
-    filter too, for machine code) and, unless `model` is False, the model's code. With threads > 1, LZMA2 and the
+                 preset: int = methods.BEST, threads: int = 1, busy: Busy | None = None,
+                 primer: bytes = b"", network: bool = True) -> tuple[bytes, str, int]:
+    """One block -> (its record, method name, lanes): the smallest of stored, LZMA2 (behind the x86 filter too, for
+    machine code) and, unless `model` is False, the model's code (method 9's primed by `primer`'s coded bytes when
+    given: method 10; without `network`, method 9 or 10 alone). With threads > 1, LZMA2 and the
     model's code without the network run on a second thread beside the network's (the same record: a block alone
     in its input, e.g. a file under 2 MiB, gets two cores too); with `busy` (one of several blocks coded side by
     side) they run in turn, and the network takes the threads no other block is using."""
@@ -344,15 +382,17 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
     stored = (STORED, methods.NONE, 0, data)               # ties go to the simpler method
     if not model:
         candidates = [stored, *lzma_codes()]
-    elif threads > 1 and busy is None:
+    elif threads > 1 and busy is None and network:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(1) as side:
             lzma_done = side.submit(lzma_codes)
-            coded_by_model = model_candidate(q, coded, transform, max_lanes, min_lane, progress, side, threads)
+            coded_by_model = model_candidate(q, coded, transform, max_lanes, min_lane, progress, side, threads,
+                                             primer=primer)
             candidates = [stored, *lzma_done.result(), coded_by_model]
     else:
         candidates = [stored, *lzma_codes(), model_candidate(q, coded, transform, max_lanes, min_lane, progress,
-                                                             threads=threads, busy=busy)]
+                                                             threads=threads, busy=busy, primer=primer,
+                                                             network=network)]
     method, transform, m, payload = min(candidates, key=lambda c: len(c[3]))
     if progress is not None and not model:
         progress(n)
@@ -362,28 +402,30 @@ def encode_block(q: Engine, data: bytes, max_lanes: int, min_lane: int | None,
 
 def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min_lane: int | None,
                     progress: Callable[[int], None] | None, side=None, threads: int = 1,
-                    busy: Busy | None = None) -> tuple[int, int, int, bytes]:
+                    busy: Busy | None = None, primer: bytes = b"",
+                    network: bool = True) -> tuple[int, int, int, bytes]:
     """The model's code of a block: for text the smaller of method 8 (the network, in lanes) and method 9 (the
     file's own models in one lane: it sees all of the block's context, and wins on markup and code the network
     knows less well), for anything else method 9. `side`: an executor that codes method 9 while this thread codes
     method 8, whose network then runs on `threads` threads. Method 9 is ~4x faster, so it is coded first (or is
-    done first beside method 8), and method 8 stops once it cannot win (gives_up)."""
+    done first beside method 8), and method 8 stops once it cannot win (gives_up). With a primer, method 9's models
+    first learn it (method 10); method 8's start cold, as its lanes do."""
     n = len(coded)
-    text = looks_like_text(coded)
-    code_alone = lambda: (CM, transform, n, code_cm(None, n, n, True, data=coded, network=False,
-                                                    progress=None if text else progress))
-    if not text:
-        return code_alone()
+    only_nine = not network or not looks_like_text(coded)
+    one_lane = lambda: (CM_PRIMED if primer else CM, transform, n,
+                        code_alone(n, True, coded, None, progress if only_nine else None, primer))
+    if only_nine:
+        return one_lane()
     m = lanes_for(n, max_lanes, min_lane)
     if side is not None:
-        alone = side.submit(code_alone)
+        alone = side.submit(one_lane)
     else:
         from concurrent.futures import Future
         alone = Future()
-        alone.set_result(code_alone())
+        alone.set_result(one_lane())
     nine = lambda: len(alone.result()[3]) if alone.done() else None
-    with lanes_on(q, threads, busy) as network:
-        payload = code_cm(network, m, n, True, data=coded, progress=progress, give_up=gives_up(m, n, nine))
+    with lanes_on(q, threads, busy) as lanes:
+        payload = code_cm(lanes, m, n, True, data=coded, progress=progress, give_up=gives_up(m, n, nine))
     if payload is None:
         return alone.result()
     return min((MIXED2, transform, m, payload), alone.result(), key=lambda c: len(c[3]))
@@ -420,17 +462,23 @@ def forecast(sizes: dict[int, int], t: int, m: int) -> float:
 
 
 def segments(data: bytes, count: int = SEGMENTS) -> list[bytes]:
-    """The model's blocks of what was read: at most `count` of equal size, none under SEGMENT bytes (a CR LF pair
-    is never cut), so that a large input gives the threads independent blocks; decided by the data and the level
-    alone, never by the thread count."""
-    size = max(SEGMENT, -(-len(data) // count))
+    """The model's blocks of what was read, decided by the data and the level alone, never by the thread count:
+    all of it while it holds less than two SEGMENTs (or the level says one); else a head of 1/HEAD_SHARE of it
+    (at most HEAD_MAX), then the rest in equal pieces, one per SEGMENT_SPAN bytes but at least two and at most
+    `count`, which the threads code side by side, each primed by the head (method 10). A CR LF pair is never cut."""
+    if count <= 1 or len(data) < 2 * SEGMENT:
+        return [data]
+    head = min(HEAD_MAX, len(data) // HEAD_SHARE)
+    k = min(count, max(2, -(-len(data) // SEGMENT_SPAN)))
+    size = -(-(len(data) - head) // k)
+    ends = [head] + [head + size * i for i in range(1, k)] + [len(data)]
     pieces, start = [], 0
-    while start < len(data):
-        end = min(len(data), start + size)
+    for end in ends:
         if end < len(data) and data[end - 1:end] == b"\r":
             end += 1
-        pieces.append(data[start:end])
-        start = end
+        if end > start:
+            pieces.append(data[start:end])
+            start = end
     return pieces
 
 
@@ -510,7 +558,7 @@ class Level:
     max_lanes: int = DEFAULT_LANES      # lanes coded side by side at most...
     min_lane: int | None = None         # ...each at least this long (None: lanes_for's default)
     preset: int = methods.BEST          # LZMA2's preset
-    segments: int = SEGMENTS            # independent blocks per block read, at most (threads share them out)
+    segments: int = SEGMENTS            # pieces per block read after its head, at most (1: no cut, no head)
 
 
 # -1 .. -9 (--fast = 1, --best = 9). Measured points of the speed/size curve: README "Levels",
@@ -561,11 +609,15 @@ class MemberWriter:
             self.end_stream()
             pieces = segments(data, self.level.segments) if may_win else [data]
             busy = Busy(self.threads) if len(pieces) > 1 else None   # one block: its codes side by side instead
-            code = lambda piece: (piece, *encode_block(self.q, piece, self.max_lanes, self.min_lane, self.progress,
+            primer = methods.forward(pieces[0])[1] if len(pieces) > 1 else b""     # the head primes the others
+            # The head goes without the network (method 9, ~5x quicker to decode than method 8): the other pieces
+            # wait for its bytes before they can start decoding.
+            code = lambda i: (pieces[i], *encode_block(self.q, pieces[i], self.max_lanes, self.min_lane, self.progress,
                                                        model=may_win, preset=self.level.preset, threads=self.threads,
-                                                       busy=busy))
-            for piece, record, method, lanes in ordered_map(busy.running(code) if busy else code, pieces,
-                                                            self.threads):
+                                                       busy=busy, primer=primer if i else b"",
+                                                       network=not (i == 0 and len(pieces) > 1)))
+            for piece, record, method, lanes in ordered_map(busy.running(code) if busy else code,
+                                                            list(range(len(pieces))), self.threads):
                 self.add(piece, record, method, lanes)
             return
         x86 = methods.looks_like_x86(coded)
@@ -638,7 +690,7 @@ def read_header(src: BinaryIO, magic: bytes | None = None) -> Header:
         raise FormatError("not an hmgen archive (bad magic number)")
     fixed = read_exact(src, 3, "header")
     version, scheme, length = fixed
-    if version not in (1, 2, 3, 4, VERSION):
+    if version not in (1, 2, 3, 4, 5, VERSION):
         raise FormatError(f"archive format version {version}; this hmgen reads versions 1 to {VERSION}")
     raw = read_exact(src, length + 32, "header")
     (crc,) = struct.unpack("<I", read_exact(src, 4, "header"))
@@ -721,7 +773,7 @@ def read_records(src: BinaryIO, version: int, skip_payload: bool = False):
             raise FormatError(f"damaged archive (unknown record after block {blocks})")
 
 
-LAST_METHOD = {2: MIXED, 3: LZMA_X86, 4: LZMA_X86_STREAM, 5: CM}     # the methods each version may hold
+LAST_METHOD = {2: MIXED, 3: LZMA_X86, 4: LZMA_X86_STREAM, 5: CM, 6: CM_PRIMED}     # the methods each version may hold
 
 
 def read_block(src: BinaryIO, index: int, version: int = VERSION) -> Block:
@@ -729,7 +781,7 @@ def read_block(src: BinaryIO, index: int, version: int = VERSION) -> Block:
     method, transform, n, m, size, data_crc, payload_crc, crc = BLOCK_HEAD.unpack(raw)
     if zlib.crc32(b"B" + raw[:-4]) != crc:
         raise FormatError(f"damaged archive (block {index + 1} header CRC mismatch)")
-    lanes_ok = (1 <= m <= n and -(-n // m) <= MAX_LANES and (method != CM or m == n)) if method in LANED else m == 0
+    lanes_ok = (1 <= m <= n and -(-n // m) <= MAX_LANES and (method not in ALONE or m == n)) if method in LANED else m == 0
     most = n + n // 64 + (1 << 20) if method in STREAMED else n      # a stream may give out earlier blocks' bytes
     if not (method <= LAST_METHOD[version] and transform <= methods.LAST and 1 <= n <= BLOCK and lanes_ok
             and size <= most and (method != STORED or (size == n and transform == methods.NONE))
@@ -759,16 +811,19 @@ def check_model(head: Header, q: Engine, name: str) -> None:
 
 
 def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int,
-                 progress: Callable[[int], None] | None, threads: int = 1, busy: Busy | None = None) -> bytes:
+                 progress: Callable[[int], None] | None, threads: int = 1, busy: Busy | None = None,
+                 primer: Callable[[], bytes] | None = None) -> bytes:
     """A block's input, checked against its CRC32 (a block of its own: not of an LZMA stream); a method-8 block's
-    network on `threads` threads (with `busy`: on those no other block is using)."""
+    network on `threads` threads (with `busy`: on those no other block is using); a method-10 block's primer
+    (its data, decoded) from `primer()`, which may wait for another thread to decode it."""
     try:
         if blk.method == STORED:
             coded = blk.payload
         elif blk.method in (LZMA, LZMA_X86):
             coded = methods.lzma_decompress(blk.payload, blk.n, x86=blk.method == LZMA_X86)
-        elif blk.method == CM:
-            coded = code_cm(None, blk.m, blk.n, False, payload=blk.payload, progress=progress, network=False)
+        elif blk.method in ALONE:
+            primed = methods.forward(primer())[1] if blk.method == CM_PRIMED else b""
+            coded = code_alone(blk.n, False, None, blk.payload, progress, primed)
         elif blk.method == MIXED2:
             with lanes_on(model()[0], threads, busy) as q:
                 coded = code_cm(q, blk.m, blk.n, False, payload=blk.payload, progress=progress)
@@ -786,7 +841,7 @@ def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int
 def decode_cost(blk: Block) -> float:
     """Roughly how long a block takes to decode, in method-9 bytes: method 8 runs the file's models too, and its
     network costs ~4 times them (benchmarks/RESULTS.md, "compress at scale")."""
-    return blk.n * (0.0 if blk.method in (STORED, LZMA, LZMA_X86) else 1.0 if blk.method == CM else 5.0)
+    return blk.n * (0.0 if blk.method in (STORED, LZMA, LZMA_X86) else 1.0 if blk.method in ALONE else 5.0)
 
 
 def checked(blk: Block, coded: bytes, index: int) -> bytes:
@@ -845,12 +900,13 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
     bytes, ahead of the one yielded (more than `threads`, so that a thread done with a quick block takes the next
     instead of waiting for a slow one ahead of it: method-9 blocks decode several times faster than method-8 ones,
     benchmarks/RESULTS.md "compress at scale"). The first window is read whole and started costliest first, so
-    that a method-8 block does not start last and run alone at the end."""
+    that a method-8 block does not start last and run alone at the end; a method-10 block's primer starts before it
+    (it waits for the primer's bytes on its thread: never for a block not yet started)."""
     from concurrent.futures import ThreadPoolExecutor
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     busy = Busy(threads)
     window: list = []                                    # [n, future] of blocks read, decoding, not yet yielded
-    pending: list = []                                   # (block, index) read, not yet started (the first window)
+    pending: list = []                                   # (block, index, slot, primer's slot) read, not yet started
     try:
         st.model = st.model or head.name
         while head is not None:
@@ -865,6 +921,7 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
 
             st.bytes_in += head.size
             total_crc, total, stream = 0, 0, None
+            primer_slot: list | None = None              # [a function giving its data] of the block that primes
 
             def ahead(keep: int):
                 """Decoded blocks off the front of the window until `keep` (and WINDOW bytes) remain."""
@@ -876,10 +933,16 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
                     yield data
 
             def start() -> None:
-                """The blocks read and not yet started, costliest first; the window keeps their order."""
-                futures = {index: pool.submit(busy.running(decode_block), rec, model, index, progress, threads, busy)
-                           for rec, index in sorted(pending, key=lambda ri: -decode_cost(ri[0]))}
-                window.extend([rec.n, futures[index]] for rec, index in pending)
+                """The blocks read and not yet started, costliest first (primed ones after every other); the window
+                keeps their order."""
+                futures = {}
+                for rec, index, slot, primer in sorted(pending, key=lambda p: (p[0].method == CM_PRIMED,
+                                                                               -decode_cost(p[0]))):
+                    futures[index] = pool.submit(busy.running(decode_block), rec, model, index, progress, threads,
+                                                 busy, None if primer is None else (lambda s=primer: s[0]()))
+                    if slot is not None:
+                        slot.append(futures[index].result)
+                window.extend([rec.n, futures[index]] for rec, index, _, _ in pending)
                 pending.clear()
 
             def now(ready: list[bytes]):
@@ -911,6 +974,7 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
                 st.lanes.append(-(-rec.n // rec.m) if rec.m else 0)
                 st.methods.append(METHOD_NAMES[rec.method])
                 if rec.method in STREAMED:                   # in order, after every block before it
+                    primer_slot = None
                     start()
                     yield from ahead(0)
                     if stream is not None and stream.x86 != (rec.method == LZMA_X86_STREAM):
@@ -923,13 +987,23 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
                     continue
                 if stream is not None:
                     raise FormatError(f"damaged archive (block {index} inside an LZMA stream)")
+                slot, primer = None, None
+                if rec.method == CM_PRIMED:
+                    if primer_slot is None:
+                        raise FormatError(f"damaged archive (block {index} is primed by no block before it)")
+                    primer = primer_slot
+                else:
+                    slot = primer_slot = []
                 if pool is None:
-                    yield from now([decode_block(rec, model, index, progress)])
+                    data = decode_block(rec, model, index, progress, primer=None if primer is None else (lambda: primer[0]()))
+                    if slot is not None:
+                        slot.append(lambda data=data: data)
+                    yield from now([data])
                     continue
                 if rec.method in CODED:
                     model()                                  # loaded here, once, before a thread needs it
-                pending.append((rec, index))
-                if not window and len(pending) < AHEAD * threads and sum(r.n for r, _ in pending) < WINDOW:
+                pending.append((rec, index, slot, primer))
+                if not window and len(pending) < AHEAD * threads and sum(p[0].n for p in pending) < WINDOW:
                     continue                                 # still reading the first window
                 start()
                 yield from ahead(AHEAD * threads)
