@@ -781,7 +781,8 @@ def read_block(src: BinaryIO, index: int, version: int = VERSION) -> Block:
     method, transform, n, m, size, data_crc, payload_crc, crc = BLOCK_HEAD.unpack(raw)
     if zlib.crc32(b"B" + raw[:-4]) != crc:
         raise FormatError(f"damaged archive (block {index + 1} header CRC mismatch)")
-    lanes_ok = (1 <= m <= n and -(-n // m) <= MAX_LANES and (method not in ALONE or m == n)) if method in LANED else m == 0
+    lanes_ok = ((1 <= m <= n and -(-n // m) <= MAX_LANES and (method not in ALONE or m == n)) if method in LANED
+                else m == 0)
     most = n + n // 64 + (1 << 20) if method in STREAMED else n      # a stream may give out earlier blocks' bytes
     if not (method <= LAST_METHOD[version] and transform <= methods.LAST and 1 <= n <= BLOCK and lanes_ok
             and size <= most and (method != STORED or (size == n and transform == methods.NONE))
@@ -995,7 +996,8 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
                 else:
                     slot = primer_slot = []
                 if pool is None:
-                    data = decode_block(rec, model, index, progress, primer=None if primer is None else (lambda: primer[0]()))
+                    data = decode_block(rec, model, index, progress,
+                                        primer=None if primer is None else (lambda: primer[0]()))
                     if slot is not None:
                         slot.append(lambda data=data: data)
                     yield from now([data])
