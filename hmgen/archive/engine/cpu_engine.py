@@ -113,7 +113,6 @@ def products(w, x, src, n, out):
     for i in range(n):
         for k in range(k_in):
             xs[i, k] = x[src[i], k]
-    tile = np.empty((4, rows), w.dtype)                   # a tile's sums, then copied out
     full = n - n % 4
     for i in range(0, full, 4):
         j = 0
@@ -130,8 +129,8 @@ def products(w, x, src, n, out):
                 b1 += w1 * x1
                 b2 += w1 * x2
                 b3 += w1 * x3
-            tile[0, j], tile[1, j], tile[2, j], tile[3, j] = a0, a1, a2, a3
-            tile[0, j + 1], tile[1, j + 1], tile[2, j + 1], tile[3, j + 1] = b0, b1, b2, b3
+            out[i, j], out[i + 1, j], out[i + 2, j], out[i + 3, j] = a0, a1, a2, a3
+            out[i, j + 1], out[i + 1, j + 1], out[i + 2, j + 1], out[i + 3, j + 1] = b0, b1, b2, b3
             j += 2
         if j < rows:                                       # an odd last row
             a0 = a1 = a2 = a3 = zero
@@ -141,10 +140,7 @@ def products(w, x, src, n, out):
                 a1 += w0 * xs[i + 1, k]
                 a2 += w0 * xs[i + 2, k]
                 a3 += w0 * xs[i + 3, k]
-            tile[0, j], tile[1, j], tile[2, j], tile[3, j] = a0, a1, a2, a3
-        for r in range(4):
-            for jj in range(rows):
-                out[i + r, jj] = tile[r, jj]
+            out[i, j], out[i + 1, j], out[i + 2, j], out[i + 3, j] = a0, a1, a2, a3
     for i in range(full, n):                               # the last lanes, one at a time
         for j in range(rows):
             a0 = zero
