@@ -294,26 +294,27 @@ def test_torchs_engine_codes_identically_under_other_cpu_instruction_sets(isa):
     assert run.stdout == (DATA / "golden-v6.hmz").read_bytes(), run.stderr
 
 
-def test_a_version_1_archive_made_on_2026_11_22_still_decodes(small):
+def decoded(q, archive: bytes, threads: int = 1) -> bytes:
+    """A golden archive decoded with the model it names (english-small)."""
     back = io.BytesIO()
-    C.decompress(io.BytesIO((DATA / "golden.hmz").read_bytes()), back, small, "english-small")
-    assert back.getvalue() == (DATA / "golden.txt").read_bytes()
+    C.decompress(io.BytesIO(archive), back, q, "english-small", threads=threads)
+    return back.getvalue()
+
+
+def test_a_version_1_archive_made_on_2026_11_22_still_decodes(small):
+    assert decoded(small, (DATA / "golden.hmz").read_bytes()) == (DATA / "golden.txt").read_bytes()
 
 
 def test_a_version_2_archive_made_on_2026_11_28_still_decodes(small):
     archive = (DATA / "golden-v2.hmz").read_bytes()
     assert archive[4] == 2 and C.list_archive(io.BytesIO(archive)).methods == ["mixed-bytes"]
-    back = io.BytesIO()
-    C.decompress(io.BytesIO(archive), back, small, "english-small")
-    assert back.getvalue() == (DATA / "golden.txt").read_bytes()
+    assert decoded(small, archive) == (DATA / "golden.txt").read_bytes()
 
 
 def test_a_version_3_archive_made_on_2026_11_28_still_decodes(small):
     archive = (DATA / "golden-v3.hmz").read_bytes()
     assert archive[4] == 3 and C.list_archive(io.BytesIO(archive)).methods == ["mixed"]
-    back = io.BytesIO()
-    C.decompress(io.BytesIO(archive), back, small, "english-small")
-    assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
+    assert decoded(small, archive) == (DATA / "golden-v3.txt").read_bytes()
 
 
 def test_a_version_4_archive_made_on_2026_12_04_still_decodes(small):
@@ -321,27 +322,22 @@ def test_a_version_4_archive_made_on_2026_12_04_still_decodes(small):
     archive = (DATA / "golden-v4.hmz").read_bytes()
     head = 4 + 3 + len("english-small") + 32 + 4                  # magic, version, scheme, name, sha256, CRC
     assert archive[4] == 4 and archive[head:] == (DATA / "golden-v3.hmz").read_bytes()[head:]
-    back = io.BytesIO()
-    C.decompress(io.BytesIO(archive), back, small, "english-small")
-    assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
+    assert decoded(small, archive) == (DATA / "golden-v3.txt").read_bytes()
 
 
 def test_a_version_5_archive_made_on_2026_12_06_still_decodes(small):
     archive = (DATA / "golden-v5.hmz").read_bytes()
     assert archive[4] == 5 and C.list_archive(io.BytesIO(archive)).methods == ["mixed-2"]
-    back = io.BytesIO()
-    C.decompress(io.BytesIO(archive), back, small, "english-small")
-    assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
+    assert decoded(small, archive) == (DATA / "golden-v3.txt").read_bytes()
 
 
 def test_a_version_6_archive_made_on_2026_12_06_still_decodes_and_is_reproduced_exactly(small):
     archive = (DATA / "golden-v6.hmz").read_bytes()
     assert archive[4] == 6 and C.list_archive(io.BytesIO(archive)).methods == ["mixed-2"]
-    back = io.BytesIO()
-    C.decompress(io.BytesIO(archive), back, small, "english-small")
-    assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
+    text = decoded(small, archive)
+    assert text == (DATA / "golden-v3.txt").read_bytes()
     again = io.BytesIO()
-    C.compress(io.BytesIO(back.getvalue()), again, small, "english-small")
+    C.compress(io.BytesIO(text), again, small, "english-small")
     assert again.getvalue() == archive
 
 
@@ -351,9 +347,7 @@ def test_a_version_6_archive_with_primed_blocks_made_on_2026_12_06_still_decodes
     archive = (DATA / "golden-v6-primed.hmz").read_bytes()
     assert C.list_archive(io.BytesIO(archive)).methods == ["cm", "cm-primed", "cm-primed"]
     for threads in (1, 2):
-        back = io.BytesIO()
-        C.decompress(io.BytesIO(archive), back, small, "english-small", threads=threads)
-        assert back.getvalue() == (DATA / "golden-v3.txt").read_bytes()
+        assert decoded(small, archive, threads) == (DATA / "golden-v3.txt").read_bytes()
 
 
 def test_integer_inference_costs_under_two_hundredths_of_a_bit(small):
