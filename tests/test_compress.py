@@ -158,7 +158,7 @@ def test_the_file_models_learn_fixed_length_records_that_lzma_codes_worse(tiny):
             bytes([rng.choice((0, 1, 3)), 0, 0, 7]) for i in range(2000)]
     data = b"".join(rows)
     archive = roundtrip(tiny, data)
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm"]
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-3"]
     assert len(archive) < 0.9 * len(C.methods.lzma_compress(data))
 
 
@@ -170,35 +170,68 @@ def test_text_goes_to_the_network_and_binary_data_does_not():
 def test_mixed_archives_do_not_depend_on_the_thread_count(small):
     data = TEXT[:len(TEXT) // 3] + (DATA / "golden-v3.txt").read_bytes()
     one = roundtrip(small, data, min_lane=64)
-    assert C.list_archive(io.BytesIO(one)).methods == ["mixed-2"] and C.list_archive(io.BytesIO(one)).lanes[0] > 1
+    assert C.list_archive(io.BytesIO(one)).methods == ["mixed-3"] and C.list_archive(io.BytesIO(one)).lanes[0] > 1
     torch.set_num_threads(2)                                           # reset by the one_thread fixture
     assert roundtrip(small, data, min_lane=64) == one
 
 
-def test_method_8_never_gives_up_on_blocks_under_the_minimum():
-    assert C.gives_up(1000, C.GIVE_UP_MIN - 1, lambda: 1) is None
+def lane_start_costs(n: int, m: int) -> np.ndarray:
+    """Method 9's bits all spent on the lanes' first bytes: no pace to compare, so only the forecast rule acts."""
+    return (np.arange(n + 1) + m - 1) // m * 8192
+
+
+def uniform_costs(n: int, bytes_per_byte: float) -> np.ndarray:
+    return (np.arange(n + 1) * bytes_per_byte * 8192).astype(np.int64)
+
+
+def test_the_forecast_rule_does_not_act_on_blocks_under_the_minimum():
+    m, n = 1024, C.GIVE_UP_MIN - 1                                     # forecast 10,240 bytes > 1.02 x 9,900
+    give_up = C.gives_up(m, n, lambda: (9_900, lane_start_costs(n, m)))
+    assert not any(give_up(t, 10 * t) for t in range(C.CHECK_EVERY, m, C.CHECK_EVERY))
 
 
 @pytest.mark.parametrize("nine, stops", [(9_900, True), (10_100, False), (None, False)])
 def test_method_8_gives_up_half_way_when_its_forecast_exceeds_method_9_by_the_margin(nine, stops):
-    m = 1024                                                           # the payload grows 10 bytes a step:
-    give_up = C.gives_up(m, C.GIVE_UP_MIN, lambda: nine)               # forecast 10,240 bytes
+    m, n = 1024, C.GIVE_UP_MIN                                         # the payload grows 10 bytes a step:
+    known = None if nine is None else (nine, lane_start_costs(n, m))   # forecast 10,240 bytes
+    give_up = C.gives_up(m, n, lambda: known)
     asked = [give_up(t, 10 * t) for t in range(C.CHECK_EVERY, m, C.CHECK_EVERY)]
     half_way = int(C.GIVE_UP_FROM * m) // C.CHECK_EVERY - 1
     assert not any(asked[:half_way]) and all(asked[half_way:]) == stops
 
 
 def test_the_forecast_leaves_out_the_costly_first_steps():
-    m, step = 1024, C.CHECK_EVERY                                      # 5,000 bytes in the first step, then 5 a step
-    give_up = C.gives_up(m, C.GIVE_UP_MIN, lambda: 10_000)             # forecast ~10,100 < 10,200: keep going
+    m, n, step = 1024, C.GIVE_UP_MIN, C.CHECK_EVERY                    # 5,000 bytes in the first step, then 5 a step
+    give_up = C.gives_up(m, n, lambda: (10_000, lane_start_costs(n, m)))   # forecast ~10,100 < 10,200: keep going
     assert not any(give_up(t, 5_000 + 5 * t) for t in range(step, m, step))
+
+
+def test_in_a_small_block_method_8_stops_once_even_a_better_pace_cannot_reach_method_9():
+    m, n = 1000, 20_000                                                # 20 lanes; method 8: 10 bytes a step, 0.5 a
+    give_up = C.gives_up(m, n, lambda: (6_000, uniform_costs(n, 0.3)))   # byte; method 9: 0.3 a byte
+    asked = [(t, give_up(t, 10 * t)) for t in range(C.CHECK_EVERY, m, C.CHECK_EVERY)]
+    assert [t for t, stop in asked if stop][0] == 384                  # the first check from PACE_FROM (0.375)
+
+
+def test_method_8_goes_on_while_a_better_pace_could_still_win():
+    m, n = 1000, 20_000                                                # method 9 0.55 a byte: 11,000 bytes; method 8
+    give_up = C.gives_up(m, n, lambda: (11_000, uniform_costs(n, 0.55)))   # at most 8,000 + 2 t by its pace
+    assert not any(give_up(t, 10 * t) for t in range(C.CHECK_EVERY, m, C.CHECK_EVERY))
+
+
+def test_method_9_reports_the_bits_it_spent_before_each_byte():
+    data = (DATA / "golden-v3.txt").read_bytes()
+    costs = []
+    payload = C.code_alone(len(data), True, data, None, None, costs=costs)
+    assert costs[0].shape == (len(data) + 1,) and costs[0][0] == 0 and (np.diff(costs[0]) > 0).all()
+    assert abs(costs[0][-1] / 8192 - len(payload)) < 0.01 * len(payload)
 
 
 def test_a_block_whose_method_8_gives_up_is_method_9s_and_round_trips(tiny, monkeypatch):
     monkeypatch.setattr(C, "gives_up", lambda m, n, nine: lambda t, size: nine() is not None)
     data = (DATA / "golden-v3.txt").read_bytes()
     archive = roundtrip(tiny, data, min_lane=64)
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm"]
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-3"]
 
 
 def test_decoding_on_threads_starts_the_costliest_blocks_of_a_window_first(tiny, monkeypatch):
@@ -219,7 +252,7 @@ def test_decoding_on_threads_starts_the_costliest_blocks_of_a_window_first(tiny,
     back = io.BytesIO()
     C.decompress(io.BytesIO(out.getvalue()), back, tiny, "m", threads=2)
     assert back.getvalue() == b"".join(blocks)
-    assert started[0] in ("mixed-2", "cm") and started[1:] == ["stored"]
+    assert started[0] in ("mixed-3", "cm-3") and started[1:] == ["stored"]
 
 
 def test_squash_and_stretch_are_integer_inverses():
@@ -272,7 +305,7 @@ def test_reduced_float32_matmul_precision_does_not_change_the_archive(small):
         C.compress(io.BytesIO((DATA / "golden-v3.txt").read_bytes()), out, small, "english-small")
     finally:
         torch.set_float32_matmul_precision(before)
-    assert out.getvalue() == (DATA / "golden-v6.hmz").read_bytes()
+    assert out.getvalue() == (DATA / "golden-v7.hmz").read_bytes()
 
 
 @pytest.mark.parametrize("isa", ["default", "avx2"])
@@ -291,7 +324,7 @@ def test_torchs_engine_codes_identically_under_other_cpu_instruction_sets(isa):
             "C.compress(open(sys.argv[1], 'rb'), out, QuantLM(load_model('english-small').model), 'english-small'); "
             "sys.stdout.buffer.write(out.getvalue())")
     run = subprocess.run([sys.executable, "-c", code, str(DATA / "golden-v3.txt")], capture_output=True, env=env)
-    assert run.stdout == (DATA / "golden-v6.hmz").read_bytes(), run.stderr
+    assert run.stdout == (DATA / "golden-v7.hmz").read_bytes(), run.stderr
 
 
 def decoded(q, archive: bytes, threads: int = 1) -> bytes:
@@ -331,9 +364,15 @@ def test_a_version_5_archive_made_on_2026_12_06_still_decodes(small):
     assert decoded(small, archive) == (DATA / "golden-v3.txt").read_bytes()
 
 
-def test_a_version_6_archive_made_on_2026_12_06_still_decodes_and_is_reproduced_exactly(small):
+def test_a_version_6_archive_made_on_2026_12_06_still_decodes(small):
     archive = (DATA / "golden-v6.hmz").read_bytes()
     assert archive[4] == 6 and C.list_archive(io.BytesIO(archive)).methods == ["mixed-2"]
+    assert decoded(small, archive) == (DATA / "golden-v3.txt").read_bytes()
+
+
+def test_a_version_7_archive_made_on_2026_12_07_still_decodes_and_is_reproduced_exactly(small):
+    archive = (DATA / "golden-v7.hmz").read_bytes()
+    assert archive[4] == 7 and C.list_archive(io.BytesIO(archive)).methods == ["mixed-3"]
     text = decoded(small, archive)
     assert text == (DATA / "golden-v3.txt").read_bytes()
     again = io.BytesIO()
@@ -348,6 +387,21 @@ def test_a_version_6_archive_with_primed_blocks_made_on_2026_12_06_still_decodes
     assert C.list_archive(io.BytesIO(archive)).methods == ["cm", "cm-primed", "cm-primed"]
     for threads in (1, 2):
         assert decoded(small, archive, threads) == (DATA / "golden-v3.txt").read_bytes()
+
+
+def test_a_version_7_archive_with_primed_blocks_made_on_2026_12_07_still_decodes_and_is_reproduced(small,
+                                                                                                   monkeypatch):
+    """golden-v7-primed.hmz: the same cut with format 7's file models (methods 12 and 13), made as it is remade
+    here."""
+    archive = (DATA / "golden-v7-primed.hmz").read_bytes()
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-3", "cm-3-primed", "cm-3-primed"]
+    for threads in (1, 2):
+        assert decoded(small, archive, threads) == (DATA / "golden-v3.txt").read_bytes()
+    monkeypatch.setattr(C, "SEGMENT", 1000)
+    monkeypatch.setattr(C, "looks_like_text", lambda data: False)
+    again = io.BytesIO()
+    C.compress(io.BytesIO((DATA / "golden-v3.txt").read_bytes()), again, small, "english-small")
+    assert again.getvalue() == archive
 
 
 def test_integer_inference_costs_under_two_hundredths_of_a_bit(small):
@@ -441,7 +495,7 @@ def test_machine_code_gets_xzs_x86_filter_and_comes_out_smaller_than_xz(tiny):
     if not C.methods.looks_like_x86(code):
         pytest.skip("no x86 machine code here (ls is another instruction set's)")
     archive = roundtrip(tiny, code)
-    assert C.list_archive(io.BytesIO(archive)).methods[0] in ("lzma-x86", "cm")
+    assert C.list_archive(io.BytesIO(archive)).methods[0] in ("lzma-x86", "cm-3")
     assert len(archive) < xz_size(code)
 
 
@@ -490,7 +544,8 @@ def mutations(archive: bytes, count: int, seed: int = 0):
 
 
 @pytest.mark.parametrize("name", ["golden.hmz", "golden-v2.hmz", "golden-v3.hmz", "golden-v4.hmz", "golden-v5.hmz",
-                                  "golden-v6.hmz", "golden-v6-primed.hmz"])
+                                  "golden-v6.hmz", "golden-v6-primed.hmz", "golden-v7.hmz",
+                                  "golden-v7-primed.hmz"])
 def test_every_corruption_of_a_real_archive_is_detected(small, name):
     archive = (DATA / name).read_bytes()
     original = (DATA / ("golden.txt" if name in ("golden.hmz", "golden-v2.hmz") else "golden-v3.txt")).read_bytes()

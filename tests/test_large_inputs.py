@@ -66,7 +66,7 @@ def test_prose_is_still_coded_by_the_model_when_its_block_is_judged_on_a_sample(
     prose = (root / "README.md").read_bytes()[:70_000]
     q, _ = Engines().get("english-small-3")
     _, st = archive_of(q, prose, block=len(prose))
-    assert st.methods == ["mixed-2"]
+    assert st.methods == ["mixed-3"]
 
 
 @pytest.mark.slow
@@ -82,7 +82,7 @@ def test_every_corruption_of_an_archive_with_lzma_streams_is_detected(tiny):
 
 def test_a_version_3_reader_would_refuse_a_stream_block_but_this_one_reads_version_3(tiny):
     archive, _ = archive_of(tiny, os.urandom(BLOCK))
-    assert archive[4] == C.VERSION == 6
+    assert archive[4] == C.VERSION == 7
     v3 = bytearray(archive)
     v3[4] = 3                                          # a stream block under version 3 is out of range
     with pytest.raises(C.FormatError):
@@ -104,7 +104,7 @@ def test_the_archive_is_the_same_for_any_number_of_threads_and_decodes_with_any(
         st = C.compress(io.BytesIO(data), out, tiny, "m", threads=threads)
         archives.append(out.getvalue())
     assert len(st.methods) == 3 and archives[0] == archives[1] == archives[2]      # a head, two pieces
-    assert st.methods[0] == "cm" and set(st.methods[1:]) <= {"mixed-2", "cm-primed"}          # the head: no network
+    assert st.methods[0] == "cm-3" and set(st.methods[1:]) <= {"mixed-3", "cm-3-primed"}          # the head: no network
     for threads in (1, 2, 4):
         back = io.BytesIO()
         C.decompress(io.BytesIO(archives[0]), back, tiny, "m", threads=threads)
@@ -149,7 +149,7 @@ def test_head_and_primed_pieces_round_trip_on_any_number_of_threads(tiny, monkey
     monkeypatch.setattr(C, "looks_like_text", lambda data: False)      # method 9 / 10 only: quick
     data = words(100_000, seed=5)
     archive, st = archive_of(tiny, data)
-    assert st.methods == ["cm", "cm-primed", "cm-primed"]
+    assert st.methods == ["cm-3", "cm-3-primed", "cm-3-primed"]
     for threads in (2, 3):
         back = io.BytesIO()
         C.decompress(io.BytesIO(archive), back, tiny, "m", threads=threads)
@@ -164,10 +164,27 @@ def test_a_primed_block_is_out_of_range_in_a_version_5_archive():
         C.read_block(io.BytesIO(record[1:]), 0, version=5)
 
 
+@pytest.mark.parametrize("method", ["MIXED3", "CM3", "CM3_PRIMED"])
+def test_format_7s_methods_are_out_of_range_in_a_version_6_archive(method):
+    piece = words(3000, seed=6)
+    record = C.block_record(getattr(C, method), 0, len(piece), len(piece), piece, b"x")
+    assert C.read_block(io.BytesIO(record[1:]), 0, version=7).method == getattr(C, method)
+    with pytest.raises(C.FormatError, match="out of range"):
+        C.read_block(io.BytesIO(record[1:]), 0, version=6)
+
+
+def test_format_7s_models_code_a_block_differently_from_format_6s_and_each_decodes_its_own():
+    piece = words(5000, seed=7)
+    new, old = (C.code_alone(len(piece), True, piece, None, None, models=k) for k in (3, 2))
+    assert new != old
+    for payload, k in ((new, 3), (old, 2)):
+        assert C.code_alone(len(piece), False, None, payload, None, models=k) == piece
+
+
 def test_a_primed_block_with_no_block_before_it_to_prime_it_is_refused(tiny):
     piece = words(3000, seed=6)
     payload = C.code_alone(len(piece), True, piece, None, None, primer=b"the cat")
-    archive = C.header_bytes("m", tiny.hash) + C.block_record(C.CM_PRIMED, 0, len(piece), len(piece), piece, payload)
+    archive = C.header_bytes("m", tiny.hash) + C.block_record(C.CM3_PRIMED, 0, len(piece), len(piece), piece, payload)
     with pytest.raises(C.FormatError, match="primed by no block"):
         C.decompress(io.BytesIO(archive), io.BytesIO(), tiny, "m")
 

@@ -1,8 +1,8 @@
 """`.hmz` archives: per block, the smallest of the model's range code, raw LZMA2, or the bytes stored.
 
-Format, version 6 (all integers little-endian; every record carries a CRC32 of its own header fields):
+Format, version 7 (all integers little-endian; every record carries a CRC32 of its own header fields):
 
-  header   magic b"\\x89HMZ" | version u8 = 6 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
+  header   magic b"\\x89HMZ" | version u8 = 7 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
            model name (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
   block    b"B" | method u8 | transform u8 | coded length n u32 (1..BLOCK) | lane length m u32 | payload bytes u32 |
            CRC32 of the block's input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload
@@ -40,6 +40,9 @@ bytes, then stored by `method`:
              and a few pieces that follow it (segments): every piece is primed by the head, so a cut forgets less
              of what one block would have learned, and the pieces decode side by side once the head is decoded
              (version 6)
+ 11 mixed-3, 12 cm-3, 13 cm-3-primed  methods 8, 9 and 10 with the file models of version 7 (predictor2 with
+             models=3: contexts for code and markup (brackets, indentation, tags) and longer ones, mixer weight sets
+             chosen by them, a slower mixer rate); the encoder writes these, 8-10 are still decoded (version 7)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 64 MiB block of `xz -9e`'s size for inputs up to
 64 MiB (one block: its LZMA2 is xz's stream without the container). A block of at least ESTIMATE_FROM bytes is
@@ -54,6 +57,7 @@ lane order, each lane having started from the model's initial state as if it fol
 of a block shares one range coder stream. The decoder replays the same steps, so it reproduces the encoder's
 frequencies exactly (hmgen.archive.engine), and checks the block's CRC32 before writing any of it.
 
+Version 6 (still decoded): as version 7 without methods 11-13.
 Version 5 (still decoded): as version 6 without method 10 (a large block read was cut into independent pieces).
 Version 4 (still decoded): as version 5 without methods 8 and 9 (text went to method 4).
 Version 3 (still decoded): as version 4 without methods 6 and 7 and the flush record.
@@ -94,7 +98,7 @@ class Engine(Protocol):
 
 
 MAGIC = b"\x89HMZ"
-VERSION = 6
+VERSION = 7
 BLOCK = 64 << 20          # input bytes per block: xz -9e's dictionary size, so a block's LZMA2 reaches as far back as
                           # xz's does (smaller blocks cost ratio on large binaries: benchmarks/RESULTS.md)
 MAX_LANES = 4096
@@ -103,12 +107,16 @@ SMALL_LANE = 256          # ...down to this for small blocks, cut into up to SMA
 SMALL_LANES = 16          # cost time, and the adaptive models share what every lane has learned
 DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger batches, faster)
 START = 10                # every lane starts as if after a newline
-STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREAM, MIXED2, CM, CM_PRIMED = range(11)
+(STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREAM, MIXED2, CM, CM_PRIMED,
+ MIXED3, CM3, CM3_PRIMED) = range(14)
 METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86", "lzma-stream", "lzma-x86-stream",
-                "mixed-2", "cm", "cm-primed")
-CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2)   # the methods that run the model
-LANED = CODED + (CM, CM_PRIMED)                 # ... that cut their block into lanes (m > 0)
-ALONE = (CM, CM_PRIMED)                         # ... in one lane (m = n)
+                "mixed-2", "cm", "cm-primed", "mixed-3", "cm-3", "cm-3-primed")
+CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2, MIXED3)   # the methods that run the model
+LANED = CODED + (CM, CM_PRIMED, CM3, CM3_PRIMED)        # ... that cut their block into lanes (m > 0)
+ALONE = (CM, CM_PRIMED, CM3, CM3_PRIMED)                # ... in one lane (m = n)
+PRIMED = (CM_PRIMED, CM3_PRIMED)                        # ... whose models first learn the member's head
+MODELS3 = (MIXED3, CM3, CM3_PRIMED)                     # ... with format 7's file models (predictor2, models=3);
+                                                        # 8, 9 and 10 keep format 5 and 6's
 WORDS = (NETWORK, MIXED_BYTES, MIXED)           # ... whose payload is u32 words (constriction's)
 STREAMED = (LZMA_STREAM, LZMA_X86_STREAM)  # the methods whose payloads continue one LZMA2 stream
 SEGMENT = 1 << 20          # what the model codes is cut when it holds two of these: into a head and pieces that
@@ -261,18 +269,19 @@ def lanes_on(q: Engine | None, threads: int, busy: Busy | None = None):
 
 def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None = None, payload: bytes | None = None,
             progress: Callable[[int], None] | None = None, network: bool = True,
-            give_up: Callable[[int, int], bool] | None = None, primer: bytes = b""):
-    """Method 8 (network True: lanes of m) or 9 (no network; one lane, m = n; 10 with a primer): encode `data`
+            give_up: Callable[[int, int], bool] | None = None, primer: bytes = b"", models: int = 3):
+    """Method 11 (network True: lanes of m) or 12 (no network; one lane, m = n; 13 with a primer), or with
+    models=2 methods 8, 9 and 10 (format 5 and 6's file models, predictor2): encode `data`
     (n bytes) into the payload's bytes, or decode n bytes from `payload`. At step t the network's frequencies from
     the bytes of step t-1 (START at t = 0) go to the compiled coder, which codes the t-th byte of every lane.
     `give_up(steps done, payload bytes so far)`, asked every CHECK_EVERY steps while method 8 encodes, may stop
     it: None is returned."""
     if not network:
-        return code_alone(n, encode, data, payload, progress, primer)
+        return code_alone(n, encode, data, payload, progress, primer, models)
     grid = np.zeros((-(-n // m), m), dtype=np.uint8)             # (lanes, m): lane k is input[k*m:(k+1)*m]
     lanes = grid.shape[0]
     last = n - (lanes - 1) * m                                   # length of the last lane
-    model = predictor2.new(n, lanes, predictor2.TEXT)
+    model = predictor2.new(n, lanes, predictor2.TEXT3 if models == 3 else predictor2.TEXT, models)
     if encode:
         grid.reshape(-1)[:n] = np.frombuffer(data, dtype=np.uint8)
         cd = coder.encoder(n)
@@ -301,19 +310,23 @@ def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None =
 
 
 def code_alone(n: int, encode: bool, data: bytes | None, payload: bytes | None,
-               progress: Callable[[int], None] | None, primer: bytes = b"") -> bytes:
-    """Method 9, or 10 with a primer: one lane, the primer's p bytes then the block's n. The primer's steps are
-    coded into a scratch coder that is thrown away (the models learn them as they would learn coded bytes; encoder
-    and decoder alike), then the block's steps into the payload, or out of it."""
+               progress: Callable[[int], None] | None, primer: bytes = b"", models: int = 3,
+               costs: list | None = None) -> bytes:
+    """Method 12, or 13 with a primer (models=2: 9 and 10): one lane, the primer's p bytes then the block's n. The
+    primer's steps are coded into a scratch coder that is thrown away (the models learn them as they would learn
+    coded bytes; encoder and decoder alike), then the block's steps into the payload, or out of it. `costs` (when
+    encoding) gets the bits spent before each of the block's bytes, (n + 1,) in 1/1024 bit (method 8's `gives_up`)."""
     p = len(primer)
     grid = np.zeros((1, p + n), dtype=np.uint8)                   # (1 lane, primer + block)
     grid[0, :p] = np.frombuffer(primer, dtype=np.uint8)
-    model = predictor2.new(p + n, 1, predictor2.DATA)
+    model = predictor2.new(p + n, 1, predictor2.DATA3 if models == 3 else predictor2.DATA, models)
     if p:
         cm_steps(model, grid, 0, p, True, coder.encoder(p), None)
     if encode:
         grid[0, p:] = np.frombuffer(data, dtype=np.uint8)
         cd = cm_steps(model, grid, p, p + n, True, coder.encoder(n), progress)
+        if costs is not None:
+            costs.append(model.cost[p:] - model.cost[p])
         return cd.buf[:coder.finish(cd)].tobytes()
     cm_steps(model, grid, p, p + n, False, coder.decoder(payload), progress)
     return grid[0, p:].tobytes()
@@ -412,8 +425,9 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     first learn it (method 10); method 8's start cold, as its lanes do."""
     n = len(coded)
     only_nine = not network or not looks_like_text(coded)
-    one_lane = lambda: (CM_PRIMED if primer else CM, transform, n,
-                        code_alone(n, True, coded, None, progress if only_nine else None, primer))
+    spent: list = []                                   # method 9's bits before each byte, for gives_up
+    one_lane = lambda: (CM3_PRIMED if primer else CM3, transform, n,
+                        code_alone(n, True, coded, None, progress if only_nine else None, primer, costs=spent))
     if only_nine:
         return one_lane()
     m = lanes_for(n, max_lanes, min_lane)
@@ -423,34 +437,45 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
         from concurrent.futures import Future
         alone = Future()
         alone.set_result(one_lane())
-    nine = lambda: len(alone.result()[3]) if alone.done() else None
+    nine = lambda: (len(alone.result()[3]), spent[0]) if alone.done() else None
     with lanes_on(q, threads, busy) as lanes:
         payload = code_cm(lanes, m, n, True, data=coded, progress=progress, give_up=gives_up(m, n, nine))
     if payload is None:
         return alone.result()
-    return min((MIXED2, transform, m, payload), alone.result(), key=lambda c: len(c[3]))
+    return min((MIXED3, transform, m, payload), alone.result(), key=lambda c: len(c[3]))
 
 
-GIVE_UP_MIN = 1 << 18    # method 8 may stop early in blocks of at least this many bytes,
+GIVE_UP_MIN = 1 << 18    # method 8 may stop by its forecast in blocks of at least this many bytes,
 GIVE_UP_FROM = 0.5       # once this share of its steps is coded,
-GIVE_UP_MARGIN = 1.02    # if its forecast size exceeds method 9's by this factor
+GIVE_UP_MARGIN = 1.02    # if the forecast exceeds method 9's size by this factor;
+PACE_FROM = 0.375        # in a block of any size, once this share is coded, when even its pace against method 9's on
+PACE_GAIN = 0.8          # the same bytes, bettered by this factor for the bytes to come, cannot reach method 9's size
 
 
-def gives_up(m: int, n: int, nine: Callable[[], int | None]) -> Callable[[int, int], bool] | None:
-    """Method 8's stopping rule (None: it never stops). Every step codes one byte of each lane, a sample spread
-    over the whole block, so its payload grows nearly linearly in the steps; the rate of the last half of the
-    steps coded (the lanes' first bytes, which cost most, left out) forecasts the final size. Stop when that
-    exceeds method 9's size (None: not known yet) by the margin. The rule and its constants come from measuring
-    the forecast on ten blocks (benchmarks/RESULTS.md, "method 8 gives up"): in blocks of 256 KiB and more it came
-    out 1-6 % high at half-way; in smaller ones up to 17 % high, and they are quick to code anyway."""
-    if n < GIVE_UP_MIN:
-        return None
+def gives_up(m: int, n: int, nine: Callable[[], tuple[int, np.ndarray] | None]) -> Callable[[int, int], bool]:
+    """Method 8's stopping rule, given `nine()`: method 9's size and its bits before each byte ((n + 1,), 1/1024 bit;
+    None while not known). Every step codes one byte of each lane, a sample spread over the whole block, so its
+    payload grows nearly linearly in the steps:
+    - forecast: the rate of the last half of the steps coded (the lanes' costly first bytes left out), carried to
+      the end; stop when that exceeds method 9's size by GIVE_UP_MARGIN. In blocks of 256 KiB and more it came out
+      1-6 % high at half-way; in smaller ones up to 17 % high (benchmarks/RESULTS.md, "method 8 gives up"), so there
+      only the second rule applies:
+    - pace: method 8's bytes over the last half of its steps against method 9's bits on the same bytes; method 8's
+      pace keeps improving through a block (its models learn from every lane), by up to ~25 % over the rest of 23
+      text blocks of 4-200 kB measured, so stop only when even that gain (PACE_GAIN) on the bytes still to come
+      leaves it above method 9 (benchmarks/RESULTS.md, "format 7": no wrong stop on those blocks)."""
     sizes = {0: 0}                                                   # steps coded -> payload bytes then
+    starts = np.arange(0, n, m)                                      # (lanes,) where each lane starts
 
     def give_up(t: int, size: int) -> bool:
         sizes[t] = size
-        limit = nine() if t >= GIVE_UP_FROM * m else None
-        return limit is not None and forecast(sizes, t, m) > GIVE_UP_MARGIN * limit
+        known = nine() if t >= PACE_FROM * m else None
+        if known is None:
+            return False
+        final9, cost9 = known
+        if n >= GIVE_UP_MIN and t >= GIVE_UP_FROM * m and forecast(sizes, t, m) > GIVE_UP_MARGIN * final9:
+            return True
+        return paced(sizes, t, m, n, starts, cost9) > final9
     return give_up
 
 
@@ -459,6 +484,15 @@ def forecast(sizes: dict[int, int], t: int, m: int) -> float:
     every CHECK_EVERY steps and at 0): the growth over the last half of the steps, carried to the end."""
     half = t // 2 // CHECK_EVERY * CHECK_EVERY                       # a step near t/2 where the size was noted
     return sizes[t] + (sizes[t] - sizes[half]) * (m - t) / max(t - half, 1)
+
+
+def paced(sizes: dict[int, int], t: int, m: int, n: int, starts: np.ndarray, cost9: np.ndarray) -> float:
+    """The least method 8's payload may still reach after t of m steps: its bytes per method-9 byte over the last half
+    of its steps (the same bytes of every lane), bettered by PACE_GAIN, times method 9's bytes of the steps to come."""
+    half = t // 2 // CHECK_EVERY * CHECK_EVERY
+    at = lambda step: cost9[np.minimum(starts + step, n)]            # (lanes,) method 9's bits before each lane's step
+    recent, rest = (at(t) - at(half)).sum() / 8192, (at(m) - at(t)).sum() / 8192
+    return sizes[t] + PACE_GAIN * (sizes[t] - sizes[half]) / max(recent, 1.0) * rest
 
 
 def segments(data: bytes, count: int = SEGMENTS) -> list[bytes]:
@@ -690,7 +724,7 @@ def read_header(src: BinaryIO, magic: bytes | None = None) -> Header:
         raise FormatError("not an hmgen archive (bad magic number)")
     fixed = read_exact(src, 3, "header")
     version, scheme, length = fixed
-    if version not in (1, 2, 3, 4, 5, VERSION):
+    if version not in (1, 2, 3, 4, 5, 6, VERSION):
         raise FormatError(f"archive format version {version}; this hmgen reads versions 1 to {VERSION}")
     raw = read_exact(src, length + 32, "header")
     (crc,) = struct.unpack("<I", read_exact(src, 4, "header"))
@@ -773,7 +807,8 @@ def read_records(src: BinaryIO, version: int, skip_payload: bool = False):
             raise FormatError(f"damaged archive (unknown record after block {blocks})")
 
 
-LAST_METHOD = {2: MIXED, 3: LZMA_X86, 4: LZMA_X86_STREAM, 5: CM, 6: CM_PRIMED}     # the methods each version may hold
+LAST_METHOD = {2: MIXED, 3: LZMA_X86, 4: LZMA_X86_STREAM, 5: CM, 6: CM_PRIMED,    # the methods each version may
+               7: CM3_PRIMED}                                                       # hold
 
 
 def read_block(src: BinaryIO, index: int, version: int = VERSION) -> Block:
@@ -823,11 +858,12 @@ def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int
         elif blk.method in (LZMA, LZMA_X86):
             coded = methods.lzma_decompress(blk.payload, blk.n, x86=blk.method == LZMA_X86)
         elif blk.method in ALONE:
-            primed = methods.forward(primer())[1] if blk.method == CM_PRIMED else b""
-            coded = code_alone(blk.n, False, None, blk.payload, progress, primed)
-        elif blk.method == MIXED2:
+            primed = methods.forward(primer())[1] if blk.method in PRIMED else b""
+            coded = code_alone(blk.n, False, None, blk.payload, progress, primed, 3 if blk.method in MODELS3 else 2)
+        elif blk.method in (MIXED2, MIXED3):
             with lanes_on(model()[0], threads, busy) as q:
-                coded = code_cm(q, blk.m, blk.n, False, payload=blk.payload, progress=progress)
+                coded = code_cm(q, blk.m, blk.n, False, payload=blk.payload, progress=progress,
+                                models=3 if blk.method in MODELS3 else 2)
         else:
             q, _ = model()
             words = np.frombuffer(blk.payload, dtype="<u4").astype(np.uint32)
@@ -937,7 +973,7 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
                 """The blocks read and not yet started, costliest first (primed ones after every other); the window
                 keeps their order."""
                 futures = {}
-                for rec, index, slot, primer in sorted(pending, key=lambda p: (p[0].method == CM_PRIMED,
+                for rec, index, slot, primer in sorted(pending, key=lambda p: (p[0].method in PRIMED,
                                                                                -decode_cost(p[0]))):
                     futures[index] = pool.submit(busy.running(decode_block), rec, model, index, progress, threads,
                                                  busy, None if primer is None else (lambda s=primer: s[0]()))
@@ -989,7 +1025,7 @@ def decoded_blocks(src: BinaryIO, resolve: Callable[[Header], tuple[Engine, str]
                 if stream is not None:
                     raise FormatError(f"damaged archive (block {index} inside an LZMA stream)")
                 slot, primer = None, None
-                if rec.method == CM_PRIMED:
+                if rec.method in PRIMED:
                     if primer_slot is None:
                         raise FormatError(f"damaged archive (block {index} is primed by no block before it)")
                     primer = primer_slot

@@ -1,21 +1,25 @@
-"""Methods 8 and 9's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
+"""Methods 8 to 13's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
 lpaq and paq8: bit histories in hashed contexts, a match model, two layers of mixers, a chain of adaptive
 probability maps; all of it rewritten here in integers), mixed with the network's next-byte distribution
-(method 8) or without it (method 9, for data that is not text). Each bit is predicted, range-coded
+(methods 8, 11) or without it (9, 10, 12, 13: data that is not text, code and markup it wins on). Two sets of
+models: format 5 and 6's (models=2: methods 8-10) and format 7's (models=3: 11-13, more contexts, see TEXT3 and
+DATA3, and a mixer weight set chosen by brackets and markup); old archives decode with the models they were made
+with. Each bit is predicted, range-coded
 (hmgen.archive.adaptive.coder) and learned from before the next, all in one compiled loop.
 
 Per byte of a lane, the contexts (CONTEXTS: each a 64-bit hash of some of the bytes before it) select bit
-histories in the hashed buckets (buckets.py); per bit every context gives the mixer three inputs: the stretched
-probability its state map (history.py) learned for that history; when the history has seen only zeros or only
-ones, how many (a deterministic context); and when the byte that last followed the context (with its run
-length) agrees with the bits so far, that byte's next bit with a confidence learned per run length. Then:
+histories in the hashed buckets (buckets.py); per bit every context gives the mixer two inputs: the stretched
+probability its state map (history.py) learned for that history; and when the byte that last followed the
+context (with its run length) agrees with the bits so far, that byte's next bit with a confidence learned per
+run length. Then:
   network  stretch of its P(1) at the node (its mass under the 1-child over the node's), and the same
            probability refined by an APM in an order-2 context: the network adapted to the file;
   match    the bit of the byte that followed the longest earlier occurrence (MIN_MATCH bytes or more) of the
            lane's last bytes, with a confidence learned per match length;
   bias     a constant.
 Four mixers (mixer2.py) weigh them, with weight sets chosen by (the network's confidence, the match state, the
-depth), (the node, how far into its lane the byte is), (the previous byte, the depth) and (how many contexts
+depth), (the node, how far into its lane the byte is; format 7: how many brackets are open and whether in a
+tag), (the previous byte, the depth) and (how many contexts
 have seen the node, the match state, the depth); a last mixer weighs the four by (the network's confidence, the
 depth). Three APMs refine its output in the contexts of the node, of the previous byte and of a hash of the
 previous two; the final P(1) = (2 p_mix + p_apm1 + 2 p_apm2 + 3 p_apm3) / 8.
@@ -26,6 +30,7 @@ sides hold the same state at every bit. A lane's contexts reach back only into i
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -37,13 +42,22 @@ from hmgen.jit import njit
 # The contexts of a byte, by the bytes before it in its lane (c1 the last, w0 the word being read, w1 and w2
 # the words before it (letters, and bytes >= 128, lower-cased), "above" the byte at the same column in the record
 # before and "above2" two records up (a record: a line, or in data whose bytes recur at a fixed distance, a
-# record of that length: see record_learn), ind1 / ind2 the two bytes that last followed c1 / c2 c1 anywhere):
+# record of that length: see record_learn), ind1 / ind2 the two bytes that last followed c1 / c2 c1 anywhere;
+# for code and markup (format 7's models, hmgen's own after paq8's nest and XML models): "nest" the innermost open
+# bracket and how many are open, "indent" how many blanks begin the line, "tag" the markup state (text, tag name,
+# inside a tag, inside a quoted value) and the name of the last tag):
 CONTEXTS = ("c1", "c2 c1", "c3..c1", "c4..c1", "c5..c1", "c6..c1", "c8..c1", "w0 w1", "w0 c1", "w0 w1 w2",
             "c3 c2", "c4 c2", "above c1", "c1 ind1", "c2 c1 ind2", "above column", "w1 c1", "above above2",
-            "above2 above c1")
+            "above2 above c1", "nest c1", "indent column c1", "tag c2 c1", "c12..c1", "c20..c1", "w0 w2")
 NCTX = len(CONTEXTS)
 TEXT = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16)   # method 8's contexts (the rest gained nothing on text)
-DATA = tuple(range(NCTX))                                # method 9's
+DATA = tuple(range(19))                                  # ... 9 and 10's
+# Format 7's (methods 11, 12 and 13): the contexts for code and markup and three longer ones join in; "c4 c2",
+# "above c1" and "w1 c1" leave the network's (each under 0.03 % there), "above2 above c1" method 9's (it cost
+# 0.05 % on text and data alike). Measured on 18 code, markup and prose files (benchmarks/RESULTS.md, "format 7"):
+# -1.2 % with the network, -1.7 % without; "c12..c1" pays only with it.
+TEXT3 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 19, 20, 21, 22, 23, 24)
+DATA3 = tuple(range(18)) + (19, 20, 21, 23, 24)
 MAX_RECORD = 4096             # record lengths detected: 2 .. MAX_RECORD bytes
 RECORD_VOTES = 16             # a length that wins this many votes becomes the lane's record length
 NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 3 per context from FIRST
@@ -86,11 +100,18 @@ class State(NamedTuple):
     sums: np.ndarray                        # (512,) int64: the network's mass under each node (leaf 256 + b)
     hist: np.ndarray                        # (9,) int64: scratch, the lane's last 8 bytes (hist[j] = c_j)
     curves: Curves
+    nest: np.ndarray                        # (lanes, 33) int64: how many brackets are open, then the first 32
+    markup: np.ndarray                      # (lanes, 4) int64: markup state (0 text, 1 tag name, 2 in a tag, 3 in
+                                            # its quoted value), the tag name read so far, the last tag's, indent
+    models: int                             # 2: methods 8-10's models, 3: format 7's (methods 11-13)
+    cost: np.ndarray                        # (steps + 1,) int64 in one lane ((1,) in several): the bits coded
+                                            # before each step, 1/1024 bit (the encoder's give-up rule reads it)
+    bits: np.ndarray                        # (4097,) int64: 1024 log2(4096 / p), the cost of a bit coded at p
 
 
-def new(n: int, lanes: int, active=tuple(range(NCTX))) -> State:
+def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
     """The predictor of a block of n bytes coded in `lanes` lanes, with the contexts `active` (indices into
-    CONTEXTS)."""
+    CONTEXTS); models 2 is the one methods 8 to 10 were coded with (format 5 and 6), 3 format 7's."""
     c = curves()
     t = history.table()
     row = (c.squash[np.clip((np.arange(33) - 16) * 128, -2047, 2047) + 2047] * 16) << 10 | 2
@@ -98,14 +119,20 @@ def new(n: int, lanes: int, active=tuple(range(NCTX))) -> State:
     first = FIRST + 2 * np.arange(len(active))
     return State(buckets.new(n, len(active)), history.state_maps(len(active)), t.next, t.n0, t.n1,
                  np.full((len(active), RUNS), 3 << 14, np.int64),
-                 mixer2.new(MIXERS, SETS, FIRST + 2 * len(active), SETS2, NET, first, FIRST_W),
+                 mixer2.new(MIXERS, SETS, FIRST + 2 * len(active), SETS2, NET, first, FIRST_W,
+                            *((mixer2.LR, mixer2.BOOST) if models == 2 else (mixer2.LR3, mixer2.BOOST3))),
                  np.zeros(1 << MATCH_BITS, np.int64), np.zeros(lanes, np.int64), np.zeros(lanes, np.int64),
                  np.zeros(lanes, np.int64),
                  np.full(LENGTHS, 3072 << 10, np.int64), np.tile(row, (APM_C2 + 2 * hashed, 1)).astype(np.int32),
                  np.zeros((lanes, 3), np.int64), np.zeros((lanes, 2), np.int64), np.zeros((lanes, 256, 3), np.int64),
                  np.zeros((lanes, 5), np.int64), np.zeros(65536 + 256, np.int64),
                  np.array(active, np.int64), np.zeros(NCTX, np.int64), np.zeros(NCTX, np.int64),
-                 np.zeros((NCTX, 4), np.int64), np.zeros(512, np.int64), np.zeros(9, np.int64), c)
+                 np.zeros((NCTX, 4), np.int64), np.zeros(512, np.int64), np.zeros(9, np.int64), c,
+                 np.zeros((lanes, 33), np.int64), np.zeros((lanes, 4), np.int64), models,
+                 np.zeros(n + 1 if lanes == 1 else 1, np.int64), BITS)
+
+
+BITS = np.array([0] + [round(1024 * math.log2(4096 / p)) for p in range(1, 4097)], np.int64)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -172,6 +199,36 @@ def record_learn(seen_at, record, lane, byte, t):
     seen_at[lane, byte, 2], seen_at[lane, byte, 1], seen_at[lane, byte, 0] = p2, p1, t + 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def nest_learn(nest, markup, lane, byte, col):
+    """What byte `byte` (at column col of its line, counted before it) changes in the lane's brackets, markup
+    state and indent."""
+    if byte == 40 or byte == 91 or byte == 123:                   # ( [ {
+        nest[lane, 0] += 1
+        if nest[lane, 0] <= 32:
+            nest[lane, nest[lane, 0]] = byte
+    elif (byte == 41 or byte == 93 or byte == 125) and nest[lane, 0] > 0:
+        nest[lane, 0] -= 1
+    state = markup[lane, 0]
+    if byte == 60:                                                # <
+        markup[lane, 0], markup[lane, 1] = 1, 0
+    elif byte == 62:                                              # >
+        markup[lane, 0] = 0
+        if markup[lane, 1] != 0:
+            markup[lane, 2] = markup[lane, 1]
+    elif state == 1:
+        if byte == 32 or byte == 10:
+            markup[lane, 0] = 2
+        else:
+            markup[lane, 1] = mix2(markup[lane, 1], byte)
+    elif byte == 34 and state >= 2:                               # "
+        markup[lane, 0] = 5 - state
+    if byte == 10:
+        markup[lane, 3] = 0
+    elif (byte == 32 or byte == 9) and col == markup[lane, 3]:
+        markup[lane, 3] += 1
+
+
 @njit(cache=True, nogil=True)
 def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     """Code steps t0 .. t1 - 1 of the block's lanes (grid (lanes, m); the last lane `last` bytes long): encoding
@@ -188,6 +245,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     match_miss = S.match_miss
     apm, words, lines, ind, use = S.apm, S.words, S.lines, S.ind, S.use
     seen_at, record = S.seen_at, S.record
+    nest, markup = S.nest, S.markup
+    cost, bits = S.cost, S.bits
     hashes, slots, runs, sums, c = S.hashes, S.slots, S.runs, S.sums, S.hist
     squash, stretch = S.curves.squash, S.curves.stretch
     x, sel = mx.x, mx.sel
@@ -241,6 +300,19 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
             hashes[16] = mix2(mix2(w1, c1), 116)
             hashes[17] = mix2(mix2(above, above2), 117)
             hashes[18] = mix2(mix2(mix2(above2, above), c1), 118)
+            depth = nest[lane, 0]
+            if S.models == 3:
+                inner = nest[lane, min(depth, 32)] if depth > 0 else 0
+                hashes[19] = mix2(mix2(mix2(min(depth, 31), inner), c1), 120)
+                hashes[20] = mix2(mix2(mix2(markup[lane, 3], min(col, 255)), c1), 121)
+                hashes[21] = mix2(mix2(mix2(markup[lane, 0], markup[lane, 2]), i2), 122)
+                hl = h
+                for j in range(9, 21):
+                    hl = mix2(hl, np.int64(grid[lane, t - j]) if t >= j else 0)
+                    if j == 12:
+                        hashes[22] = hl + 12
+                hashes[23] = hl + 20
+                hashes[24] = mix2(mix2(w0, w2), 125)
             for a in range(nu):
                 slot, chk = buckets.run_slot(bk, hashes[use[a]])
                 rb, rl = buckets.run_of(bk, slot, chk)
@@ -258,6 +330,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
             # --- the byte's bits -----------------------------------------------------------------------
             byte = np.int64(grid[lane, t]) if encode else 0
             node = 1
+            spent = 0
             for d in range(8):
                 if d == 0 or d == 4:
                     nib = 0 if d == 0 else 16 + (node & 15)
@@ -300,7 +373,10 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                     ms = 1 if ml < 16 else (2 if ml < 32 else 3)
                 confidence = min(7, abs(xn) >> 8)
                 sel[0] = (confidence * 4 + ms) * 8 + d
-                sel[1] = node * 4 + a1
+                if S.models == 3:           # format 7: by the nesting and the markup state instead
+                    sel[1] = node * 8 + min(depth, 3) * 2 + (1 if markup[lane, 0] != 0 else 0)
+                else:
+                    sel[1] = node * 4 + a1
                 sel[2] = c1 * 8 + d
                 sel[3] = (min(seen, 15) * 4 + ms) * 8 + d
                 sel[4] = confidence * 8 + d
@@ -317,6 +393,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                     coder.encode(cd, p, y)
                 else:
                     y = coder.decode(cd, p)
+                spent += bits[p if y == 1 else 4096 - p]
                 # learn
                 mixer2.update(mx, y)
                 apm_learn(apm, node, i1, y)
@@ -340,6 +417,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
             byte = node - 256
             if not encode:
                 grid[lane, t] = byte
+            if lanes == 1:
+                cost[t + 1] = cost[t] + spent
             # --- what the byte teaches the lane's contexts ----------------------------------------------
             for a in range(nu):
                 buckets.run_learn(bk, runs[a, 0], runs[a, 1], byte)
@@ -349,6 +428,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 words[lane, 2], words[lane, 1], words[lane, 0] = w1, w0, 0
             if byte == 10:
                 lines[lane, 1], lines[lane, 0] = lines[lane, 0], t + 1
+            if S.models == 3:
+                nest_learn(nest, markup, lane, byte, t - lines[lane, 0])
             record_learn(seen_at, record, lane, byte, t)
             ind[65536 + c1] = ((ind[65536 + c1] << 8) | byte) & 0xFFFF
             ind[i2] = ((ind[i2] << 8) | byte) & 0xFFFF
