@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, ContextManager
 
 from hmgen.archive.format import (DEFAULT_LEVEL, LEVELS, Engine, FormatError, Header, Level, Listing, Stats,
-                                  code_block, compress, decompress, list_archive, read_header)
+                                  code_cm, compress, decompress, list_archive, read_header)
 from hmgen.fs import atomic_write
 from hmgen.modelfile import ModelError, ModelNotFound, load_arrays
 
@@ -41,17 +41,20 @@ class Skipped(Exception):
 
 
 def coder_compiled() -> bool:
-    """Whether the compiled coder (engine and mixer) is in numba's disk cache; if not, its first use compiles it."""
-    from hmgen.archive.adaptive import predictor
+    """Whether the compiled coder (engine and the file's models) is in numba's disk cache; if not, its first use
+    compiles it."""
+    from hmgen.archive.adaptive import predictor2
     from hmgen.archive.engine import cpu_engine
     from hmgen.jit import compiled
-    return compiled(cpu_engine.layer_step, cpu_engine.frequencies, predictor.bits, predictor.learn)
+    return compiled(cpu_engine.layer_step, cpu_engine.frequencies, predictor2.code)
 
 
 def warm_up(q: Engine) -> None:
-    """Load every compiled function the coder runs (or compile it, on a first run), by coding one byte both ways."""
-    words = code_block(q, 1, 1, True, data=b"\n")
-    code_block(q, 1, 1, False, words=words)
+    """Load every compiled function the coder runs (or compile it, on a first run), by coding one byte both ways
+    with the network and the file's models (method 11, what text takes; method 12 runs the same compiled code).
+    Archives of versions 1-4 load their older models' code when they first need it."""
+    payload = code_cm(q, 1, 1, True, data=b"\n")
+    code_cm(q, 1, 1, False, payload=payload)
 
 
 class Engines:
