@@ -461,7 +461,7 @@ def gives_up(m: int, n: int, nine: Callable[[], tuple[int, np.ndarray] | None]) 
       1-6 % high at half-way; in smaller ones up to 17 % high (benchmarks/RESULTS.md, "method 8 gives up"), so there
       only the second rule applies:
     - pace: method 8's bytes over the last half of its steps against method 9's bits on the same bytes; method 8's
-      pace keeps improving through a block (its models learn from every lane), by up to ~25 % over the rest of 23
+      pace keeps improving through a block (its models learn from every lane), by up to ~20 % over the rest of 23
       text blocks of 4-200 kB measured, so stop only when even that gain (PACE_GAIN) on the bytes still to come
       leaves it above method 9 (benchmarks/RESULTS.md, "format 7": no wrong stop on those blocks)."""
     sizes = {0: 0}                                                   # steps coded -> payload bytes then
