@@ -167,6 +167,17 @@ def test_text_goes_to_the_network_and_binary_data_does_not():
     assert not C.looks_like_text(bytes(range(256)) * 4) and not C.looks_like_text(TEXT + b"\0")
 
 
+def test_the_encoder_computing_the_network_a_step_ahead_writes_the_same_payload(tiny):
+    data = (DATA / "golden-v3.txt").read_bytes()
+    n = len(data)
+    assert C.code_cm(tiny, 200, n, True, data=data, ahead=True) == C.code_cm(tiny, 200, n, True, data=data)
+
+
+def test_method_11_stopped_while_a_step_is_computed_ahead_returns_none(tiny):
+    data = (DATA / "golden-v3.txt").read_bytes()
+    assert C.code_cm(tiny, 200, len(data), True, data=data, ahead=True, give_up=lambda t, size: True) is None
+
+
 def test_mixed_archives_do_not_depend_on_the_thread_count(small):
     data = TEXT[:len(TEXT) // 3] + (DATA / "golden-v3.txt").read_bytes()
     one = roundtrip(small, data, min_lane=64)

@@ -269,13 +269,16 @@ def lanes_on(q: Engine | None, threads: int, busy: Busy | None = None):
 
 def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None = None, payload: bytes | None = None,
             progress: Callable[[int], None] | None = None, network: bool = True,
-            give_up: Callable[[int, int], bool] | None = None, primer: bytes = b"", models: int = 3):
+            give_up: Callable[[int, int], bool] | None = None, primer: bytes = b"", models: int = 3,
+            ahead: bool = False):
     """Method 11 (network True: lanes of m) or 12 (no network; one lane, m = n; 13 with a primer), or with
     models=2 methods 8, 9 and 10 (format 5 and 6's file models, predictor2): encode `data`
     (n bytes) into the payload's bytes, or decode n bytes from `payload`. At step t the network's frequencies from
     the bytes of step t-1 (START at t = 0) go to the compiled coder, which codes the t-th byte of every lane.
     `give_up(steps done, payload bytes so far)`, asked every CHECK_EVERY steps while method 8 encodes, may stop
-    it: None is returned."""
+    it: None is returned. `ahead` (encoding): the network runs one step ahead on a thread of its own, since the
+    encoder knows every byte: step t+1's frequencies are computed while step t's bytes are coded (the same
+    frequencies, in the same order; for a block with a core to spare)."""
     if not network:
         return code_alone(n, encode, data, payload, progress, primer, models)
     grid = np.zeros((-(-n // m), m), dtype=np.uint8)             # (lanes, m): lane k is input[k*m:(k+1)*m]
@@ -290,20 +293,28 @@ def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None =
     state = q.initial_state(lanes)
     prev = np.full(lanes, START, dtype=np.int64)
     done = reported = 0
-    for t in range(m):
-        freq, state = q.next_frequencies(prev, state)
-        while predictor2.code(model, freq, True, grid, t, t + 1, last, encode, cd) == t:
-            cd = coder.grown(cd)                                 # (encoding) the payload outgrew its buffer
-        prev = grid[:, t].astype(np.int64)
-        if give_up is not None and t % CHECK_EVERY == CHECK_EVERY - 1 and give_up(t + 1, int(cd.regs[2])):
-            if progress is not None:
-                progress(n - reported)                           # the rest of the block is method 9's
-            return None
-        done += lanes if t < last else lanes - 1
-        if progress is not None and (t % 16 == 15 or t == m - 1):
-            progress(done)
-            reported += done
-            done = 0
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if ahead and encode:
+            from concurrent.futures import ThreadPoolExecutor
+            pool = stack.enter_context(ThreadPoolExecutor(1))   # waits for a step computed ahead on any exit
+        coming = None                                            # step t's frequencies, computed ahead
+        for t in range(m):
+            freq, state = coming.result() if coming is not None else q.next_frequencies(prev, state)
+            if pool is not None and t + 1 < m:
+                coming = pool.submit(q.next_frequencies, grid[:, t].astype(np.int64), state)
+            while predictor2.code(model, freq, True, grid, t, t + 1, last, encode, cd) == t:
+                cd = coder.grown(cd)                             # (encoding) the payload outgrew its buffer
+            prev = grid[:, t].astype(np.int64)
+            if give_up is not None and t % CHECK_EVERY == CHECK_EVERY - 1 and give_up(t + 1, int(cd.regs[2])):
+                if progress is not None:
+                    progress(n - reported)                       # the rest of the block is method 12's
+                return None
+            done += lanes if t < last else lanes - 1
+            if progress is not None and (t % 16 == 15 or t == m - 1):
+                progress(done)
+                reported += done
+                done = 0
     if encode:
         return cd.buf[:coder.finish(cd)].tobytes()
     return grid.reshape(-1)[:n].tobytes()
@@ -417,12 +428,13 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
                     progress: Callable[[int], None] | None, side=None, threads: int = 1,
                     busy: Busy | None = None, primer: bytes = b"",
                     network: bool = True) -> tuple[int, int, int, bytes]:
-    """The model's code of a block: for text the smaller of method 8 (the network, in lanes) and method 9 (the
+    """The model's code of a block: for text the smaller of method 11 (the network, in lanes) and method 12 (the
     file's own models in one lane: it sees all of the block's context, and wins on markup and code the network
-    knows less well), for anything else method 9. `side`: an executor that codes method 9 while this thread codes
-    method 8, whose network then runs on `threads` threads. Method 9 is ~4x faster, so it is coded first (or is
-    done first beside method 8), and method 8 stops once it cannot win (gives_up). With a primer, method 9's models
-    first learn it (method 10); method 8's start cold, as its lanes do."""
+    knows less well), for anything else method 12. `side`: an executor that codes method 12 while this thread codes
+    method 11, whose network then runs one step ahead on the other `threads` - 1 threads (code_cm's `ahead`).
+    Method 12 is ~4x faster, so it is coded first (or is done first beside method 11), and method 11 stops once it
+    cannot win (gives_up). With a primer, method 12's models first learn it (method 13); method 11's start cold, as
+    its lanes do."""
     n = len(coded)
     only_nine = not network or not looks_like_text(coded)
     spent: list = []                                   # method 9's bits before each byte, for gives_up
@@ -438,8 +450,9 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
         alone = Future()
         alone.set_result(one_lane())
     nine = lambda: (len(alone.result()[3]), spent[0]) if alone.done() else None
-    with lanes_on(q, threads, busy) as lanes:
-        payload = code_cm(lanes, m, n, True, data=coded, progress=progress, give_up=gives_up(m, n, nine))
+    spare = threads > 1 and busy is None        # a block alone: its network runs a step ahead of the file's models,
+    with lanes_on(q, threads - 1 if spare else threads, busy) as lanes:      # on the threads they leave (x1.13)
+        payload = code_cm(lanes, m, n, True, data=coded, progress=progress, give_up=gives_up(m, n, nine), ahead=spare)
     if payload is None:
         return alone.result()
     return min((MIXED3, transform, m, payload), alone.result(), key=lambda c: len(c[3]))
