@@ -54,13 +54,14 @@ TEXT = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16)   # method 8's contexts (t
 DATA = tuple(range(19))                                  # ... 9 and 10's
 # Format 7's (methods 11, 12 and 13): the contexts for code and markup and three longer ones join in; "c4 c2",
 # "above c1" and "w1 c1" leave the network's (each under 0.03 % there), "above2 above c1" method 9's (it cost
-# 0.05 % on text and data alike). Measured on 18 code, markup and prose files (benchmarks/RESULTS.md, "format 7"):
-# -1.2 % with the network, -1.7 % without; "c12..c1" pays only with it.
+# 0.05 % on text and data alike). Measured (benchmarks/RESULTS.md, "format 7"): -1.6 % with the network on 7
+# prose, code and markup files, -1.7 % without on 11 code and markup files, -2.0 % on 6 held out; "c12..c1" pays
+# only with the network.
 TEXT3 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 19, 20, 21, 22, 23, 24)
 DATA3 = tuple(range(18)) + (19, 20, 21, 23, 24)
 MAX_RECORD = 4096             # record lengths detected: 2 .. MAX_RECORD bytes
 RECORD_VOTES = 16             # a length that wins this many votes becomes the lane's record length
-NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 3 per context from FIRST
+NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 2 per context from FIRST
 FIRST = 4
 MIXERS, SETS, SETS2 = 4, 2048, 64
 MIN_MATCH, MATCH_BITS, LENGTHS = 6, 20, 64
