@@ -239,10 +239,63 @@ def test_method_9_reports_the_bits_it_spent_before_each_byte():
 
 
 def test_a_block_whose_method_8_gives_up_is_method_9s_and_round_trips(tiny, monkeypatch):
+    monkeypatch.setattr(C, "looks_like_prose", lambda data: False)      # method 12 first
     monkeypatch.setattr(C, "gives_up", lambda m, n, nine: lambda t, size: nine() is not None)
     data = (DATA / "golden-v3.txt").read_bytes()
     archive = roundtrip(tiny, data, min_lane=64)
     assert C.list_archive(io.BytesIO(archive)).methods == ["cm-3"]
+
+
+def test_prose_is_told_from_code_markup_tables_and_other_scripts():
+    prose = (DATA / "golden-v3.txt").read_bytes()
+    assert C.looks_like_prose(prose) and C.looks_like_prose(TEXT)
+    assert not C.looks_like_prose(b'def f(x):\n    return {"a": x[0] + 1}  # (lanes, m)\n' * 20)
+    assert not C.looks_like_prose(b'<p class="note">A <a href="/x">link</a></p>\n' * 20)
+    assert not C.looks_like_prose(b"code,country,name\nAD-02,AD,Canillo\n" * 20)
+    assert not C.looks_like_prose("Быстрая коричневая лиса прыгает через ленивую собаку.\n".encode() * 20)
+
+
+def test_on_one_thread_a_prose_block_is_coded_by_method_11_before_method_12(tiny, monkeypatch):
+    order = []
+    code_cm, code_alone = C.code_cm, C.code_alone
+    monkeypatch.setattr(C, "code_cm", lambda *a, **k: order.append(11) or code_cm(*a, **k))
+    monkeypatch.setattr(C, "code_alone", lambda *a, **k: order.append(12) or code_alone(*a, **k))
+    data = (DATA / "golden-v3.txt").read_bytes()
+    C.encode_block(tiny, data, C.DEFAULT_LANES, 64, None)
+    assert order == [11, 12]
+    order.clear()
+    C.encode_block(tiny, b'{"code": "AD-02", "name": "Canillo"},\n' * 40, C.DEFAULT_LANES, 64, None)
+    assert order == [12, 11]
+
+
+def test_method_12_stops_once_even_a_better_pace_cannot_reach_method_11():
+    n = 20_000                                                         # method 11: 0.3 bytes a byte (6,000 bytes);
+    give_up = C.yields_to(n, uniform_costs(n, 0.3))                    # method 12: 0.5 a byte, its least at 8,000:
+    cost = np.full(n + 1, int(0.5 * 8192)); cost[0] = 0                # 4,000 + 0.8 x 0.5 / 0.3 x 3,600 = 8,800
+    asked = [(t, give_up(t, cost)) for t in range(1000, n, 1000)]
+    assert [t for t, stop in asked if stop][0] == 8000                 # the first check from PACE_FROM (0.375)
+
+
+def test_method_12_goes_on_while_a_better_pace_could_still_win():
+    n = 20_000                                                         # method 11: 0.55 a byte (11,000 bytes);
+    give_up = C.yields_to(n, uniform_costs(n, 0.55))                   # method 12's least: 0.5 t + 0.4 (n - t) < 11,000
+    cost = np.full(n + 1, int(0.5 * 8192)); cost[0] = 0
+    assert not any(give_up(t, cost) for t in range(1000, n, 1000))
+
+
+def test_a_prose_block_whose_method_12_stops_is_method_11s_and_round_trips(tiny, monkeypatch):
+    monkeypatch.setattr(C, "yields_to", lambda n, eleven: lambda t, cost: True)
+    data = (DATA / "golden-v3.txt").read_bytes()
+    archive = roundtrip(tiny, data, min_lane=64)
+    assert C.list_archive(io.BytesIO(archive)).methods == ["mixed-3"]
+
+
+def test_method_11_reports_the_bits_it_spent_before_each_byte_in_every_lane(tiny):
+    data = (DATA / "golden-v3.txt").read_bytes()
+    costs = []
+    payload = C.code_cm(tiny, 200, len(data), True, data=data, costs=costs)
+    assert costs[0].shape == (len(data) + 1,) and costs[0][0] == 0 and (np.diff(costs[0]) > 0).all()
+    assert abs(costs[0][-1] / 8192 - len(payload)) < 0.01 * len(payload)
 
 
 def test_decoding_on_threads_starts_the_costliest_blocks_of_a_window_first(tiny, monkeypatch):

@@ -270,7 +270,7 @@ def lanes_on(q: Engine | None, threads: int, busy: Busy | None = None):
 def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None = None, payload: bytes | None = None,
             progress: Callable[[int], None] | None = None, network: bool = True,
             give_up: Callable[[int, int], bool] | None = None, primer: bytes = b"", models: int = 3,
-            ahead: bool = False):
+            ahead: bool = False, costs: list | None = None):
     """Method 11 (network True: lanes of m) or 12 (no network; one lane, m = n; 13 with a primer), or with
     models=2 methods 8, 9 and 10 (format 5 and 6's file models, predictor2): encode `data`
     (n bytes) into the payload's bytes, or decode n bytes from `payload`. At step t the network's frequencies from
@@ -278,9 +278,9 @@ def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None =
     `give_up(steps done, payload bytes so far)`, asked every CHECK_EVERY steps while method 8 encodes, may stop
     it: None is returned. `ahead` (encoding): the network runs one step ahead on a thread of its own, since the
     encoder knows every byte: step t+1's frequencies are computed while step t's bytes are coded (the same
-    frequencies, in the same order; for a block with a core to spare)."""
+    frequencies, in the same order; for a block with a core to spare). `costs` (encoding): as code_alone's."""
     if not network:
-        return code_alone(n, encode, data, payload, progress, primer, models)
+        return code_alone(n, encode, data, payload, progress, primer, models, costs)
     grid = np.zeros((-(-n // m), m), dtype=np.uint8)             # (lanes, m): lane k is input[k*m:(k+1)*m]
     lanes = grid.shape[0]
     last = n - (lanes - 1) * m                                   # length of the last lane
@@ -316,17 +316,21 @@ def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None =
                 reported += done
                 done = 0
     if encode:
+        if costs is not None:
+            costs.append(bits_before(model.cost))
         return cd.buf[:coder.finish(cd)].tobytes()
     return grid.reshape(-1)[:n].tobytes()
 
 
 def code_alone(n: int, encode: bool, data: bytes | None, payload: bytes | None,
                progress: Callable[[int], None] | None, primer: bytes = b"", models: int = 3,
-               costs: list | None = None) -> bytes:
+               costs: list | None = None, give_up: Callable[[int, np.ndarray], bool] | None = None) -> bytes | None:
     """Method 12, or 13 with a primer (models=2: 9 and 10): one lane, the primer's p bytes then the block's n. The
     primer's steps are coded into a scratch coder that is thrown away (the models learn them as they would learn
     coded bytes; encoder and decoder alike), then the block's steps into the payload, or out of it. `costs` (when
-    encoding) gets the bits spent before each of the block's bytes, (n + 1,) in 1/1024 bit (method 8's `gives_up`)."""
+    encoding) gets the bits spent before each of the block's bytes, (n + 1,) in 1/1024 bit (for the give-up rules).
+    `give_up(bytes coded, cost)` (encoding; cost: the predictor's, each of the block's bytes' bits at [i + 1]),
+    asked every 1/ALONE_CHECKS of the block, may stop it: None is returned."""
     p = len(primer)
     grid = np.zeros((1, p + n), dtype=np.uint8)                   # (1 lane, primer + block)
     grid[0, :p] = np.frombuffer(primer, dtype=np.uint8)
@@ -335,12 +339,27 @@ def code_alone(n: int, encode: bool, data: bytes | None, payload: bytes | None,
         cm_steps(model, grid, 0, p, True, coder.encoder(p), None)
     if encode:
         grid[0, p:] = np.frombuffer(data, dtype=np.uint8)
-        cd = cm_steps(model, grid, p, p + n, True, coder.encoder(n), progress)
+        cd = coder.encoder(n)
+        if give_up is None:
+            cd = cm_steps(model, grid, p, p + n, True, cd, progress)
+        else:
+            every = max(1, -(-n // ALONE_CHECKS))
+            for t in range(0, n, every):
+                cd = cm_steps(model, grid, p + t, p + min(n, t + every), True, cd, progress)
+                if t + every < n and give_up(t + every, model.cost[p:]):
+                    return None
         if costs is not None:
-            costs.append(model.cost[p:] - model.cost[p])
+            costs.append(bits_before(model.cost[p:]))
         return cd.buf[:coder.finish(cd)].tobytes()
     cm_steps(model, grid, p, p + n, False, coder.decoder(payload), progress)
     return grid[0, p:].tobytes()
+
+
+def bits_before(cost: np.ndarray) -> np.ndarray:
+    """A predictor's cost from a byte on (each byte's bits at [i + 1]) -> the bits spent before each of the bytes
+    after it, (len(cost),) in 1/1024 bit."""
+    out = np.cumsum(cost)
+    return out - out[0]
 
 
 def cm_steps(model: predictor2.State, grid: np.ndarray, t: int, end: int, encode: bool, cd: coder.Coder,
@@ -359,6 +378,7 @@ def cm_steps(model: predictor2.State, grid: np.ndarray, t: int, end: int, encode
 
 NO_NETWORK = np.zeros((1, 256), dtype=np.float64)
 CHECK_EVERY = 64                   # method 8's encoder asks give_up after every this many steps
+ALONE_CHECKS = 64                  # method 12's, this many times in a block (when method 11 went first)
 CM_PIECE = 1 << 16                 # method 9 codes this many bytes per compiled call (a progress bar moves)
 
 
@@ -433,16 +453,23 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     knows less well), for anything else method 12. `side`: an executor that codes method 12 while this thread codes
     method 11, whose network then runs one step ahead on the other `threads` - 1 threads (code_cm's `ahead`).
     Method 12 is ~4x faster, so it is coded first (or is done first beside method 11), and method 11 stops once it
-    cannot win (gives_up). With a primer, method 12's models first learn it (method 13); method 11's start cold, as
-    its lanes do."""
+    cannot win (gives_up); on one thread, a block of prose under NETWORK_FIRST_MAX, which method 11 wins, is coded
+    by method 11 first and method 12 stops once it cannot win (yields_to). With a primer, method 12's models first
+    learn it (method 13); method 11's start cold, as its lanes do."""
     n = len(coded)
     only_nine = not network or not looks_like_text(coded)
-    spent: list = []                                   # method 9's bits before each byte, for gives_up
-    one_lane = lambda: (CM3_PRIMED if primer else CM3, transform, n,
-                        code_alone(n, True, coded, None, progress if only_nine else None, primer, costs=spent))
+    alone_method = CM3_PRIMED if primer else CM3
     if only_nine:
-        return one_lane()
+        return alone_method, transform, n, code_alone(n, True, coded, None, progress, primer)
     m = lanes_for(n, max_lanes, min_lane)
+    if side is None and n < NETWORK_FIRST_MAX and looks_like_prose(coded):
+        spent: list = []                               # method 11's bits before each byte, for yields_to
+        with lanes_on(q, threads, busy) as lanes:
+            mixed = MIXED3, transform, m, code_cm(lanes, m, n, True, data=coded, progress=progress, costs=spent)
+        payload = code_alone(n, True, coded, None, None, primer, give_up=yields_to(n, spent[0]))
+        return mixed if payload is None else min(mixed, (alone_method, transform, n, payload), key=lambda c: len(c[3]))
+    spent = []                                         # method 12's bits before each byte, for gives_up
+    one_lane = lambda: (alone_method, transform, n, code_alone(n, True, coded, None, None, primer, costs=spent))
     if side is not None:
         alone = side.submit(one_lane)
     else:
@@ -458,6 +485,8 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     return min((MIXED3, transform, m, payload), alone.result(), key=lambda c: len(c[3]))
 
 
+NETWORK_FIRST_MAX = 1 << 19   # prose blocks under this size go to method 11 first: it won every one measured (by 3-35 %;
+                              # 8 % on a 420 kB one), method 12 the ones of 1 MiB and more (benchmarks/RESULTS.md)
 GIVE_UP_MIN = 1 << 18    # method 8 may stop by its forecast in blocks of at least this many bytes,
 GIVE_UP_FROM = 0.5       # once this share of its steps is coded,
 GIVE_UP_MARGIN = 1.02    # if the forecast exceeds method 9's size by this factor;
@@ -505,7 +534,42 @@ def paced(sizes: dict[int, int], t: int, m: int, n: int, starts: np.ndarray, cos
     half = t // 2 // CHECK_EVERY * CHECK_EVERY
     at = lambda step: cost9[np.minimum(starts + step, n)]            # (lanes,) method 9's bits before each lane's step
     recent, rest = (at(t) - at(half)).sum() / 8192, (at(m) - at(t)).sum() / 8192
-    return sizes[t] + PACE_GAIN * (sizes[t] - sizes[half]) / max(recent, 1.0) * rest
+    return least(sizes[t], sizes[t] - sizes[half], recent, rest)
+
+
+def least(so_far: float, mine: float, theirs: float, rest: float) -> float:
+    """The least a method's code may still reach: `so_far`, plus the other method's cost of the bytes to come
+    (`rest`) times this method's pace against it on the bytes coded lately (`mine` / `theirs`), bettered by
+    PACE_GAIN."""
+    return so_far + PACE_GAIN * mine / max(theirs, 1.0) * rest
+
+
+def yields_to(n: int, eleven: np.ndarray) -> Callable[[int, np.ndarray], bool]:
+    """Method 12's stopping rule after method 11 coded the block, given its bits before each byte `eleven` ((n + 1,),
+    1/1024 bit): method 12 codes the bytes in order, so from PACE_FROM of them, stop once its pace against method
+    11's over the last half of the bytes coded, bettered by PACE_GAIN, cannot reach method 11's size (`least`).
+    Measured on 30 text blocks of 4-200 kB (method 11's and 12's bits before every byte), on the prose ones it stops
+    at 0.39-0.88 of the block, never wrongly; it would stop wrongly on two non-prose blocks that method 12 wins by
+    1-2 % (benchmarks/RESULTS.md), which is why only prose goes first to method 11."""
+    def give_up(t: int, cost: np.ndarray) -> bool:
+        if t < PACE_FROM * n:
+            return False
+        mine, half = bits_before(cost[:t + 1]), t // 2
+        return least(mine[t], mine[t] - mine[half], eleven[t] - eleven[half], eleven[n] - eleven[t]) > eleven[n]
+    return give_up
+
+
+def looks_like_prose(data: bytes) -> bool:
+    """Letters and spaces at least PROSE_LETTERS of the bytes, and the symbols of code and markup fewer than
+    PROSE_SYMBOLS: running text in a Latin script (prose 0.90-0.96 / 0.00-0.03; code, markup, logs, tables and other
+    scripts 0.23-0.87, or ≥ 0.03 of symbols, on the benchmark's files)."""
+    counts = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256)
+    letters = counts[65:91].sum() + counts[97:123].sum() + counts[32]
+    symbols = counts[np.frombuffer(b"<>{}[]()=/_\\|#$%*&@~^`+", dtype=np.uint8)].sum()
+    return letters >= PROSE_LETTERS * len(data) and symbols < PROSE_SYMBOLS * len(data)
+
+
+PROSE_LETTERS, PROSE_SYMBOLS = 0.88, 0.03
 
 
 def segments(data: bytes, count: int = SEGMENTS) -> list[bytes]:
@@ -649,7 +713,8 @@ class MemberWriter:
     def write_block(self, data: bytes) -> None:
         """1..BLOCK bytes read: one block into the LZMA stream, or up to the level's `segments` blocks of their own,
         coded side by side on `threads` threads (each its own predictor and range coder: the same archive for any
-        thread count)."""
+        thread count, unless a give-up rule stops the method that would have won; none did on the blocks measured,
+        model_candidate)."""
         transform, coded = methods.forward(data)
         may_win = self.level.model and model_may_win(self.q, coded, self.max_lanes, self.min_lane)
         if may_win or len(coded) < ESTIMATE_FROM:          # small blocks: every method tried, as in version 3

@@ -105,8 +105,8 @@ class State(NamedTuple):
     markup: np.ndarray                      # (lanes, 4) int64: markup state (0 text, 1 tag name, 2 in a tag, 3 in
                                             # its quoted value), the tag name read so far, the last tag's, indent
     models: int                             # 2: methods 8-10's models, 3: format 7's (methods 11-13)
-    cost: np.ndarray                        # (steps + 1,) int64 in one lane ((1,) in several): the bits coded
-                                            # before each step, 1/1024 bit (the encoder's give-up rule reads it)
+    cost: np.ndarray                        # (n + 1,) int64: cost[i + 1] the bits the block's byte i was coded in,
+                                            # 1/1024 bit (the encoder's give-up rules read its running sum)
     bits: np.ndarray                        # (4097,) int64: 1024 log2(4096 / p), the cost of a bit coded at p
 
 
@@ -130,7 +130,7 @@ def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
                  np.array(active, np.int64), np.zeros(NCTX, np.int64), np.zeros(NCTX, np.int64),
                  np.zeros((NCTX, 4), np.int64), np.zeros(512, np.int64), np.zeros(9, np.int64), c,
                  np.zeros((lanes, 33), np.int64), np.zeros((lanes, 4), np.int64), models,
-                 np.zeros(n + 1 if lanes == 1 else 1, np.int64), BITS)
+                 np.zeros(n + 1, np.int64), BITS)
 
 
 BITS = np.array([0] + [round(1024 * math.log2(4096 / p)) for p in range(1, 4097)], np.int64)
@@ -418,8 +418,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
             byte = node - 256
             if not encode:
                 grid[lane, t] = byte
-            if lanes == 1:
-                cost[t + 1] = cost[t] + spent
+            cost[lane * m + t + 1] = spent
             # --- what the byte teaches the lane's contexts ----------------------------------------------
             for a in range(nu):
                 buckets.run_learn(bk, runs[a, 0], runs[a, 1], byte)
