@@ -7,7 +7,8 @@ Every FILE[@START:END] is one block (after the format's transform): it is coded 
 (never stopping), method 8's payload noted every CHECK_EVERY steps. One JSON row per block: both sizes and CPU
 seconds, and at a quarter, half and three quarters of the steps the two forecasts divided by method 8's final
 size: `scaled` (payload so far x steps / steps done) and `rule` (gives_up's: the growth over the last half of
-the steps done, carried to the end), and what the rule decides.
+the steps done, carried to the end), and where gives_up stops (both of its rules as the encoder asks them: the forecast
+from GIVE_UP_MIN bytes on, and the pace against method 9's costs).
 """
 from __future__ import annotations
 
@@ -33,13 +34,14 @@ def main() -> None:
         n = len(coded)
         m = F.lanes_for(n, F.DEFAULT_LANES, None)
         t0 = time.process_time()
-        nine = len(F.code_cm(None, n, n, True, data=coded, network=False))
+        costs = []
+        nine = len(F.code_cm(None, n, n, True, data=coded, network=False, costs=costs))
         t9 = time.process_time() - t0
         sizes = {0: 0}
         t0 = time.process_time()
         eight = len(F.code_cm(q, m, n, True, data=coded, give_up=lambda t, b: sizes.__setitem__(t, b)))
         t8 = time.process_time() - t0
-        rule = F.gives_up(m, max(n, F.GIVE_UP_MIN), lambda: nine)
+        rule = F.gives_up(m, n, lambda: (nine, costs[0]))
         stops = next((t for t in sorted(sizes)[1:] if rule(t, sizes[t])), None)
         row = {"block": spec, "bytes": n, "steps": m, "size8": eight, "size9": nine, "size9/size8": round(nine / eight, 4),
                "cpu8_s": round(t8, 1), "cpu9_s": round(t9, 1), "rule_applies": n >= F.GIVE_UP_MIN,

@@ -66,7 +66,7 @@ def test_prose_is_still_coded_by_the_model_when_its_block_is_judged_on_a_sample(
     prose = (root / "README.md").read_bytes()[:70_000]
     q, _ = Engines().get("english-small-3")
     _, st = archive_of(q, prose, block=len(prose))
-    assert st.methods == ["mixed-3"]
+    assert st.methods == ["mixed-4"]                                # README: text, not prose (markdown, code)
 
 
 @pytest.mark.slow
@@ -82,7 +82,7 @@ def test_every_corruption_of_an_archive_with_lzma_streams_is_detected(tiny):
 
 def test_a_version_3_reader_would_refuse_a_stream_block_but_this_one_reads_version_3(tiny):
     archive, _ = archive_of(tiny, os.urandom(BLOCK))
-    assert archive[4] == C.VERSION == 7
+    assert archive[4] == C.VERSION == 8
     v3 = bytearray(archive)
     v3[4] = 3                                          # a stream block under version 3 is out of range
     with pytest.raises(C.FormatError):
@@ -104,7 +104,7 @@ def test_the_archive_is_the_same_for_any_number_of_threads_and_decodes_with_any(
         st = C.compress(io.BytesIO(data), out, tiny, "m", threads=threads)
         archives.append(out.getvalue())
     assert len(st.methods) == 3 and archives[0] == archives[1] == archives[2]      # a head, two pieces
-    assert st.methods[0] == "cm-3" and set(st.methods[1:]) <= {"mixed-3", "cm-3-primed"}          # the head: no network
+    assert st.methods[0] == "cm-4" and set(st.methods[1:]) <= {"mixed-3", "mixed-4", "cm-4-primed"}   # the head: no network
     for threads in (1, 2, 4):
         back = io.BytesIO()
         C.decompress(io.BytesIO(archives[0]), back, tiny, "m", threads=threads)
@@ -149,7 +149,7 @@ def test_head_and_primed_pieces_round_trip_on_any_number_of_threads(tiny, monkey
     monkeypatch.setattr(C, "looks_like_text", lambda data: False)      # method 9 / 10 only: quick
     data = words(100_000, seed=5)
     archive, st = archive_of(tiny, data)
-    assert st.methods == ["cm-3", "cm-3-primed", "cm-3-primed"]
+    assert st.methods == ["cm-4", "cm-4-primed", "cm-4-primed"]
     for threads in (2, 3):
         back = io.BytesIO()
         C.decompress(io.BytesIO(archive), back, tiny, "m", threads=threads)
@@ -173,12 +173,30 @@ def test_format_7s_methods_are_out_of_range_in_a_version_6_archive(method):
         C.read_block(io.BytesIO(record[1:]), 0, version=6)
 
 
-def test_format_7s_models_code_a_block_differently_from_format_6s_and_each_decodes_its_own():
+@pytest.mark.parametrize("method", ["MIXED4", "CM4", "CM4_PRIMED"])
+def test_format_8s_methods_are_out_of_range_in_a_version_7_archive(method):
+    piece = words(3000, seed=6)
+    record = C.block_record(getattr(C, method), 0, len(piece), len(piece), piece, b"x")
+    assert C.read_block(io.BytesIO(record[1:]), 0, version=8).method == getattr(C, method)
+    with pytest.raises(C.FormatError, match="out of range"):
+        C.read_block(io.BytesIO(record[1:]), 0, version=7)
+
+
+@pytest.mark.parametrize("new, old", [(3, 2), (4, 3)])
+def test_each_formats_models_code_a_block_differently_from_the_last_and_each_decodes_its_own(new, old):
     piece = words(5000, seed=7)
-    new, old = (C.code_alone(len(piece), True, piece, None, None, models=k) for k in (3, 2))
-    assert new != old
-    for payload, k in ((new, 3), (old, 2)):
+    coded = {k: C.code_alone(len(piece), True, piece, None, None, models=k) for k in (new, old)}
+    assert coded[new] != coded[old]
+    for k, payload in coded.items():
         assert C.code_alone(len(piece), False, None, payload, None, models=k) == piece
+
+
+def test_format_8s_models_code_a_block_in_lanes_differently_from_format_7s_and_each_decodes_its_own(tiny):
+    piece = words(5000, seed=7)
+    coded = {k: C.code_cm(tiny, 500, len(piece), True, data=piece, models=k) for k in (3, 4)}
+    assert coded[3] != coded[4]
+    for k, payload in coded.items():
+        assert C.code_cm(tiny, 500, len(piece), False, payload=payload, models=k) == piece
 
 
 def test_a_primed_block_with_no_block_before_it_to_prime_it_is_refused(tiny):

@@ -1,8 +1,8 @@
 """`.hmz` archives: per block, the smallest of the model's range code, raw LZMA2, or the bytes stored.
 
-Format, version 7 (all integers little-endian; every record carries a CRC32 of its own header fields):
+Format, version 8 (all integers little-endian; every record carries a CRC32 of its own header fields):
 
-  header   magic b"\\x89HMZ" | version u8 = 7 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
+  header   magic b"\\x89HMZ" | version u8 = 8 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
            model name (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
   block    b"B" | method u8 | transform u8 | coded length n u32 (1..BLOCK) | lane length m u32 | payload bytes u32 |
            CRC32 of the block's input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload
@@ -42,7 +42,11 @@ bytes, then stored by `method`:
              (version 6)
  11 mixed-3, 12 cm-3, 13 cm-3-primed  methods 8, 9 and 10 with the file models of version 7 (predictor2 with
              models=3: contexts for code and markup (brackets, indentation, tags) and longer ones, mixer weight sets
-             chosen by them, a slower mixer rate); the encoder writes these, 8-10 are still decoded (version 7)
+             chosen by them, a slower mixer rate); 8-10 are still decoded (version 7)
+ 14 mixed-4, 15 cm-4, 16 cm-4-primed  the same with format 8's (models=4: contexts of the token being read — an
+             identifier, a number — with the byte before it, with the line's first token, with the indent and with
+             the innermost bracket; a fourth APM, by the match's length and predicted bit). The encoder writes 14-16,
+             and 11 for prose, where format 8's additions gain nothing and cost time (version 8)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 64 MiB block of `xz -9e`'s size for inputs up to
 64 MiB (one block: its LZMA2 is xz's stream without the container). A block of at least ESTIMATE_FROM bytes is
@@ -57,6 +61,7 @@ lane order, each lane having started from the model's initial state as if it fol
 of a block shares one range coder stream. The decoder replays the same steps, so it reproduces the encoder's
 frequencies exactly (hmgen.archive.engine), and checks the block's CRC32 before writing any of it.
 
+Version 7 (still decoded): as version 8 without methods 14-16.
 Version 6 (still decoded): as version 7 without methods 11-13.
 Version 5 (still decoded): as version 6 without method 10 (a large block read was cut into independent pieces).
 Version 4 (still decoded): as version 5 without methods 8 and 9 (text went to method 4).
@@ -98,7 +103,7 @@ class Engine(Protocol):
 
 
 MAGIC = b"\x89HMZ"
-VERSION = 7
+VERSION = 8
 BLOCK = 64 << 20          # input bytes per block: xz -9e's dictionary size, so a block's LZMA2 reaches as far back as
                           # xz's does (smaller blocks cost ratio on large binaries: benchmarks/RESULTS.md)
 MAX_LANES = 4096
@@ -108,15 +113,15 @@ SMALL_LANES = 16          # cost time, and the adaptive models share what every 
 DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger batches, faster)
 START = 10                # every lane starts as if after a newline
 (STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREAM, MIXED2, CM, CM_PRIMED,
- MIXED3, CM3, CM3_PRIMED) = range(14)
+ MIXED3, CM3, CM3_PRIMED, MIXED4, CM4, CM4_PRIMED) = range(17)
 METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86", "lzma-stream", "lzma-x86-stream",
-                "mixed-2", "cm", "cm-primed", "mixed-3", "cm-3", "cm-3-primed")
-CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2, MIXED3)   # the methods that run the model
-LANED = CODED + (CM, CM_PRIMED, CM3, CM3_PRIMED)        # ... that cut their block into lanes (m > 0)
-ALONE = (CM, CM_PRIMED, CM3, CM3_PRIMED)                # ... in one lane (m = n)
-PRIMED = (CM_PRIMED, CM3_PRIMED)                        # ... whose models first learn the member's head
-MODELS3 = (MIXED3, CM3, CM3_PRIMED)                     # ... with format 7's file models (predictor2, models=3);
-                                                        # 8, 9 and 10 keep format 5 and 6's
+                "mixed-2", "cm", "cm-primed", "mixed-3", "cm-3", "cm-3-primed", "mixed-4", "cm-4", "cm-4-primed")
+CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2, MIXED3, MIXED4)      # the methods that run the model
+ALONE = (CM, CM_PRIMED, CM3, CM3_PRIMED, CM4, CM4_PRIMED)          # ... the file's models alone, one lane (m = n)
+LANED = CODED + ALONE                                              # ... that cut their block into lanes (m > 0)
+PRIMED = (CM_PRIMED, CM3_PRIMED, CM4_PRIMED)                       # ... whose models first learn the member's head
+MODELS = {MIXED2: 2, CM: 2, CM_PRIMED: 2, MIXED3: 3, CM3: 3, CM3_PRIMED: 3, MIXED4: 4, CM4: 4, CM4_PRIMED: 4}
+                                                   # ... the file's models each codes with (predictor2's `models`)
 WORDS = (NETWORK, MIXED_BYTES, MIXED)           # ... whose payload is u32 words (constriction's)
 STREAMED = (LZMA_STREAM, LZMA_X86_STREAM)  # the methods whose payloads continue one LZMA2 stream
 SEGMENT = 1 << 20          # what the model codes is cut when it holds two of these: into a head and pieces that
@@ -269,7 +274,7 @@ def lanes_on(q: Engine | None, threads: int, busy: Busy | None = None):
 
 def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None = None, payload: bytes | None = None,
             progress: Callable[[int], None] | None = None, network: bool = True,
-            give_up: Callable[[int, int], bool] | None = None, primer: bytes = b"", models: int = 3,
+            give_up: Callable[[int, int], bool] | None = None, primer: bytes = b"", models: int = 4,
             ahead: bool = False, costs: list | None = None):
     """Method 11 (network True: lanes of m) or 12 (no network; one lane, m = n; 13 with a primer), or with
     models=2 methods 8, 9 and 10 (format 5 and 6's file models, predictor2): encode `data`
@@ -284,7 +289,7 @@ def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None =
     grid = np.zeros((-(-n // m), m), dtype=np.uint8)             # (lanes, m): lane k is input[k*m:(k+1)*m]
     lanes = grid.shape[0]
     last = n - (lanes - 1) * m                                   # length of the last lane
-    model = predictor2.new(n, lanes, predictor2.TEXT3 if models == 3 else predictor2.TEXT, models)
+    model = predictor2.new(n, lanes, predictor2.ACTIVE[models, True], models)
     if encode:
         grid.reshape(-1)[:n] = np.frombuffer(data, dtype=np.uint8)
         cd = coder.encoder(n)
@@ -323,7 +328,7 @@ def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None =
 
 
 def code_alone(n: int, encode: bool, data: bytes | None, payload: bytes | None,
-               progress: Callable[[int], None] | None, primer: bytes = b"", models: int = 3,
+               progress: Callable[[int], None] | None, primer: bytes = b"", models: int = 4,
                costs: list | None = None, give_up: Callable[[int, np.ndarray], bool] | None = None) -> bytes | None:
     """Method 12, or 13 with a primer (models=2: 9 and 10): one lane, the primer's p bytes then the block's n. The
     primer's steps are coded into a scratch coder that is thrown away (the models learn them as they would learn
@@ -334,7 +339,7 @@ def code_alone(n: int, encode: bool, data: bytes | None, payload: bytes | None,
     p = len(primer)
     grid = np.zeros((1, p + n), dtype=np.uint8)                   # (1 lane, primer + block)
     grid[0, :p] = np.frombuffer(primer, dtype=np.uint8)
-    model = predictor2.new(p + n, 1, predictor2.DATA3 if models == 3 else predictor2.DATA, models)
+    model = predictor2.new(p + n, 1, predictor2.ACTIVE[models, False], models)
     if p:
         cm_steps(model, grid, 0, p, True, coder.encoder(p), None)
     if encode:
@@ -458,14 +463,18 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     learn it (method 13); method 11's start cold, as its lanes do."""
     n = len(coded)
     only_nine = not network or not looks_like_text(coded)
-    alone_method = CM3_PRIMED if primer else CM3
+    alone_method = CM4_PRIMED if primer else CM4
     if only_nine:
         return alone_method, transform, n, code_alone(n, True, coded, None, progress, primer)
     m = lanes_for(n, max_lanes, min_lane)
-    if side is None and n < NETWORK_FIRST_MAX and looks_like_prose(coded):
+    prose = looks_like_prose(coded)
+    mixed_method = MIXED3 if prose else MIXED4        # format 8's token contexts and match APM pay off in code,
+    models = MODELS[mixed_method]                     # markup and tables, not in prose (RESULTS.md, "format 8")
+    if side is None and n < NETWORK_FIRST_MAX and prose:
         spent: list = []                               # method 11's bits before each byte, for yields_to
         with lanes_on(q, threads, busy) as lanes:
-            mixed = MIXED3, transform, m, code_cm(lanes, m, n, True, data=coded, progress=progress, costs=spent)
+            mixed = mixed_method, transform, m, code_cm(lanes, m, n, True, data=coded, progress=progress,
+                                                        costs=spent, models=models)
         payload = code_alone(n, True, coded, None, None, primer, give_up=yields_to(n, spent[0]))
         return mixed if payload is None else min(mixed, (alone_method, transform, n, payload), key=lambda c: len(c[3]))
     spent = []                                         # method 12's bits before each byte, for gives_up
@@ -479,10 +488,11 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     nine = lambda: (len(alone.result()[3]), spent[0]) if alone.done() else None
     spare = threads > 1 and busy is None        # a block alone: its network runs a step ahead of the file's models,
     with lanes_on(q, threads - 1 if spare else threads, busy) as lanes:      # on the threads they leave (x1.13)
-        payload = code_cm(lanes, m, n, True, data=coded, progress=progress, give_up=gives_up(m, n, nine), ahead=spare)
+        payload = code_cm(lanes, m, n, True, data=coded, progress=progress, give_up=gives_up(m, n, nine), ahead=spare,
+                          models=models)
     if payload is None:
         return alone.result()
-    return min((MIXED3, transform, m, payload), alone.result(), key=lambda c: len(c[3]))
+    return min((mixed_method, transform, m, payload), alone.result(), key=lambda c: len(c[3]))
 
 
 NETWORK_FIRST_MAX = 1 << 19   # prose blocks under this size go to method 11 first: it won every one measured (by 3-35 %;
@@ -492,6 +502,7 @@ GIVE_UP_FROM = 0.5       # once this share of its steps is coded,
 GIVE_UP_MARGIN = 1.02    # if the forecast exceeds method 9's size by this factor;
 PACE_FROM = 0.375        # in a block of any size, once this share is coded, when even its pace against method 9's on
 PACE_GAIN = 0.8          # the same bytes, bettered by this factor for the bytes to come, cannot reach method 9's size
+YIELD_FROM = 0.25        # method 12's rule (yields_to) from this share of the block on
 
 
 def gives_up(m: int, n: int, nine: Callable[[], tuple[int, np.ndarray] | None]) -> Callable[[int, int], bool]:
@@ -546,13 +557,13 @@ def least(so_far: float, mine: float, theirs: float, rest: float) -> float:
 
 def yields_to(n: int, eleven: np.ndarray) -> Callable[[int, np.ndarray], bool]:
     """Method 12's stopping rule after method 11 coded the block, given its bits before each byte `eleven` ((n + 1,),
-    1/1024 bit): method 12 codes the bytes in order, so from PACE_FROM of them, stop once its pace against method
+    1/1024 bit): method 12 codes the bytes in order, so from YIELD_FROM of them, stop once its pace against method
     11's over the last half of the bytes coded, bettered by PACE_GAIN, cannot reach method 11's size (`least`).
     Measured on 30 text blocks of 4-200 kB (method 11's and 12's bits before every byte), on the prose ones it stops
     at 0.39-0.88 of the block, never wrongly; it would stop wrongly on two non-prose blocks that method 12 wins by
     1-2 % (benchmarks/RESULTS.md), which is why only prose goes first to method 11."""
     def give_up(t: int, cost: np.ndarray) -> bool:
-        if t < PACE_FROM * n:
+        if t < YIELD_FROM * n:
             return False
         mine, half = bits_before(cost[:t + 1]), t // 2
         return least(mine[t], mine[t] - mine[half], eleven[t] - eleven[half], eleven[n] - eleven[t]) > eleven[n]
@@ -802,7 +813,7 @@ def read_header(src: BinaryIO, magic: bytes | None = None) -> Header:
         raise FormatError("not an hmgen archive (bad magic number)")
     fixed = read_exact(src, 3, "header")
     version, scheme, length = fixed
-    if version not in (1, 2, 3, 4, 5, 6, VERSION):
+    if not 1 <= version <= VERSION:
         raise FormatError(f"archive format version {version}; this hmgen reads versions 1 to {VERSION}")
     raw = read_exact(src, length + 32, "header")
     (crc,) = struct.unpack("<I", read_exact(src, 4, "header"))
@@ -886,7 +897,7 @@ def read_records(src: BinaryIO, version: int, skip_payload: bool = False):
 
 
 LAST_METHOD = {2: MIXED, 3: LZMA_X86, 4: LZMA_X86_STREAM, 5: CM, 6: CM_PRIMED,    # the methods each version may
-               7: CM3_PRIMED}                                                       # hold
+               7: CM3_PRIMED, 8: CM4_PRIMED}                                        # hold
 
 
 def read_block(src: BinaryIO, index: int, version: int = VERSION) -> Block:
@@ -937,11 +948,11 @@ def decode_block(blk: Block, model: Callable[[], tuple[Engine, str]], index: int
             coded = methods.lzma_decompress(blk.payload, blk.n, x86=blk.method == LZMA_X86)
         elif blk.method in ALONE:
             primed = methods.forward(primer())[1] if blk.method in PRIMED else b""
-            coded = code_alone(blk.n, False, None, blk.payload, progress, primed, 3 if blk.method in MODELS3 else 2)
-        elif blk.method in (MIXED2, MIXED3):
+            coded = code_alone(blk.n, False, None, blk.payload, progress, primed, MODELS[blk.method])
+        elif blk.method in MODELS:
             with lanes_on(model()[0], threads, busy) as q:
                 coded = code_cm(q, blk.m, blk.n, False, payload=blk.payload, progress=progress,
-                                models=3 if blk.method in MODELS3 else 2)
+                                models=MODELS[blk.method])
         else:
             q, _ = model()
             words = np.frombuffer(blk.payload, dtype="<u4").astype(np.uint32)

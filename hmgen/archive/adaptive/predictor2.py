@@ -1,9 +1,10 @@
-"""Methods 8 to 13's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
+"""Methods 8 to 16's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
 lpaq and paq8: bit histories in hashed contexts, a match model, two layers of mixers, a chain of adaptive
 probability maps; all of it rewritten here in integers), mixed with the network's next-byte distribution
-(methods 8, 11) or without it (9, 10, 12, 13: data that is not text, code and markup it wins on). Two sets of
-models: format 5 and 6's (models=2: methods 8-10) and format 7's (models=3: 11-13, more contexts, see TEXT3 and
-DATA3, and a mixer weight set chosen by brackets and markup); old archives decode with the models they were made
+(methods 8, 11, 14) or without it (9, 10, 12, 13, 15, 16: data that is not text, code and markup it wins on).
+Three sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (models=3: 11-13, more contexts, see
+TEXT3 and DATA3, and a mixer weight set chosen by brackets and markup) and format 8's (models=4: 14-16, token
+contexts, TEXT4 and DATA4, and an APM by the match state); old archives decode with the models they were made
 with. Each bit is predicted, range-coded
 (hmgen.archive.adaptive.coder) and learned from before the next, all in one compiled loop.
 
@@ -22,7 +23,9 @@ depth), (the node, how far into its lane the byte is; format 7: how many bracket
 tag), (the previous byte, the depth) and (how many contexts
 have seen the node, the match state, the depth); a last mixer weighs the four by (the network's confidence, the
 depth). Three APMs refine its output in the contexts of the node, of the previous byte and of a hash of the
-previous two; the final P(1) = (2 p_mix + p_apm1 + 2 p_apm2 + 3 p_apm3) / 8.
+previous two; the final P(1) = (2 p_mix + p_apm1 + 2 p_apm2 + 3 p_apm3) / 8. Format 8 adds a fourth APM, by the
+match's length and predicted bit (none when no match predicts the node) and the node:
+P(1) = (p_mix + p_apm1 + 2 p_apm2 + 2 p_apm3 + 2 p_apm4) / 8.
 
 Lanes (hmgen.archive.format): at step t the lanes running code their t-th byte one after another, in lane order,
 each seeing everything every earlier lane and step taught the shared models; the decoder does the same, so both
@@ -45,10 +48,14 @@ from hmgen.jit import njit
 # record of that length: see record_learn), ind1 / ind2 the two bytes that last followed c1 / c2 c1 anywhere;
 # for code and markup (format 7's models, hmgen's own after paq8's nest and XML models): "nest" the innermost open
 # bracket and how many are open, "indent" how many blanks begin the line, "tag" the markup state (text, tag name,
-# inside a tag, inside a quoted value) and the name of the last tag):
+# inside a tag, inside a quoted value) and the name of the last tag); format 8's: "tok0" the token being read
+# (letters, digits and _: a whole identifier, where w0 is its last word), "sep" the last byte before it that is
+# neither a blank nor in a token (the . of an attribute, the ( of a call, the = of an assignment), "head" the
+# line's first token:
 CONTEXTS = ("c1", "c2 c1", "c3..c1", "c4..c1", "c5..c1", "c6..c1", "c8..c1", "w0 w1", "w0 c1", "w0 w1 w2",
             "c3 c2", "c4 c2", "above c1", "c1 ind1", "c2 c1 ind2", "above column", "w1 c1", "above above2",
-            "above2 above c1", "nest c1", "indent column c1", "tag c2 c1", "c12..c1", "c20..c1", "w0 w2")
+            "above2 above c1", "nest c1", "indent column c1", "tag c2 c1", "c12..c1", "c20..c1", "w0 w2",
+            "tok0 sep", "head tok0", "indent tok0", "nest tok0")
 NCTX = len(CONTEXTS)
 TEXT = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16)   # method 8's contexts (the rest gained nothing on text)
 DATA = tuple(range(19))                                  # ... 9 and 10's
@@ -59,6 +66,11 @@ DATA = tuple(range(19))                                  # ... 9 and 10's
 # only with the network.
 TEXT3 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 19, 20, 21, 22, 23, 24)
 DATA3 = tuple(range(18)) + (19, 20, 21, 23, 24)
+# Format 8's (methods 14, 15 and 16): the token contexts join in (benchmarks/RESULTS.md, "format 8").
+TEXT4 = TEXT3 + (25, 26, 27, 28)
+DATA4 = (0, 1, 2, 3, 4) + tuple(range(6, 18)) + (19, 20, 21, 23, 24, 25, 26, 27)
+ACTIVE = {(2, True): TEXT, (2, False): DATA, (3, True): TEXT3, (3, False): DATA3, (4, True): TEXT4,
+          (4, False): DATA4}                    # (models, with the network) -> the contexts used
 MAX_RECORD = 4096             # record lengths detected: 2 .. MAX_RECORD bytes
 RECORD_VOTES = 16             # a length that wins this many votes becomes the lane's record length
 NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 2 per context from FIRST
@@ -71,6 +83,7 @@ FIRST_W = 32 << 8                             # a context's main input starts at
 APM_LIMIT = 127
 APM_C1 = 256                                  # the APMs' rows: by node, by c1 and node, then two hashed ranges
 APM_C2 = APM_C1 + 65536
+MATCH_ROWS = (1 + 2 * LENGTHS) * 256          # format 8: a fourth APM, by the match state and node, after them
 
 
 class State(NamedTuple):
@@ -88,8 +101,10 @@ class State(NamedTuple):
     match_p: np.ndarray                     # (LENGTHS,) int64: P(the match's bit is right) << 10, per length
     apm: np.ndarray                         # (rows, 33) int32: p16 << 10 | count; rows APM_C1.. by c1 and node,
                                             # then two hashed ranges of `hashed` rows (APM_C2 by c2 c1 and node,
-                                            # then the network's APM), rows 0..255 by the node
-    words: np.ndarray                       # (lanes, 3) int64: hashes of w0, w1, w2
+                                            # then the network's APM), rows 0..255 by the node; models 4:
+                                            # then MATCH_ROWS by the match state and node
+    words: np.ndarray                       # (lanes, 7) int64: hashes of w0, w1, w2; tok0, sep, head, whether
+                                            # the head is complete (token_learn, models 4)
     lines: np.ndarray                       # (lanes, 2) int64: step where the lane's line starts, and the line before
     seen_at: np.ndarray                     # (lanes, 256, 3) int64: the last three steps each byte value was at (+1)
     record: np.ndarray                      # (lanes, 5) int64: record length (0: lines), two candidates and votes
@@ -104,7 +119,7 @@ class State(NamedTuple):
     nest: np.ndarray                        # (lanes, 33) int64: how many brackets are open, then the first 32
     markup: np.ndarray                      # (lanes, 4) int64: markup state (0 text, 1 tag name, 2 in a tag, 3 in
                                             # its quoted value), the tag name read so far, the last tag's, indent
-    models: int                             # 2: methods 8-10's models, 3: format 7's (methods 11-13)
+    models: int                             # 2: methods 8-10's models, 3: format 7's (11-13), 4: format 8's (14-16)
     cost: np.ndarray                        # (n + 1,) int64: cost[i + 1] the bits the block's byte i was coded in,
                                             # 1/1024 bit (the encoder's give-up rules read its running sum)
     bits: np.ndarray                        # (4097,) int64: 1024 log2(4096 / p), the cost of a bit coded at p
@@ -112,7 +127,7 @@ class State(NamedTuple):
 
 def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
     """The predictor of a block of n bytes coded in `lanes` lanes, with the contexts `active` (indices into
-    CONTEXTS); models 2 is the one methods 8 to 10 were coded with (format 5 and 6), 3 format 7's."""
+    CONTEXTS); models 2 is the one methods 8 to 10 were coded with (format 5 and 6), 3 format 7's, 4 format 8's."""
     c = curves()
     t = history.table()
     row = (c.squash[np.clip((np.arange(33) - 16) * 128, -2047, 2047) + 2047] * 16) << 10 | 2
@@ -124,8 +139,8 @@ def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
                             *((mixer2.LR, mixer2.BOOST) if models == 2 else (mixer2.LR3, mixer2.BOOST3))),
                  np.zeros(1 << MATCH_BITS, np.int64), np.zeros(lanes, np.int64), np.zeros(lanes, np.int64),
                  np.zeros(lanes, np.int64),
-                 np.full(LENGTHS, 3072 << 10, np.int64), np.tile(row, (APM_C2 + 2 * hashed, 1)).astype(np.int32),
-                 np.zeros((lanes, 3), np.int64), np.zeros((lanes, 2), np.int64), np.zeros((lanes, 256, 3), np.int64),
+                 np.full(LENGTHS, 3072 << 10, np.int64), np.tile(row, (APM_C2 + 2 * hashed + (MATCH_ROWS if models >= 4 else 0), 1)).astype(np.int32),
+                 np.zeros((lanes, 7), np.int64), np.zeros((lanes, 2), np.int64), np.zeros((lanes, 256, 3), np.int64),
                  np.zeros((lanes, 5), np.int64), np.zeros(65536 + 256, np.int64),
                  np.array(active, np.int64), np.zeros(NCTX, np.int64), np.zeros(NCTX, np.int64),
                  np.zeros((NCTX, 4), np.int64), np.zeros(512, np.int64), np.zeros(9, np.int64), c,
@@ -230,6 +245,23 @@ def nest_learn(nest, markup, lane, byte, col):
         markup[lane, 3] += 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def token_learn(words, lane, byte):
+    """What byte `byte` changes in the lane's token (words[lane, 3]), the byte before it (4), the line's first
+    token (5; 6: whether it is complete)."""
+    if is_letter(byte) or 48 <= byte <= 57 or byte == 95:
+        words[lane, 3] = mix2(words[lane, 3], byte)
+        return
+    if words[lane, 3] != 0:
+        if words[lane, 6] == 0:
+            words[lane, 5], words[lane, 6] = words[lane, 3], 1
+        words[lane, 3] = 0
+    if byte != 32:
+        words[lane, 4] = byte
+    if byte == 10:
+        words[lane, 5], words[lane, 6] = 0, 0
+
+
 @njit(cache=True, nogil=True)
 def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     """Code steps t0 .. t1 - 1 of the block's lanes (grid (lanes, m); the last lane `last` bytes long): encoding
@@ -253,7 +285,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     x, sel = mx.x, mx.sel
     mmask = match_table.shape[0] - 1
     nu = use.shape[0]
-    hmask = (apm.shape[0] - APM_C2) // 2 - 1
+    match_rows = apm.shape[0] - (MATCH_ROWS if S.models >= 4 else 0)
+    hmask = (match_rows - APM_C2) // 2 - 1
     net_rows = APM_C2 + hmask + 1
     for t in range(t0, t1):
         k = lanes if t < last else lanes - 1
@@ -302,8 +335,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
             hashes[17] = mix2(mix2(above, above2), 117)
             hashes[18] = mix2(mix2(mix2(above2, above), c1), 118)
             depth = nest[lane, 0]
-            if S.models == 3:
-                inner = nest[lane, min(depth, 32)] if depth > 0 else 0
+            inner = nest[lane, min(depth, 32)] if depth > 0 else 0
+            if S.models >= 3:
                 hashes[19] = mix2(mix2(mix2(min(depth, 31), inner), c1), 120)
                 hashes[20] = mix2(mix2(mix2(markup[lane, 3], min(col, 255)), c1), 121)
                 hashes[21] = mix2(mix2(mix2(markup[lane, 0], markup[lane, 2]), i2), 122)
@@ -314,6 +347,12 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                         hashes[22] = hl + 12
                 hashes[23] = hl + 20
                 hashes[24] = mix2(mix2(w0, w2), 125)
+            if S.models >= 4:
+                tok = words[lane, 3]
+                hashes[25] = mix2(mix2(tok, words[lane, 4]), 127)
+                hashes[26] = mix2(mix2(tok, words[lane, 5]), 128)
+                hashes[27] = mix2(mix2(tok, markup[lane, 3]), 129)
+                hashes[28] = mix2(mix2(mix2(tok, inner), min(depth, 31)), 130)
             for a in range(nu):
                 slot, chk = buckets.run_slot(bk, hashes[use[a]])
                 rb, rl = buckets.run_of(bk, slot, chk)
@@ -374,7 +413,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                     ms = 1 if ml < 16 else (2 if ml < 32 else 3)
                 confidence = min(7, abs(xn) >> 8)
                 sel[0] = (confidence * 4 + ms) * 8 + d
-                if S.models == 3:           # format 7: by the nesting and the markup state instead
+                if S.models >= 3:           # format 7: by the nesting and the markup state instead
                     sel[1] = node * 8 + min(depth, 3) * 2 + (1 if markup[lane, 0] != 0 else 0)
                 else:
                     sel[1] = node * 4 + a1
@@ -387,7 +426,12 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 p1, i1 = apm_p(apm, node, pm, stretch)
                 p2, i2_ = apm_p(apm, cx2, pm, stretch)
                 p3, i3 = apm_p(apm, cx3, pm, stretch)
-                p = min(4095, max(1, (2 * pm + p1 + 2 * p2 + 3 * p3 + 4) >> 3))
+                if S.models >= 4:           # format 8: and by the match's length and predicted bit, and node
+                    cx4 = match_rows + ((1 + ml * 2 + ((expect >> (7 - d)) & 1)) if predicted else 0) * 256 + node
+                    p4, i4 = apm_p(apm, cx4, pm, stretch)
+                    p = min(4095, max(1, (pm + p1 + 2 * p2 + 2 * p3 + 2 * p4 + 4) >> 3))
+                else:
+                    p = min(4095, max(1, (2 * pm + p1 + 2 * p2 + 3 * p3 + 4) >> 3))
                 # code the bit
                 if encode:
                     y = (byte >> (7 - d)) & 1
@@ -400,6 +444,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 apm_learn(apm, node, i1, y)
                 apm_learn(apm, cx2, i2_, y)
                 apm_learn(apm, cx3, i3, y)
+                if S.models >= 4:
+                    apm_learn(apm, cx4, i4, y)
                 if has_net:
                     apm_learn(apm, anc, ia, y)
                 for a in range(nu):
@@ -426,9 +472,11 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 words[lane, 0] = mix2(w0, byte + 32 if 65 <= byte <= 90 else byte)
             elif w0 != 0:
                 words[lane, 2], words[lane, 1], words[lane, 0] = w1, w0, 0
+            if S.models >= 4:
+                token_learn(words, lane, byte)
             if byte == 10:
                 lines[lane, 1], lines[lane, 0] = lines[lane, 0], t + 1
-            if S.models == 3:
+            if S.models >= 3:
                 nest_learn(nest, markup, lane, byte, t - lines[lane, 0])
             record_learn(seen_at, record, lane, byte, t)
             ind[65536 + c1] = ((ind[65536 + c1] << 8) | byte) & 0xFFFF
