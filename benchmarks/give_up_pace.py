@@ -4,8 +4,9 @@ hmgen/archive/format.py; benchmarks/RESULTS.md, "method 11 first on prose")
     python benchmarks/give_up_pace.py [--json OUT] FILE[@START:END] ...
 
 Every FILE[@START:END] is one text block (after the format's transform), coded in full by the file's models in one
-lane (method 15; "method 12" below, its rule's name) and by the network with the file's models in lanes (method
-11 for prose, 14 for other text, as the encoder chooses; "method 11"), each reporting its bits before every byte. Then both rules are asked at the points the encoder asks them: method 11's (`gives_up`, used when
+lane ("method 12" below, its rule's name: 12 for prose, 15 for other text) and by the network with the file's
+models in lanes ("method 11": 11 for prose, 14 for other text), as the encoder chooses, each reporting its bits
+before every byte. Then both rules are asked at the points the encoder asks them: method 11's (`gives_up`, used when
 method 12 went first: every CHECK_EVERY steps, against method 12's costs) and method 12's (`yields_to`, used when
 method 11 went first, which it does for prose on one thread: every 1/ALONE_CHECKS of the block, against method
 11's costs). A stop is wrong when the stopped method would have won. One row per block: sizes, CPU seconds, the
@@ -38,10 +39,10 @@ def measure(q, name: str, coded: bytes) -> dict:
     n = len(coded)
     m = F.lanes_for(n, F.DEFAULT_LANES, None)
     prose = F.looks_like_prose(coded)
-    models = F.MODELS[F.MIXED3 if prose else F.MIXED4]
+    models, alone = (F.MODELS[F.MIXED3], F.MODELS[F.CM3]) if prose else (F.MODELS[F.MIXED4], F.MODELS[F.CM4])
     twelve, eleven = [], []
     t0 = time.process_time()
-    size12 = len(F.code_alone(n, True, coded, None, None, costs=twelve))
+    size12 = len(F.code_alone(n, True, coded, None, None, models=alone, costs=twelve))
     cpu12 = time.process_time() - t0
     rule11 = F.gives_up(m, n, lambda: (size12, twelve[0]))
     stops11 = []

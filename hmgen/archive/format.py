@@ -46,7 +46,7 @@ bytes, then stored by `method`:
  14 mixed-4, 15 cm-4, 16 cm-4-primed  the same with format 8's (models=4: contexts of the token being read — an
              identifier, a number — with the byte before it, with the line's first token, with the indent and with
              the innermost bracket; a fourth APM, by the match's length and predicted bit). The encoder writes 14-16,
-             and 11 for prose, where format 8's additions gain nothing and cost time (version 8)
+             and 11-13 for prose, where format 8's additions gain nothing and cost time (version 8)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 64 MiB block of `xz -9e`'s size for inputs up to
 64 MiB (one block: its LZMA2 is xz's stream without the container). A block of at least ESTIMATE_FROM bytes is
@@ -453,32 +453,36 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
                     progress: Callable[[int], None] | None, side=None, threads: int = 1,
                     busy: Busy | None = None, primer: bytes = b"",
                     network: bool = True) -> tuple[int, int, int, bytes]:
-    """The model's code of a block: for text the smaller of method 11 (the network, in lanes) and method 12 (the
-    file's own models in one lane: it sees all of the block's context, and wins on markup and code the network
-    knows less well), for anything else method 12. `side`: an executor that codes method 12 while this thread codes
-    method 11, whose network then runs one step ahead on the other `threads` - 1 threads (code_cm's `ahead`).
-    Method 12 is ~4x faster, so it is coded first (or is done first beside method 11), and method 11 stops once it
-    cannot win (gives_up); on one thread, a block of prose under NETWORK_FIRST_MAX, which method 11 wins, is coded
-    by method 11 first and method 12 stops once it cannot win (yields_to). With a primer, method 12's models first
-    learn it (method 13); method 11's start cold, as its lanes do."""
+    """The model's code of a block: for text the smaller of the network's method in lanes and the file's own models
+    in one lane (they see all of the block's context, and win on markup and code the network knows less well), for
+    anything else the latter; prose keeps format 7's models for both (methods 11 and 12/13: format 8's additions
+    do not improve it, on large prose blocks they cost 0.2 %), other blocks take format 8's (14 and 15/16). Below,
+    "method 11" and "method 12" name the two roles. `side`: an executor that codes method 12 while this thread
+    codes method 11, whose network then runs one step ahead on the other `threads` - 1 threads (code_cm's
+    `ahead`). Method 12 is ~4x faster, so it is coded first (or is done first beside method 11), and method 11 stops
+    once it cannot win (gives_up); on one thread, a block of prose under NETWORK_FIRST_MAX, which method 11 wins, is
+    coded by method 11 first and method 12 stops once it cannot win (yields_to). With a primer, the one-lane
+    models first learn it (methods 13, 16); method 11's start cold, as its lanes do."""
     n = len(coded)
-    only_nine = not network or not looks_like_text(coded)
-    alone_method = CM4_PRIMED if primer else CM4
-    if only_nine:
-        return alone_method, transform, n, code_alone(n, True, coded, None, progress, primer)
+    prose = looks_like_prose(coded)                    # format 8's token contexts and match APM pay off in code,
+    if prose:                                          # markup and tables, not in prose (RESULTS.md, "format 8")
+        mixed_method, alone_method = MIXED3, CM3_PRIMED if primer else CM3
+    else:
+        mixed_method, alone_method = MIXED4, CM4_PRIMED if primer else CM4
+    if not network or not looks_like_text(coded):
+        return alone_method, transform, n, code_alone(n, True, coded, None, progress, primer, MODELS[alone_method])
     m = lanes_for(n, max_lanes, min_lane)
-    prose = looks_like_prose(coded)
-    mixed_method = MIXED3 if prose else MIXED4        # format 8's token contexts and match APM pay off in code,
-    models = MODELS[mixed_method]                     # markup and tables, not in prose (RESULTS.md, "format 8")
+    models = MODELS[mixed_method]
     if side is None and n < NETWORK_FIRST_MAX and prose:
         spent: list = []                               # method 11's bits before each byte, for yields_to
         with lanes_on(q, threads, busy) as lanes:
             mixed = mixed_method, transform, m, code_cm(lanes, m, n, True, data=coded, progress=progress,
                                                         costs=spent, models=models)
-        payload = code_alone(n, True, coded, None, None, primer, give_up=yields_to(n, spent[0]))
+        payload = code_alone(n, True, coded, None, None, primer, MODELS[alone_method], give_up=yields_to(n, spent[0]))
         return mixed if payload is None else min(mixed, (alone_method, transform, n, payload), key=lambda c: len(c[3]))
     spent = []                                         # method 12's bits before each byte, for gives_up
-    one_lane = lambda: (alone_method, transform, n, code_alone(n, True, coded, None, None, primer, costs=spent))
+    one_lane = lambda: (alone_method, transform, n, code_alone(n, True, coded, None, None, primer,
+                                                               MODELS[alone_method], costs=spent))
     if side is not None:
         alone = side.submit(one_lane)
     else:
@@ -559,9 +563,9 @@ def yields_to(n: int, eleven: np.ndarray) -> Callable[[int, np.ndarray], bool]:
     """Method 12's stopping rule after method 11 coded the block, given its bits before each byte `eleven` ((n + 1,),
     1/1024 bit): method 12 codes the bytes in order, so from YIELD_FROM of them, stop once its pace against method
     11's over the last half of the bytes coded, bettered by PACE_GAIN, cannot reach method 11's size (`least`).
-    Measured on 30 text blocks of 4-200 kB (method 11's and 12's bits before every byte), on the prose ones it stops
-    at 0.39-0.88 of the block, never wrongly; it would stop wrongly on two non-prose blocks that method 12 wins by
-    1-2 % (benchmarks/RESULTS.md), which is why only prose goes first to method 11."""
+    Asked as the encoder asks it on 32 text blocks of 4-471 kB (benchmarks/give_up_pace.py), it stops on every
+    prose block at 0.25-0.83 of it, never wrongly; it would stop wrongly on two non-prose blocks that method 12 wins
+    by 1.5-2 % (benchmarks/RESULTS.md, "format 8"), which is why only prose goes first to method 11."""
     def give_up(t: int, cost: np.ndarray) -> bool:
         if t < YIELD_FROM * n:
             return False
