@@ -276,8 +276,8 @@ def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None =
             progress: Callable[[int], None] | None = None, network: bool = True,
             give_up: Callable[[int, int], bool] | None = None, primer: bytes = b"", models: int = 4,
             ahead: bool = False, costs: list | None = None):
-    """Method 11 (network True: lanes of m) or 12 (no network; one lane, m = n; 13 with a primer), or with
-    models=2 methods 8, 9 and 10 (format 5 and 6's file models, predictor2): encode `data`
+    """Method 14 (network True: lanes of m) or 15 (no network; one lane, m = n; 16 with a primer), or with models=3
+    methods 11, 12 and 13 (format 7's file models, predictor2), with models=2 8, 9 and 10 (format 5 and 6's): encode `data`
     (n bytes) into the payload's bytes, or decode n bytes from `payload`. At step t the network's frequencies from
     the bytes of step t-1 (START at t = 0) go to the compiled coder, which codes the t-th byte of every lane.
     `give_up(steps done, payload bytes so far)`, asked every CHECK_EVERY steps while method 8 encodes, may stop
@@ -330,7 +330,8 @@ def code_cm(q: Engine | None, m: int, n: int, encode: bool, data: bytes | None =
 def code_alone(n: int, encode: bool, data: bytes | None, payload: bytes | None,
                progress: Callable[[int], None] | None, primer: bytes = b"", models: int = 4,
                costs: list | None = None, give_up: Callable[[int, np.ndarray], bool] | None = None) -> bytes | None:
-    """Method 12, or 13 with a primer (models=2: 9 and 10): one lane, the primer's p bytes then the block's n. The
+    """Method 15, or 16 with a primer (models=3: 12 and 13; models=2: 9 and 10): one lane, the primer's p bytes then
+    the block's n. The
     primer's steps are coded into a scratch coder that is thrown away (the models learn them as they would learn
     coded bytes; encoder and decoder alike), then the block's steps into the payload, or out of it. `costs` (when
     encoding) gets the bits spent before each of the block's bytes, (n + 1,) in 1/1024 bit (for the give-up rules).

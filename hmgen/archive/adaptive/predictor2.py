@@ -24,7 +24,7 @@ tag), (the previous byte, the depth) and (how many contexts
 have seen the node, the match state, the depth); a last mixer weighs the four by (the network's confidence, the
 depth). Three APMs refine its output in the contexts of the node, of the previous byte and of a hash of the
 previous two; the final P(1) = (2 p_mix + p_apm1 + 2 p_apm2 + 3 p_apm3) / 8. Format 8 adds a fourth APM, by the
-match's length and predicted bit (none when no match predicts the node) and the node:
+match's length and predicted bit (or that no match predicts the node) and the node:
 P(1) = (p_mix + p_apm1 + 2 p_apm2 + 2 p_apm3 + 2 p_apm4) / 8.
 
 Lanes (hmgen.archive.format): at step t the lanes running code their t-th byte one after another, in lane order,
@@ -66,7 +66,9 @@ DATA = tuple(range(19))                                  # ... 9 and 10's
 # only with the network.
 TEXT3 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 19, 20, 21, 22, 23, 24)
 DATA3 = tuple(range(18)) + (19, 20, 21, 23, 24)
-# Format 8's (methods 14, 15 and 16): the token contexts join in (benchmarks/RESULTS.md, "format 8").
+# Format 8's (methods 14, 15 and 16): the token contexts join in, four with the network, three without ("nest
+# tok0" paid only with it), and c6..c1 leaves the one-lane models (with the tokens in it cost size on code, markup
+# and data; c5..c1 stays: without both a spreadsheet grew 11 %). benchmarks/RESULTS.md, "format 8".
 TEXT4 = TEXT3 + (25, 26, 27, 28)
 DATA4 = (0, 1, 2, 3, 4) + tuple(range(6, 18)) + (19, 20, 21, 23, 24, 25, 26, 27)
 ACTIVE = {(2, True): TEXT, (2, False): DATA, (3, True): TEXT3, (3, False): DATA3, (4, True): TEXT4,
@@ -139,7 +141,8 @@ def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
                             *((mixer2.LR, mixer2.BOOST) if models == 2 else (mixer2.LR3, mixer2.BOOST3))),
                  np.zeros(1 << MATCH_BITS, np.int64), np.zeros(lanes, np.int64), np.zeros(lanes, np.int64),
                  np.zeros(lanes, np.int64),
-                 np.full(LENGTHS, 3072 << 10, np.int64), np.tile(row, (APM_C2 + 2 * hashed + (MATCH_ROWS if models >= 4 else 0), 1)).astype(np.int32),
+                 np.full(LENGTHS, 3072 << 10, np.int64),
+                 np.tile(row, (APM_C2 + 2 * hashed + (MATCH_ROWS if models >= 4 else 0), 1)).astype(np.int32),
                  np.zeros((lanes, 7), np.int64), np.zeros((lanes, 2), np.int64), np.zeros((lanes, 256, 3), np.int64),
                  np.zeros((lanes, 5), np.int64), np.zeros(65536 + 256, np.int64),
                  np.array(active, np.int64), np.zeros(NCTX, np.int64), np.zeros(NCTX, np.int64),
