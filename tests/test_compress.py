@@ -316,7 +316,7 @@ def test_decoding_on_threads_starts_the_costliest_blocks_of_a_window_first(tiny,
     back = io.BytesIO()
     C.decompress(io.BytesIO(out.getvalue()), back, tiny, "m", threads=2)
     assert back.getvalue() == b"".join(blocks)
-    assert started[0] in ("mixed-3", "cm-4") and started[1:] == ["stored"]
+    assert started[0] in ("mixed-3", "cm-3") and started[1:] == ["stored"]        # TEXT is prose
 
 
 def test_squash_and_stretch_are_integer_inverses():
