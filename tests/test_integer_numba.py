@@ -13,7 +13,7 @@ import torch
 
 from hmgen.archive import format as C
 from hmgen.archive.engine import torch_engine as Q
-from hmgen.archive.engine.cpu_engine import IntegerLM
+from hmgen.archive.engine.cpu_engine import BLAS_ROWS, IntegerLM
 from hmgen.fs import file_sha256
 from hmgen.modelio import load_arrays, load_model
 from tests.conftest import HMGEN
@@ -42,11 +42,12 @@ def both_frequencies(q: Q.QuantLM, nb: IntegerLM, rows: np.ndarray):
     return np.stack(out_q), np.stack(out_n)
 
 
+@pytest.mark.parametrize("lanes", [7, BLAS_ROWS + 3])      # the compiled loops alone; BLAS for every lane's products
 @pytest.mark.parametrize("arch, layer_norm, ln_terms", MODELS)
-def test_the_compiled_engine_gives_quantlms_frequencies_at_every_step(arch, layer_norm, ln_terms):
+def test_the_compiled_engine_gives_quantlms_frequencies_at_every_step(arch, layer_norm, ln_terms, lanes):
     model = grid_model(arch, layer_norm, ln_terms).float()
     q, nb = twins(model)
-    rows = np.random.default_rng(3).integers(0, model.cfg.vocab_size, (7, 80))
+    rows = np.random.default_rng(3).integers(0, model.cfg.vocab_size, (lanes, 80))
     fq, fn = both_frequencies(q, nb, rows)
     assert np.array_equal(fq, fn)
 

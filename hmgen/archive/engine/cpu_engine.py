@@ -7,7 +7,8 @@ the same quantised model (hmgen.archive.engine.scheme.build) in compiled loops, 
 
   * integer products (weights times h, embeddings, the head) in float32 (float64 where a product's bound
     passes 2^24): every partial sum is an integer below 2^24 (2^53), hence exact, so any order of addition,
-    vectorisation or fused multiply-add gives the same result. Only `products` may reorder (fastmath);
+    vectorisation or fused multiply-add gives the same result. Only `products` (the compiled loops, fastmath)
+    and `product` (numpy's BLAS, for the products of every lane) may reorder;
   * everything else — layer norm's one division, square root and multiplication, the roundings, shifts and
     table look-ups — in the same correctly rounded float64 operations, in the same order, as QuantLM, in
     functions compiled without fastmath (so without contraction into fused multiply-adds).
@@ -42,11 +43,16 @@ class IntegerLM:
     model's safetensors file): next_frequencies(symbols, state) -> integer frequencies of the next symbol."""
 
     def __init__(self, cfg: dict, weights: dict[str, np.ndarray]):
+        one_blas_thread()
         qm = scheme.build(cfg, weights)
         self.hierarchical, self.hidden, self.layers, self.out = qm.hierarchical, qm.hidden, qm.layers, qm.out
         self.gates, self.exp, self.hash, self.x_table = qm.gates, qm.exp, qm.hash, qm.x_table
         self.device = "cpu"
         self.starts = [int(s) for s in np.cumsum([0] + self.hidden)]   # layer l's columns in the concatenated h, c
+        t = lambda w: np.ascontiguousarray(w.T)                          # (in, out): BLAS's preferred layout
+        self.rec_t, self.embed_t = [t(q.rec.w) for q in self.layers], [t(q.embed) for q in self.layers]
+        self.gate_t, self.head_t = t(self.out.gate.w), t(self.out.head)
+        self.none = [np.zeros((0, 0), q.rec.w.dtype) for q in self.layers]
 
     def initial_state(self, lanes: int) -> IntState:
         n, layers = sum(self.hidden), len(self.hidden)
@@ -56,20 +62,55 @@ class IntegerLM:
 
     def next_frequencies(self, symbols: np.ndarray, st: IntState) -> tuple[np.ndarray, IntState]:
         """symbols: (lanes,) the symbols just read -> (lanes, vocab) float64 integer frequencies of the next
-        symbol; the state is advanced in place (and returned)."""
+        symbol; the state is advanced in place (and returned). The products of every lane (layer 1's, the head's)
+        by BLAS when there are BLAS_ROWS lanes or more, the gated ones (a few lanes each) in the compiled loops."""
         symbols = np.ascontiguousarray(symbols, np.int64)
         lanes = symbols.shape[0]
         fired = np.ones(lanes, np.uint8)                     # z_t^0 = 1: layer 1 never COPYs
         for l, q in enumerate(self.layers):
             a, b = self.starts[l], self.starts[l + 1]
+            h = st.h[:, a:b]
             above = st.h[:, b:self.starts[l + 2]] if q.td.w.size else st.h[:, :0]
             below = st.h[:, self.starts[l - 1]:a] if l else st.h[:, :0]
-            layer_step(l == 0, self.hierarchical, symbols, self.x_table, st.h[:, a:b], st.c[:, a:b], st.z[l], st.e[l],
-                       above, below, fired, q, self.gates)
+            blas = lanes >= BLAS_ROWS and (l == 0 or not self.hierarchical)      # every lane runs this layer
+            p_rec = product(h, self.rec_t[l]) if blas else self.none[l]            # (lanes, 4H[+1]) or empty
+            layer_step(l == 0, self.hierarchical, symbols, self.x_table, h, st.c[:, a:b], st.z[l], st.e[l],
+                       above, below, fired, q, self.gates, p_rec, not blas)
+            if blas:
+                st.e[l][:] = product(h, self.embed_t[l])                           # W_l^e h_t^l, (lanes, E)
             fired = st.z[l]
-        freq = np.empty((lanes, self.out.head.shape[0]), np.float64)
-        frequencies(st.h, st.e, self.out, self.gates, self.exp, freq)
+        emb_q = np.empty((lanes, self.head_t.shape[0]), self.head_t.dtype)
+        scale = np.empty(lanes, np.float64)
+        output_embedding(product(st.h, self.gate_t), st.e, self.out.gate.scale, self.gates, emb_q, scale,
+                         self.out.head_unit)
+        freq = np.empty((lanes, self.head_t.shape[1]), np.float64)
+        head_frequencies(product(emb_q, self.head_t), scale, self.out.head_bias, self.exp, freq)
         return freq, st
+
+
+BLAS_ROWS = 16   # from this many lanes, BLAS; under it the compiled loops, which read the weights once per 4 lanes and
+                 # do not pack them (benchmarks/RESULTS.md, "the network's products by BLAS")
+
+
+def product(x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
+    """x @ w_t for integer-valued x (rows, in) and w_t (in, out), in w_t's dtype: exact, since every partial sum is an
+    integer below 2^24 in float32 (2^53 in float64; scheme.exact_dtype), so BLAS's order of addition, vectorisation
+    and fused multiply-adds cannot change a bit."""
+    return np.matmul(x.astype(w_t.dtype, copy=False), w_t)
+
+
+def one_blas_thread() -> None:
+    """numpy's BLAS on one thread from here on, in this process: the engine's products are small, its threads are its
+    own (LanesOnThreads, blocks side by side), and OpenBLAS's helper threads spin on a core for a while after each
+    call it splits, which costs CPU time and takes the core another block is using."""
+    global _BLAS_LIMITED
+    if not _BLAS_LIMITED:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=1, user_api="blas")
+        _BLAS_LIMITED = True
+
+
+_BLAS_LIMITED = False
 
 
 class LanesOnThreads:
@@ -199,13 +240,14 @@ def add_gated(s, act, n, gate, always, term, x, src, dst):
 
 
 @njit(cache=True, nogil=True)
-def layer_step(first, hier, symbols, x_table, h, c, z, e, h_above, h_below, z_below, q, gates):
+def layer_step(first, hier, symbols, x_table, h, c, z, e, h_above, h_below, z_below, q, gates, p_rec, embed):
     """One layer of every lane, eq. 1-9, in place: h, c (lanes, H), z (lanes,), e (lanes, E) are this layer's
     state; h_above is the layer above's h_{t-1}, h_below and z_below the layer below's h_t and z_t; q its
-    scheme.Layer."""
+    scheme.Layer. p_rec: U_l^l h_{t-1}^l of every lane when the caller computed it (a layer every lane runs), else
+    empty; `embed`: whether to compute W_l^e h_t^l here (else the caller does)."""
     lanes, H = h.shape
     rows = q.rec.w.shape[0]
-    lo, hi, bias, ln_c, embed = q.lo, q.hi, q.bias, q.ln_c, q.embed   # taken once, outside branches (hmgen.jit)
+    lo, hi, bias, ln_c, w_e = q.lo, q.hi, q.bias, q.ln_c, q.embed   # taken once, outside branches (hmgen.jit)
     act = np.empty(lanes, np.int64)                          # lanes that UPDATE or FLUSH (not COPY)
     n = 0
     for b in range(lanes):
@@ -217,7 +259,12 @@ def layer_step(first, hier, symbols, x_table, h, c, z, e, h_above, h_below, z_be
     s = np.zeros((n, rows), np.int64)                        # (active lanes, 4H[+1]) Q8 pre-activations
     src = np.empty(n, np.int64)
     dst = np.empty(n, np.int64)
-    add_gated(s, act, n, z, True, q.rec, h, src, dst)       # U_l^l h_{t-1}^l
+    if p_rec.shape[0] > 0:                                   # U_l^l h_{t-1}^l, given (n == lanes)
+        for i in range(n):
+            src[i] = i
+        add_term(s, src, n, p_rec, q.rec)
+    else:
+        add_gated(s, act, n, z, True, q.rec, h, src, dst)
     if q.td.w.shape[0] > 0:                                  # U_{l+1}^l h_{t-1}^{l+1}, gated by z_{t-1}^l
         add_gated(s, act, n, z, False, q.td, h_above, src, dst)
     if first:                                                # input term and bias: a table row
@@ -253,48 +300,49 @@ def layer_step(first, hier, symbols, x_table, h, c, z, e, h_above, h_below, z_be
             c[b, j] = c_new[j]
         if q.has_boundary:                                   # eq. 8-9: z = 1[z~ > 0]
             z[b] = 1 if s[i, 4 * H] > 0 else 0
-    prod_e = np.empty((n, embed.shape[0]), embed.dtype)
-    products(embed, h, act, n, prod_e)                       # W_l^e h_t^l, exact
-    for i in range(n):
-        for j in range(embed.shape[0]):
-            e[act[i], j] = np.int64(prod_e[i, j])
+    if embed:
+        prod_e = np.empty((n, w_e.shape[0]), w_e.dtype)
+        products(w_e, h, act, n, prod_e)                     # W_l^e h_t^l, exact
+        for i in range(n):
+            for j in range(w_e.shape[0]):
+                e[act[i], j] = np.int64(prod_e[i, j])
 
 
 @njit(cache=True, nogil=True)
-def frequencies(h, e, o, gates, exp, out):
-    """Output module (eq. 11-12) in integers, o its scheme.Output: out (lanes, vocab) float64 integer frequencies."""
-    gate_w, gate_scale, head, head_unit, head_bias = o.gate.w, o.gate.scale, o.head, o.head_unit, o.head_bias
-    lanes = h.shape[0]
-    layers, _, width = e.shape
-    every = np.arange(lanes)
-    gp = np.empty((lanes, layers), gate_w.dtype)
-    products(gate_w, h, every, lanes, gp)
-    emb_q = np.empty((lanes, width), head.dtype)
-    scale = np.empty(lanes, np.float64)
+def output_embedding(gp, e, gate_scale, gates, emb_q, scale, head_unit):
+    """Eq. 11 in integers: from the gates' exact products gp (lanes, layers) and the layers' W_l^e h^l in e, each
+    lane's ReLU'd embedding sum_l g_l W_l^e h^l, rounded to [0, 127] by its row max (emb_q, (lanes, E)), and the real
+    value of one unit of the head's products in that lane (scale)."""
+    layers, lanes, width = e.shape
     emb = np.empty(width, np.int64)
     for b in range(lanes):
         emb[:] = 0
         for l in range(layers):
             gq = np.int64(np.rint(np.float64(gp[b, l]) * gate_scale))
-            g = gates[min(max(gq, -R), R) + SIGMOID_AT]     # units 2^-15
+            g = gates[min(max(gq, -R), R) + SIGMOID_AT]            # units 2^-15
             for j in range(width):
                 emb[j] += g * e[l, b, j]
         m = 1
-        for j in range(width):                               # ReLU, and the row's max
+        for j in range(width):                                      # ReLU, and the row's max
             emb[j] = max(emb[j], 0)
             m = max(m, emb[j])
         mf = np.float64(m)
-        for j in range(width):                               # round(emb * 127 / m): one rounded division
+        for j in range(width):                                      # round(emb * 127 / m): one rounded division
             emb_q[b, j] = np.floor((np.float64(emb[j]) * (2 * LEVELS) + mf) / (2 * mf))
         scale[b] = mf * head_unit
-    logits = np.empty((lanes, head.shape[0]), head.dtype)
-    products(head, emb_q, every, lanes, logits)
-    lq = np.empty(head.shape[0], np.float64)
+
+
+@njit(cache=True, nogil=True)
+def head_frequencies(logits, scale, head_bias, exp, out):
+    """Eq. 12 in integers: the head's exact products (lanes, vocab), scaled, biased and rounded to PRE units, then
+    each symbol's frequency exp(-(top - logit)) from the table: out (lanes, vocab) float64 integers."""
+    lanes, vocab = logits.shape
+    lq = np.empty(vocab, np.float64)
     for b in range(lanes):
         top = -np.inf
-        for v in range(head.shape[0]):
+        for v in range(vocab):
             x = np.rint((np.float64(logits[b, v]) * scale[b] + head_bias[v]) * PRE)
             lq[v] = x
             top = max(top, x)
-        for v in range(head.shape[0]):
+        for v in range(vocab):
             out[b, v] = np.float64(exp[np.int64(min(top - lq[v], EXP_RANGE))])
