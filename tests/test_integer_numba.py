@@ -57,10 +57,10 @@ def test_the_lanes_computed_on_threads_give_the_same_frequencies_as_on_one():
     from hmgen.archive.engine.cpu_engine import LanesOnThreads
     model = grid_model(*MODELS[-1]).float()
     _, nb = twins(model)
-    rows = np.random.default_rng(4).integers(0, model.cfg.vocab_size, (7, 40))
-    with ThreadPoolExecutor(2) as pool:
+    rows = np.random.default_rng(4).integers(0, model.cfg.vocab_size, (3 * BLAS_ROWS + 2, 40))
+    with ThreadPoolExecutor(2) as pool:                 # each part has enough lanes for BLAS: three at once
         _, one = both_frequencies(Q.QuantLM(model), nb, rows)
-        _, three = both_frequencies(Q.QuantLM(model), LanesOnThreads(nb, pool, 3), rows)   # 7 lanes as 2, 2, 3
+        _, three = both_frequencies(Q.QuantLM(model), LanesOnThreads(nb, pool, 3), rows)
     assert np.array_equal(one, three)
 
 
