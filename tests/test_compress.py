@@ -502,6 +502,14 @@ def test_the_coders_compiled_code_is_stamped_with_every_module_of_its_folder(tmp
     assert jit.folder_stamp(str(copy)) != before
 
 
+def test_once_the_coder_has_run_its_compiled_code_is_known_to_be_cached(byte_model):
+    """The CLI asks whether the coder is compiled (to say so on a terminal before a first compile): that question
+    names the compiled functions the coder runs, so it must answer yes once they have run."""
+    from hmgen.archive.files import Engines, coder_compiled
+    Engines("cpu").get(str(byte_model))
+    assert coder_compiled() is True
+
+
 def test_tables_are_the_correctly_rounded_functions():
     t = scheme.tables()
     R = scheme.R

@@ -46,7 +46,7 @@ def coder_compiled() -> bool:
     from hmgen.archive.adaptive import predictor2
     from hmgen.archive.engine import cpu_engine
     from hmgen.jit import compiled
-    return compiled(cpu_engine.layer_step, cpu_engine.frequencies, predictor2.code)
+    return compiled(cpu_engine.layer_step, cpu_engine.output_embedding, cpu_engine.head_frequencies, predictor2.code)
 
 
 def warm_up(q: Engine) -> None:
