@@ -85,6 +85,14 @@ def test_importing_hmgen_does_not_import_the_coder():
     assert r.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.parametrize("flags", [["-T2"], ["-cT2"], ["-T", "2"]])
+def test_a_thread_count_written_as_xz_writes_it_is_not_a_level(flags, model):
+    from hmgen.cli.archive import level_flags
+    assert not any(a.startswith("--level") for a in level_flags(["compress", *flags]))
+    r = subprocess.run(HMGEN + ["compress", *flags, "-m", model], input=TEXT, capture_output=True)
+    assert r.returncode == 0 and hmgen.decompress(r.stdout, model) == TEXT
+
+
 @pytest.mark.parametrize("flags,level", [(["-1"], 1), (["--fast"], 1), (["--best"], 9), (["-9c"], 9),
                                          (["-3", "-c"], 3), (["--level", "2"], 2)])
 def test_cli_level_flags_as_gzip_and_xz_take_them(flags, level, model):

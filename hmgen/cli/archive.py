@@ -205,7 +205,8 @@ LEVEL_FLAG = re.compile(r"^-([A-Za-z]*)([1-9])([A-Za-z]*)$")
 def level_flags(args: list[str]) -> list[str]:
     """gzip's and xz's level flags for compress and decompress: -1 .. -9 (also inside a group, as in -9k),
     --fast (-1) and --best (-9) become --level N; arguments after "--" are names, left alone, and so is the value
-    of an option that takes one (`-T -1` is -T's value, refused as such)."""
+    of an option that takes one (`-T -1` is -T's value, refused as such), and so is a group in which such an option's
+    letter comes before the digit (`-T2`, `-kT4`: xz's thread counts, the rest of the group is the value)."""
     if not args or args[0] not in ("compress", "decompress"):
         return args
     out = [args[0]]
@@ -213,7 +214,7 @@ def level_flags(args: list[str]) -> list[str]:
         if a == "--":
             return out + args[i:]
         m = LEVEL_FLAG.match(a)
-        if out[-1] in TAKE_VALUES:
+        if out[-1] in TAKE_VALUES or (m and any(f"-{c}" in TAKE_VALUES for c in m.group(1))):
             out.append(a)
         elif a in ("--fast", "--best"):
             out.append(f"--level={1 if a == '--fast' else 9}")
