@@ -94,7 +94,7 @@ def test_a_thread_count_written_as_xz_writes_it_is_not_a_level(flags, model):
 
 
 @pytest.mark.parametrize("flags,level", [(["-1"], 1), (["--fast"], 1), (["--best"], 9), (["-9c"], 9),
-                                         (["-3", "-c"], 3), (["--level", "2"], 2)])
+                                         (["-3", "-c"], 3), (["--level", "2"], 2), (["-3T2"], 3), (["-3cT", "2"], 3)])
 def test_cli_level_flags_as_gzip_and_xz_take_them(flags, level, model):
     from hmgen.cli.archive import level_flags
     expanded = level_flags(["compress", *flags])

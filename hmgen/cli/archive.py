@@ -199,14 +199,15 @@ def archive_options(files, stdout, keep, force, test, list_, verbose, quiet, mod
                 quiet=quiet, model=model, device=device, lanes=lanes, threads=threads, as_json=as_json, level=level)
 
 
-LEVEL_FLAG = re.compile(r"^-([A-Za-z]*)([1-9])([A-Za-z]*)$")
+LEVEL_FLAG = re.compile(r"^-([A-Za-z]*)([1-9])([A-Za-z]*\d*)$")
 
 
 def level_flags(args: list[str]) -> list[str]:
     """gzip's and xz's level flags for compress and decompress: -1 .. -9 (also inside a group, as in -9k),
     --fast (-1) and --best (-9) become --level N; arguments after "--" are names, left alone, and so is the value
     of an option that takes one (`-T -1` is -T's value, refused as such), and so is a group in which such an option's
-    letter comes before the digit (`-T2`, `-kT4`: xz's thread counts, the rest of the group is the value)."""
+    letter comes before the digit (`-T2`, `-kT4`: xz's thread counts, the rest of the group is the value); after the
+    level such a letter takes the digits that follow it (`-9T2`: level 9, -T 2)."""
     if not args or args[0] not in ("compress", "decompress"):
         return args
     out = [args[0]]
