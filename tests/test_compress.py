@@ -158,7 +158,7 @@ def test_the_file_models_learn_fixed_length_records_that_lzma_codes_worse(tiny):
             bytes([rng.choice((0, 1, 3)), 0, 0, 7]) for i in range(2000)]
     data = b"".join(rows)
     archive = roundtrip(tiny, data)
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-4"]
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-5"]
     assert len(archive) < 0.9 * len(C.methods.lzma_compress(data))
 
 
@@ -243,7 +243,7 @@ def test_a_block_whose_method_8_gives_up_is_method_9s_and_round_trips(tiny, monk
     monkeypatch.setattr(C, "gives_up", lambda m, n, nine: lambda t, size: nine() is not None)
     data = (DATA / "golden-v3.txt").read_bytes()
     archive = roundtrip(tiny, data, min_lane=64)
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-4"]
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-5-text"]
 
 
 def test_prose_is_told_from_code_markup_tables_and_other_scripts():
@@ -369,7 +369,7 @@ def test_reduced_float32_matmul_precision_does_not_change_the_archive(small):
         C.compress(io.BytesIO((DATA / "golden-v3.txt").read_bytes()), out, small, "english-small")
     finally:
         torch.set_float32_matmul_precision(before)
-    assert out.getvalue() == (DATA / "golden-v8.hmz").read_bytes()
+    assert out.getvalue() == (DATA / "golden-v9.hmz").read_bytes()
 
 
 @pytest.mark.parametrize("isa", ["default", "avx2"])
@@ -388,7 +388,7 @@ def test_torchs_engine_codes_identically_under_other_cpu_instruction_sets(isa):
             "C.compress(open(sys.argv[1], 'rb'), out, QuantLM(load_model('english-small').model), 'english-small'); "
             "sys.stdout.buffer.write(out.getvalue())")
     run = subprocess.run([sys.executable, "-c", code, str(DATA / "golden-v3.txt")], capture_output=True, env=env)
-    assert run.stdout == (DATA / "golden-v8.hmz").read_bytes(), run.stderr
+    assert run.stdout == (DATA / "golden-v9.hmz").read_bytes(), run.stderr
 
 
 HEAD = 4 + 3 + len("english-small") + 32 + 4              # a golden archive's header: magic, version, scheme,
@@ -409,7 +409,7 @@ def test_a_version_1_archive_made_on_2026_11_22_still_decodes(small):
 @pytest.mark.parametrize("version, made, method, original", [
     (2, "2026-11-28", "mixed-bytes", "golden.txt"), (3, "2026-11-28", "mixed", "golden-v3.txt"),
     (5, "2026-12-06", "mixed-2", "golden-v3.txt"), (6, "2026-12-06", "mixed-2", "golden-v3.txt"),
-    (7, "2026-12-07", "mixed-3", "golden-v3.txt")])
+    (7, "2026-12-07", "mixed-3", "golden-v3.txt"), (8, "2026-12-07", "mixed-3", "golden-v3.txt")])
 def test_an_archive_of_an_earlier_version_still_decodes(small, version, made, method, original):
     archive = (DATA / f"golden-v{version}.hmz").read_bytes()
     assert archive[4] == version and C.list_archive(io.BytesIO(archive)).methods == [method]
@@ -423,13 +423,21 @@ def test_a_version_4_archive_made_on_2026_12_04_still_decodes(small):
     assert decoded(small, archive) == (DATA / "golden-v3.txt").read_bytes()
 
 
-@pytest.mark.parametrize("golden, original, method", [("golden-v8.hmz", "golden-v3.txt", "mixed-3"),
-                                                     ("golden-v8-code.hmz", "golden-v8-code.txt", "mixed-4")])
-def test_a_version_8_archive_made_on_2026_12_07_decodes_and_is_reproduced_exactly(small, golden, original, method):
-    """Prose keeps format 7's method (11); golden-v8-code.txt, a short Python module and the HTML table it prints,
-    written for this test, takes format 8's models with the network (method 14)."""
+def test_a_version_8_archive_of_code_made_on_2026_12_07_still_decodes(small):
+    """golden-v8-code.txt, a short Python module and the HTML table it prints, written for this test, took format
+    8's models with the network (method 14)."""
+    archive = (DATA / "golden-v8-code.hmz").read_bytes()
+    assert archive[4] == 8 and C.list_archive(io.BytesIO(archive)).methods == ["mixed-4"]
+    assert decoded(small, archive) == (DATA / "golden-v8-code.txt").read_bytes()
+
+
+@pytest.mark.parametrize("golden, original, method", [("golden-v9.hmz", "golden-v3.txt", "mixed-3"),
+                                                     ("golden-v9-code.hmz", "golden-v8-code.txt", "mixed-4")])
+def test_a_version_9_archive_made_on_2026_12_07_decodes_and_is_reproduced_exactly(small, golden, original, method):
+    """With the network, format 9 codes as format 8 did: prose by format 7's method (11), code and markup by format
+    8's (14)."""
     archive = (DATA / golden).read_bytes()
-    assert archive[4] == 8 and C.list_archive(io.BytesIO(archive)).methods == [method]
+    assert archive[4] == 9 and C.list_archive(io.BytesIO(archive)).methods == [method]
     text = decoded(small, archive)
     assert text == (DATA / original).read_bytes()
     again = io.BytesIO()
@@ -437,9 +445,9 @@ def test_a_version_8_archive_made_on_2026_12_07_decodes_and_is_reproduced_exactl
     assert again.getvalue() == archive
 
 
-def test_format_8_codes_prose_as_format_7_did_byte_for_byte():
-    v7, v8 = ((DATA / f"golden-v{k}.hmz").read_bytes() for k in (7, 8))
-    assert v7[HEAD:] == v8[HEAD:]
+def test_format_8_and_9_code_prose_as_format_7_did_byte_for_byte():
+    v7, v8, v9 = ((DATA / f"golden-v{k}.hmz").read_bytes() for k in (7, 8, 9))
+    assert v7[HEAD:] == v8[HEAD:] == v9[HEAD:]
 
 
 def test_a_version_6_archive_with_primed_blocks_made_on_2026_12_06_still_decodes(small):
@@ -459,18 +467,41 @@ def test_a_version_7_archive_with_primed_blocks_made_on_2026_12_07_still_decodes
         assert decoded(small, archive, threads) == (DATA / "golden-v3.txt").read_bytes()
 
 
-def test_a_version_8_archive_with_primed_blocks_made_on_2026_12_07_decodes_and_is_reproduced(small, monkeypatch):
-    """golden-v8-primed.hmz: the same cut with format 8's file models (methods 15 and 16), made as it is remade
-    here."""
+def test_a_version_8_archive_with_primed_blocks_made_on_2026_12_07_still_decodes(small):
+    """golden-v8-primed.hmz: the same cut with format 8's file models (methods 15 and 16)."""
     archive = (DATA / "golden-v8-primed.hmz").read_bytes()
     assert C.list_archive(io.BytesIO(archive)).methods == ["cm-4", "cm-4-primed", "cm-4-primed"]
     for threads in (1, 2):
         assert decoded(small, archive, threads) == (DATA / "golden-v3.txt").read_bytes()
+
+
+def test_a_version_9_archive_with_primed_blocks_for_data_decodes_and_is_reproduced(small, monkeypatch):
+    """golden-v9-primed.hmz: the same cut with format 9's file models for data (methods 17 and 18), made as it is
+    remade here."""
+    archive = (DATA / "golden-v9-primed.hmz").read_bytes()
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-5", "cm-5-primed", "cm-5-primed"]
+    for threads in (1, 2):
+        assert decoded(small, archive, threads) == (DATA / "golden-v3.txt").read_bytes()
     monkeypatch.setattr(C, "SEGMENT", 1000)
     monkeypatch.setattr(C, "looks_like_text", lambda data: False)
-    monkeypatch.setattr(C, "looks_like_prose", lambda data: False)       # format 8's models (prose keeps format 7's)
+    monkeypatch.setattr(C, "looks_like_prose", lambda data: False)
     again = io.BytesIO()
     C.compress(io.BytesIO((DATA / "golden-v3.txt").read_bytes()), again, small, "english-small")
+    assert again.getvalue() == archive
+
+
+def test_a_version_9_archive_with_primed_blocks_for_text_decodes_and_is_reproduced(small, monkeypatch):
+    """golden-v9-text-primed.hmz: golden-v8-code.txt cut as if SEGMENT were 1,000 bytes and coded by format 9's file
+    models for text alone (methods 19 and 20: the encoder told not to run the network), made as it is remade here."""
+    archive = (DATA / "golden-v9-text-primed.hmz").read_bytes()
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-5-text", "cm-5-text-primed", "cm-5-text-primed"]
+    for threads in (1, 2):
+        assert decoded(small, archive, threads) == (DATA / "golden-v8-code.txt").read_bytes()
+    monkeypatch.setattr(C, "SEGMENT", 1000)
+    candidate = C.model_candidate
+    monkeypatch.setattr(C, "model_candidate", lambda *a, **k: candidate(*a, **{**k, "network": False}))
+    again = io.BytesIO()
+    C.compress(io.BytesIO((DATA / "golden-v8-code.txt").read_bytes()), again, small, "english-small")
     assert again.getvalue() == archive
 
 
@@ -573,7 +604,7 @@ def test_machine_code_gets_xzs_x86_filter_and_comes_out_smaller_than_xz(tiny):
     if not C.methods.looks_like_x86(code):
         pytest.skip("no x86 machine code here (ls is another instruction set's)")
     archive = roundtrip(tiny, code)
-    assert C.list_archive(io.BytesIO(archive)).methods[0] in ("lzma-x86", "cm-4")
+    assert C.list_archive(io.BytesIO(archive)).methods[0] in ("lzma-x86", "cm-5")
     assert len(archive) < xz_size(code)
 
 
@@ -624,11 +655,12 @@ def mutations(archive: bytes, count: int, seed: int = 0):
 @pytest.mark.parametrize("name", ["golden.hmz", "golden-v2.hmz", "golden-v3.hmz", "golden-v4.hmz", "golden-v5.hmz",
                                   "golden-v6.hmz", "golden-v6-primed.hmz", "golden-v7.hmz",
                                   "golden-v7-primed.hmz", "golden-v8.hmz", "golden-v8-code.hmz",
-                                  "golden-v8-primed.hmz"])
+                                  "golden-v8-primed.hmz", "golden-v9-primed.hmz", "golden-v9-text-primed.hmz"])
 def test_every_corruption_of_a_real_archive_is_detected(small, name):
     archive = (DATA / name).read_bytes()
     original = (DATA / ("golden.txt" if name in ("golden.hmz", "golden-v2.hmz") else
-                        "golden-v8-code.txt" if name == "golden-v8-code.hmz" else "golden-v3.txt")).read_bytes()
+                        "golden-v8-code.txt" if name in ("golden-v8-code.hmz", "golden-v9-text-primed.hmz") else
+                        "golden-v3.txt")).read_bytes()
     for bad in mutations(archive, 400):
         out = io.BytesIO()
         with pytest.raises(C.FormatError):

@@ -82,7 +82,7 @@ def test_every_corruption_of_an_archive_with_lzma_streams_is_detected(tiny):
 
 def test_a_version_3_reader_would_refuse_a_stream_block_but_this_one_reads_version_3(tiny):
     archive, _ = archive_of(tiny, os.urandom(BLOCK))
-    assert archive[4] == C.VERSION == 8
+    assert archive[4] == C.VERSION == 9
     v3 = bytearray(archive)
     v3[4] = 3                                          # a stream block under version 3 is out of range
     with pytest.raises(C.FormatError):
@@ -104,7 +104,8 @@ def test_the_archive_is_the_same_for_any_number_of_threads_and_decodes_with_any(
         st = C.compress(io.BytesIO(data), out, tiny, "m", threads=threads)
         archives.append(out.getvalue())
     assert len(st.methods) == 3 and archives[0] == archives[1] == archives[2]      # a head, two pieces
-    assert st.methods[0] == "cm-3" and set(st.methods[1:]) <= {"mixed-3", "cm-3-primed"}   # prose; the head: no network
+    assert st.methods[0] == "cm-5-text" and set(st.methods[1:]) <= {"mixed-3", "cm-5-text-primed"}   # prose; the
+                                                                                        # head: no network
     for threads in (1, 2, 4):
         back = io.BytesIO()
         C.decompress(io.BytesIO(archives[0]), back, tiny, "m", threads=threads)
@@ -150,7 +151,7 @@ def test_head_and_primed_pieces_round_trip_on_any_number_of_threads(tiny, monkey
     monkeypatch.setattr(C, "looks_like_prose", lambda data: False)     # format 8's (prose keeps format 7's)
     data = words(100_000, seed=5)
     archive, st = archive_of(tiny, data)
-    assert st.methods == ["cm-4", "cm-4-primed", "cm-4-primed"]
+    assert st.methods == ["cm-5", "cm-5-primed", "cm-5-primed"]
     for threads in (2, 3):
         back = io.BytesIO()
         C.decompress(io.BytesIO(archive), back, tiny, "m", threads=threads)
@@ -158,7 +159,8 @@ def test_head_and_primed_pieces_round_trip_on_any_number_of_threads(tiny, monkey
 
 
 @pytest.mark.parametrize("method, version", [("CM_PRIMED", 6), ("MIXED3", 7), ("CM3", 7), ("CM3_PRIMED", 7),
-                                             ("MIXED4", 8), ("CM4", 8), ("CM4_PRIMED", 8)])
+                                             ("MIXED4", 8), ("CM4", 8), ("CM4_PRIMED", 8), ("CM5", 9),
+                                             ("CM5_PRIMED", 9), ("CM5_TEXT", 9), ("CM5_TEXT_PRIMED", 9)])
 def test_a_formats_new_methods_are_out_of_range_in_an_archive_of_the_version_before(method, version):
     piece = words(3000, seed=6)
     record = C.block_record(getattr(C, method), 0, len(piece), len(piece), piece, b"x")
@@ -167,7 +169,7 @@ def test_a_formats_new_methods_are_out_of_range_in_an_archive_of_the_version_bef
         C.read_block(io.BytesIO(record[1:]), 0, version=version - 1)
 
 
-@pytest.mark.parametrize("new, old", [(3, 2), (4, 3)])
+@pytest.mark.parametrize("new, old", [(3, 2), (4, 3), (5, 4), (6, 4), (6, 5)])
 def test_each_formats_models_code_a_block_differently_from_the_last_and_each_decodes_its_own(new, old):
     piece = words(5000, seed=7)
     coded = {k: C.code_alone(len(piece), True, piece, None, None, models=k) for k in (new, old)}

@@ -1,8 +1,8 @@
 """`.hmz` archives: per block, the smallest of the model's range code, raw LZMA2, or the bytes stored.
 
-Format, version 8 (all integers little-endian; every record carries a CRC32 of its own header fields):
+Format, version 9 (all integers little-endian; every record carries a CRC32 of its own header fields):
 
-  header   magic b"\\x89HMZ" | version u8 = 8 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
+  header   magic b"\\x89HMZ" | version u8 = 9 | scheme u8 (hmgen.archive.engine.scheme.SCHEME) | name length u8 |
            model name (UTF-8) | sha256 of the model's float weights (32 bytes) | CRC32 of the preceding header bytes u32
   block    b"B" | method u8 | transform u8 | coded length n u32 (1..BLOCK) | lane length m u32 | payload bytes u32 |
            CRC32 of the block's input u32 | CRC32 of the payload u32 | CRC32 of these header fields u32 | payload
@@ -47,6 +47,12 @@ bytes, then stored by `method`:
              identifier, a number — with the byte before it, with the line's first token, with the indent and with
              the innermost bracket; a fourth APM, by the match's length and predicted bit). The encoder writes 14-16,
              and 11-13 for prose, where format 8's additions gain nothing and cost time (version 8)
+ 17 cm-5, 18 cm-5-primed  methods 15 and 16 with format 9's file models for data (predictor2 with models=5: the
+             match's predicted byte and length as a context, the bytes that last followed the last one to three
+             bytes as a context, mixer weight sets chosen by c2 and by the match state, an order-2 direct input;
+             contexts chosen for data); 19 cm-5-text, 20 cm-5-text-primed  the same with contexts chosen for text
+             (models=6). The encoder writes 17-20 where it wrote 12, 13, 15 and 16 (19 and 20 for text); the
+             network's methods stay 11 (prose) and 14 (version 9)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 64 MiB block of `xz -9e`'s size for inputs up to
 64 MiB (one block: its LZMA2 is xz's stream without the container). A block of at least ESTIMATE_FROM bytes is
@@ -61,6 +67,7 @@ lane order, each lane having started from the model's initial state as if it fol
 of a block shares one range coder stream. The decoder replays the same steps, so it reproduces the encoder's
 frequencies exactly (hmgen.archive.engine), and checks the block's CRC32 before writing any of it.
 
+Version 8 (still decoded): as version 9 without methods 17-20.
 Version 7 (still decoded): as version 8 without methods 14-16.
 Version 6 (still decoded): as version 7 without methods 11-13.
 Version 5 (still decoded): as version 6 without method 10 (a large block read was cut into independent pieces).
@@ -103,7 +110,7 @@ class Engine(Protocol):
 
 
 MAGIC = b"\x89HMZ"
-VERSION = 8
+VERSION = 9
 BLOCK = 64 << 20          # input bytes per block: xz -9e's dictionary size, so a block's LZMA2 reaches as far back as
                           # xz's does (smaller blocks cost ratio on large binaries: benchmarks/RESULTS.md)
 MAX_LANES = 4096
@@ -113,14 +120,18 @@ SMALL_LANES = 16          # cost time, and the adaptive models share what every 
 DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger batches, faster)
 START = 10                # every lane starts as if after a newline
 (STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREAM, MIXED2, CM, CM_PRIMED,
- MIXED3, CM3, CM3_PRIMED, MIXED4, CM4, CM4_PRIMED) = range(17)
+ MIXED3, CM3, CM3_PRIMED, MIXED4, CM4, CM4_PRIMED, CM5, CM5_PRIMED, CM5_TEXT, CM5_TEXT_PRIMED) = range(21)
 METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86", "lzma-stream", "lzma-x86-stream",
-                "mixed-2", "cm", "cm-primed", "mixed-3", "cm-3", "cm-3-primed", "mixed-4", "cm-4", "cm-4-primed")
+                "mixed-2", "cm", "cm-primed", "mixed-3", "cm-3", "cm-3-primed", "mixed-4", "cm-4", "cm-4-primed",
+                "cm-5", "cm-5-primed", "cm-5-text", "cm-5-text-primed")
 CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2, MIXED3, MIXED4)      # the methods that run the model
-ALONE = (CM, CM_PRIMED, CM3, CM3_PRIMED, CM4, CM4_PRIMED)          # ... the file's models alone, one lane (m = n)
+ALONE = (CM, CM_PRIMED, CM3, CM3_PRIMED, CM4, CM4_PRIMED,          # ... the file's models alone, one lane (m = n)
+         CM5, CM5_PRIMED, CM5_TEXT, CM5_TEXT_PRIMED)
 LANED = CODED + ALONE                                              # ... that cut their block into lanes (m > 0)
-PRIMED = (CM_PRIMED, CM3_PRIMED, CM4_PRIMED)                       # ... whose models first learn the member's head
-MODELS = {MIXED2: 2, CM: 2, CM_PRIMED: 2, MIXED3: 3, CM3: 3, CM3_PRIMED: 3, MIXED4: 4, CM4: 4, CM4_PRIMED: 4}
+PRIMED = (CM_PRIMED, CM3_PRIMED, CM4_PRIMED, CM5_PRIMED, CM5_TEXT_PRIMED)   # ... whose models first learn the
+                                                                                # member's head
+MODELS = {MIXED2: 2, CM: 2, CM_PRIMED: 2, MIXED3: 3, CM3: 3, CM3_PRIMED: 3, MIXED4: 4, CM4: 4, CM4_PRIMED: 4,
+          CM5: 5, CM5_PRIMED: 5, CM5_TEXT: 6, CM5_TEXT_PRIMED: 6}
                                                    # ... the file's models each codes with (predictor2's `models`)
 WORDS = (NETWORK, MIXED_BYTES, MIXED)           # ... whose payload is u32 words (constriction's)
 STREAMED = (LZMA_STREAM, LZMA_X86_STREAM)  # the methods whose payloads continue one LZMA2 stream
@@ -456,21 +467,22 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
                     network: bool = True) -> tuple[int, int, int, bytes]:
     """The model's code of a block: for text the smaller of the network's method in lanes and the file's own models
     in one lane (they see all of the block's context, and win on markup and code the network knows less well), for
-    anything else the latter; prose keeps format 7's models for both (methods 11 and 12/13: format 8's additions
-    do not improve it, on large prose blocks they cost 0.2 %), other blocks take format 8's (14 and 15/16). Below,
+    anything else the latter; with the network prose keeps format 7's models (method 11: format 8's additions do
+    not improve it, on large prose blocks they cost 0.2 %), other text takes format 8's (14); the models alone are
+    format 9's (text 19/20, anything else 17/18). Below,
     "method 11" and "method 12" name the two roles. `side`: an executor that codes method 12 while this thread
     codes method 11, whose network then runs one step ahead on the other `threads` - 1 threads (code_cm's
     `ahead`). Method 12 is ~4x faster, so it is coded first (or is done first beside method 11), and method 11 stops
     once it cannot win (gives_up); on one thread, a block of prose under NETWORK_FIRST_MAX, which method 11 wins, is
     coded by method 11 first and method 12 stops once it cannot win (yields_to). With a primer, the one-lane
-    models first learn it (methods 13, 16); method 11's start cold, as its lanes do."""
+    models first learn it (methods 18, 20); method 11's start cold, as its lanes do."""
     n = len(coded)
-    prose = looks_like_prose(coded)                    # format 8's token contexts and match APM pay off in code,
-    if prose:                                          # markup and tables, not in prose (RESULTS.md, "format 8")
-        mixed_method, alone_method = MIXED3, CM3_PRIMED if primer else CM3
-    else:
-        mixed_method, alone_method = MIXED4, CM4_PRIMED if primer else CM4
-    if not network or not looks_like_text(coded):
+    text = looks_like_text(coded)                      # format 8's token contexts and match APM pay off with the
+    mixed_method = MIXED3 if looks_like_prose(coded) else MIXED4   # network in code, markup and tables, not in prose
+    alone_method = ((CM5_TEXT_PRIMED if primer else CM5_TEXT) if text     # (RESULTS.md, "format 8"); format 9's file
+                    else (CM5_PRIMED if primer else CM5))                 # models: contexts for text, or for data
+    prose = mixed_method == MIXED3
+    if not network or not text:
         return alone_method, transform, n, code_alone(n, True, coded, None, progress, primer, MODELS[alone_method])
     m = lanes_for(n, max_lanes, min_lane)
     models = MODELS[mixed_method]
@@ -651,7 +663,7 @@ def model_may_win(q: Engine, coded: bytes, max_lanes: int, min_lane: int | None)
     if len(coded) < ESTIMATE_FROM or looks_like_text(coded[:SAMPLE]):
         return True
     sample = coded[:SAMPLE]
-    return len(code_cm(None, len(sample), len(sample), True, data=sample, network=False)) < len(
+    return len(code_cm(None, len(sample), len(sample), True, data=sample, network=False, models=5)) < len(
         methods.lzma_compress(sample))
 
 
@@ -902,7 +914,7 @@ def read_records(src: BinaryIO, version: int, skip_payload: bool = False):
 
 
 LAST_METHOD = {2: MIXED, 3: LZMA_X86, 4: LZMA_X86_STREAM, 5: CM, 6: CM_PRIMED,    # the methods each version may
-               7: CM3_PRIMED, 8: CM4_PRIMED}                                        # hold
+               7: CM3_PRIMED, 8: CM4_PRIMED, 9: CM5_TEXT_PRIMED}                                        # hold
 
 
 def read_block(src: BinaryIO, index: int, version: int = VERSION) -> Block:

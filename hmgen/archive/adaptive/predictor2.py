@@ -1,11 +1,13 @@
-"""Methods 8 to 16's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
+"""Methods 8 to 20's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
 lpaq and paq8: bit histories in hashed contexts, a match model, two layers of mixers, a chain of adaptive
 probability maps; all of it rewritten here in integers), mixed with the network's next-byte distribution
-(methods 8, 11, 14) or without it (9, 10, 12, 13, 15, 16: data that is not text, code and markup it wins on).
-Three sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (models=3: 11-13, more contexts, see
-TEXT3 and DATA3, and a mixer weight set chosen by brackets and markup) and format 8's (models=4: 14-16, token
-contexts, TEXT4 and DATA4, and an APM by the match state); old archives decode with the models they were made
-with. Each bit is predicted, range-coded
+(methods 8, 11, 14) or without it (9, 10, 12, 13, 15, 16, 17-20: data that is not text, code and markup it wins
+on).
+Four sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (models=3: 11-13, more contexts, see
+TEXT3 and DATA3, and a mixer weight set chosen by brackets and markup), format 8's (models=4: 14-16, token
+contexts, TEXT4 and DATA4, and an APM by the match state) and format 9's (models=5 and 6: 17-20, without the
+network only: the match's byte as a context, a set of contexts for data (DATA5) and one for text (TEXT5)); old
+archives decode with the models they were made with. Each bit is predicted, range-coded
 (hmgen.archive.adaptive.coder) and learned from before the next, all in one compiled loop.
 
 Per byte of a lane, the contexts (CONTEXTS: each a 64-bit hash of some of the bytes before it) select bit
@@ -25,7 +27,10 @@ have seen the node, the match state, the depth); a last mixer weighs the four by
 depth). Three APMs refine its output in the contexts of the node, of the previous byte and of a hash of the
 previous two; the final P(1) = (2 p_mix + p_apm1 + 2 p_apm2 + 3 p_apm3) / 8. Format 8 adds a fourth APM, by the
 match's length and predicted bit (or that no match predicts the node) and the node:
-P(1) = (p_mix + p_apm1 + 2 p_apm2 + 2 p_apm3 + 2 p_apm4) / 8.
+P(1) = (p_mix + p_apm1 + 2 p_apm2 + 2 p_apm3 + 2 p_apm4) / 8. Format 9 without the network, where its confidence
+is always 0: the first mixer's sets are chosen by (c2, the depth) instead, the last mixer's by (the match state,
+the depth, whether half the contexts have seen the node), and the network's APM input becomes an order-2 direct
+probability (its APM fed P = 1/2).
 
 Lanes (hmgen.archive.format): at step t the lanes running code their t-th byte one after another, in lane order,
 each seeing everything every earlier lane and step taught the shared models; the decoder does the same, so both
@@ -51,11 +56,14 @@ from hmgen.jit import njit
 # inside a tag, inside a quoted value) and the name of the last tag); format 8's: "tok0" the token being read
 # (letters, digits and _: a whole identifier, where w0 is its last word), "sep" the last byte before it that is
 # neither a blank nor in a token (the . of an attribute, the ( of a call, the = of an assignment), "head" the
-# line's first token:
+# line's first token; format 9's: "expect" the byte the match model predicts (or none) and "length" the match's
+# length (to 15), after paq8's match model, whose predicted byte is a context too: its bit histories learn how far
+# a match of that length is to be trusted and what comes when it fails; "predicted" the bytes that last followed
+# c1, c2 c1 and c3..c1 (ind1, ind2, and ind3 likewise by c3..c1):
 CONTEXTS = ("c1", "c2 c1", "c3..c1", "c4..c1", "c5..c1", "c6..c1", "c8..c1", "w0 w1", "w0 c1", "w0 w1 w2",
             "c3 c2", "c4 c2", "above c1", "c1 ind1", "c2 c1 ind2", "above column", "w1 c1", "above above2",
             "above2 above c1", "nest c1", "indent column c1", "tag c2 c1", "c12..c1", "c20..c1", "w0 w2",
-            "tok0 sep", "head tok0", "indent tok0", "nest tok0")
+            "tok0 sep", "head tok0", "indent tok0", "nest tok0", "c3 c1", "expect length", "predicted")
 NCTX = len(CONTEXTS)
 TEXT = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16)   # method 8's contexts (the rest gained nothing on text)
 DATA = tuple(range(19))                                  # ... 9 and 10's
@@ -71,8 +79,16 @@ DATA3 = tuple(range(18)) + (19, 20, 21, 23, 24)
 # and data; c5..c1 stays: without both a spreadsheet grew 11 %). benchmarks/RESULTS.md, "format 8".
 TEXT4 = TEXT3 + (25, 26, 27, 28)
 DATA4 = (0, 1, 2, 3, 4) + tuple(range(6, 18)) + (19, 20, 21, 23, 24, 25, 26, 27)
+# Format 9's (methods 17-20, the file's models alone: models=5 for data, models=6 for text): "c3 c1", "expect
+# length" and "predicted" join in, and each kind drops what its files showed it did not need, one context at a time
+# (every one left costs at least 0.05 % when dropped): text drops "c1", "c2 c1", "c4 c2", "above c1", "above
+# above2" and "indent column c1"; data "w0 w1", "w0 c1", "w0 w1 w2", "nest c1", "tag c2 c1", "tok0 sep" and
+# "indent tok0". benchmarks/RESULTS.md, "format 9". With the network (method 14) they gained 0.1 % at three more
+# contexts' time, on prose nothing: methods 11 and 14 stay.
+DATA5 = (0, 1, 2, 3, 4, 6, 10, 11, 12, 13, 14, 15, 16, 17, 20, 23, 24, 26, 29, 30, 31)
+TEXT5 = (2, 3, 4, 6, 7, 8, 9, 10, 13, 14, 15, 16, 19, 21, 23, 24, 25, 26, 27, 29, 30, 31)
 ACTIVE = {(2, True): TEXT, (2, False): DATA, (3, True): TEXT3, (3, False): DATA3, (4, True): TEXT4,
-          (4, False): DATA4}                    # (models, with the network) -> the contexts used
+          (4, False): DATA4, (5, False): DATA5, (6, False): TEXT5}   # (models, with the network) -> the contexts
 MAX_RECORD = 4096             # record lengths detected: 2 .. MAX_RECORD bytes
 RECORD_VOTES = 16             # a length that wins this many votes becomes the lane's record length
 NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 2 per context from FIRST
@@ -121,15 +137,18 @@ class State(NamedTuple):
     nest: np.ndarray                        # (lanes, 33) int64: how many brackets are open, then the first 32
     markup: np.ndarray                      # (lanes, 4) int64: markup state (0 text, 1 tag name, 2 in a tag, 3 in
                                             # its quoted value), the tag name read so far, the last tag's, indent
-    models: int                             # 2: methods 8-10's models, 3: format 7's (11-13), 4: format 8's (14-16)
+    models: int                             # 2: methods 8-10's models, 3: format 7's (11-13), 4: format 8's (14-16),
+                                            # 5 and 6: format 9's for data (17, 18) and text (19, 20)
     cost: np.ndarray                        # (n + 1,) int64: cost[i + 1] the bits the block's byte i was coded in,
                                             # 1/1024 bit (the encoder's give-up rules read its running sum)
     bits: np.ndarray                        # (4097,) int64: 1024 log2(4096 / p), the cost of a bit coded at p
+    ind3: np.ndarray                        # (65536,) int64: ind3, by a hash of c3..c1 (models 5 and 6)
 
 
 def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
     """The predictor of a block of n bytes coded in `lanes` lanes, with the contexts `active` (indices into
-    CONTEXTS); models 2 is the one methods 8 to 10 were coded with (format 5 and 6), 3 format 7's, 4 format 8's."""
+    CONTEXTS); models 2 is the one methods 8 to 10 were coded with (format 5 and 6), 3 format 7's, 4 format 8's,
+    5 and 6 format 9's (without the network)."""
     c = curves()
     t = history.table()
     row = (c.squash[np.clip((np.arange(33) - 16) * 128, -2047, 2047) + 2047] * 16) << 10 | 2
@@ -148,7 +167,7 @@ def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
                  np.array(active, np.int64), np.zeros(NCTX, np.int64), np.zeros(NCTX, np.int64),
                  np.zeros((NCTX, 4), np.int64), np.zeros(512, np.int64), np.zeros(9, np.int64), c,
                  np.zeros((lanes, 33), np.int64), np.zeros((lanes, 4), np.int64), models,
-                 np.zeros(n + 1, np.int64), BITS)
+                 np.zeros(n + 1, np.int64), BITS, np.zeros(65536 if models >= 5 else 1, np.int64))
 
 
 BITS = np.array([0] + [round(1024 * math.log2(4096 / p)) for p in range(1, 4097)], np.int64)
@@ -280,6 +299,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     match_table, match_ptr, match_len, match_p = S.match_table, S.match_ptr, S.match_len, S.match_p
     match_miss = S.match_miss
     apm, words, lines, ind, use = S.apm, S.words, S.lines, S.ind, S.use
+    ind3 = S.ind3
     seen_at, record = S.seen_at, S.record
     nest, markup = S.nest, S.markup
     cost, bits = S.cost, S.bits
@@ -356,10 +376,6 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 hashes[26] = mix2(mix2(tok, words[lane, 5]), 128)
                 hashes[27] = mix2(mix2(tok, markup[lane, 3]), 129)
                 hashes[28] = mix2(mix2(mix2(tok, inner), min(depth, 31)), 130)
-            for a in range(nu):
-                slot, chk = buckets.run_slot(bk, hashes[use[a]])
-                rb, rl = buckets.run_of(bk, slot, chk)
-                runs[a, 0], runs[a, 1], runs[a, 2], runs[a, 3] = slot, chk, rb, rl
             expect = -1                                 # the match's byte, if its position is coded already
             if match_len[lane] > 0:
                 q = match_ptr[lane]
@@ -368,6 +384,16 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 else:
                     match_len[lane] = 0
             ml = min(match_len[lane], LENGTHS // 2 - 1) + (LENGTHS // 2 if match_miss[lane] != 0 else 0)
+            j3 = 0
+            if S.models >= 5:
+                hashes[29] = mix2(mix2(c1, c[3]), 131)
+                hashes[30] = mix2(mix2(expect + 1, min(match_len[lane], 15)), 132)
+                j3 = (mix2(hashes[2], 7) >> 20) & 0xFFFF
+                hashes[31] = mix2(mix2(mix2(ind[65536 + c1] & 255, ind[i2] & 255), ind3[j3] & 255), 133)
+            for a in range(nu):
+                slot, chk = buckets.run_slot(bk, hashes[use[a]])
+                rb, rl = buckets.run_of(bk, slot, chk)
+                runs[a, 0], runs[a, 1], runs[a, 2], runs[a, 3] = slot, chk, rb, rl
             a1 = 0 if t < 16 else (1 if t < 128 else (2 if t < 1024 else 3))
             a2c = (c2 * 0x2F0B5 + c1) * 0x9E37
             # --- the byte's bits -----------------------------------------------------------------------
@@ -392,7 +418,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 anc = net_rows + ((a2c + node * 0x3C6EF) & hmask)
                 x[NET_APM] = 0
                 ia = 0
-                if has_net:
+                alone5 = S.models >= 5 and not has_net      # format 9 without the network: the network's APM
+                if has_net or alone5:                       # input is an order-2 direct probability (pn = 1/2)
                     pa, ia = apm_p(apm, anc, pn, stretch)
                     x[NET_APM] = stretch[min(4095, max(1, pa))]
                 seen = 0
@@ -423,6 +450,9 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 sel[2] = c1 * 8 + d
                 sel[3] = (min(seen, 15) * 4 + ms) * 8 + d
                 sel[4] = confidence * 8 + d
+                if alone5:                  # format 9 without the network (its confidence is always 0 there):
+                    sel[0] = c2 * 8 + d     # by c2, and the last mixer's by the match state and how many contexts
+                    sel[4] = ms * 8 + d + (32 if 2 * seen >= nu else 0)          # have seen the node
                 pm = mixer2.predict(mx, squash)
                 cx2 = APM_C1 + c1 * 256 + node
                 cx3 = APM_C2 + ((a2c * 256 + node * 0x9E37) & hmask)
@@ -449,7 +479,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 apm_learn(apm, cx3, i3, y)
                 if S.models >= 4:
                     apm_learn(apm, cx4, i4, y)
-                if has_net:
+                if has_net or alone5:
                     apm_learn(apm, anc, ia, y)
                 for a in range(nu):
                     st = np.int64(bt[slots[a], jn])
@@ -484,6 +514,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
             record_learn(seen_at, record, lane, byte, t)
             ind[65536 + c1] = ((ind[65536 + c1] << 8) | byte) & 0xFFFF
             ind[i2] = ((ind[i2] << 8) | byte) & 0xFFFF
+            if S.models >= 5:
+                ind3[j3] = ((ind3[j3] << 8) | byte) & 0xFFFF
             if match_len[lane] > 0:                     # a miss keeps the match's alignment (as LZMA's repeated
                 match_ptr[lane] += 1                    # distance does) unless it misses often
                 if expect == byte:
