@@ -477,11 +477,11 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     coded by method 11 first and method 12 stops once it cannot win (yields_to). With a primer, the one-lane
     models first learn it (methods 18, 20); method 11's start cold, as its lanes do."""
     n = len(coded)
-    text = looks_like_text(coded)                      # format 8's token contexts and match APM pay off with the
-    mixed_method = MIXED3 if looks_like_prose(coded) else MIXED4   # network in code, markup and tables, not in prose
-    alone_method = ((CM5_TEXT_PRIMED if primer else CM5_TEXT) if text     # (RESULTS.md, "format 8"); format 9's file
-                    else (CM5_PRIMED if primer else CM5))                 # models: contexts for text, or for data
-    prose = mixed_method == MIXED3
+    prose, text = looks_like_prose(coded), looks_like_text(coded)
+    mixed_method = MIXED3 if prose else MIXED4         # format 8's token contexts and match APM pay off with the
+                                                       # network in code, markup and tables, not in prose (RESULTS.md,
+    alone_method = ((CM5_TEXT_PRIMED if primer else CM5_TEXT) if text     # "format 8"); format 9's file models:
+                    else (CM5_PRIMED if primer else CM5))                 # contexts for text, or for data
     if not network or not text:
         return alone_method, transform, n, code_alone(n, True, coded, None, progress, primer, MODELS[alone_method])
     m = lanes_for(n, max_lanes, min_lane)

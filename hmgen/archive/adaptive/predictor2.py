@@ -311,6 +311,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     match_rows = apm.shape[0] - (MATCH_ROWS if S.models >= 4 else 0)
     hmask = (match_rows - APM_C2) // 2 - 1
     net_rows = APM_C2 + hmask + 1
+    alone5 = S.models >= 5 and not has_net          # format 9 without the network: the network's APM input is an
+                                                    # order-2 direct probability (pn = 1/2), the mixers' sets differ
     for t in range(t0, t1):
         k = lanes if t < last else lanes - 1
         if encode and not coder.room(cd, 16 * k):
@@ -418,8 +420,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 anc = net_rows + ((a2c + node * 0x3C6EF) & hmask)
                 x[NET_APM] = 0
                 ia = 0
-                alone5 = S.models >= 5 and not has_net      # format 9 without the network: the network's APM
-                if has_net or alone5:                       # input is an order-2 direct probability (pn = 1/2)
+                if has_net or alone5:
                     pa, ia = apm_p(apm, anc, pn, stretch)
                     x[NET_APM] = stretch[min(4095, max(1, pa))]
                 seen = 0
