@@ -66,7 +66,9 @@ def test_prose_is_still_coded_by_the_model_when_its_block_is_judged_on_a_sample(
     prose = (root / "README.md").read_bytes()[:70_000]
     q, _ = Engines().get("english-small-3")
     _, st = archive_of(q, prose, block=len(prose))
-    assert st.methods == ["mixed-4"]                                # README: text, not prose (markdown, code)
+    by_the_model = {C.METHOD_NAMES[m] for m in C.LANED}     # the network's methods or the file's models alone:
+    assert len(st.methods) == 1 and st.methods[0] in by_the_model   # which wins on README's markdown is not the
+                                                                    # point (an edit can flip it), LZMA would be
 
 
 @pytest.mark.slow
