@@ -1,12 +1,13 @@
 """The file's models alone (one lane, no network: what hmgen codes data, and code or markup the network does not win,
-with) on benchmarks/compress.py's non-prose files: payload bytes of format 8's models against format 9's.
+with) on benchmarks/compress.py's non-prose files: payload bytes of format 9's models against format 10's.
 
     python benchmarks/file_models.py [--corpus DIR ...] [--cap 200000] [--ablate text|data]
 
-Text (code, markup, man pages, logs, other text) takes format 9's contexts for text (models 6), the rest its
-contexts for data (models 5); prose, random, zeros, repetition and compressed files are left out. --ablate GROUP
-prints, for that group, the total without each context of format 9's set in turn (how TEXT5 and DATA5 were chosen:
-benchmarks/RESULTS.md, "format 9"). Sizes only: they do not depend on the machine.
+Text (code, markup, man pages, logs, other text) takes format 9's contexts for text (models 6; format 10: the same,
+wide, models 10), the rest its contexts for data (models 5; 9); prose, random, zeros, repetition and compressed
+files are left out. --ablate GROUP prints, for that group, the total without each context of format 10's set in
+turn (how TEXT5 and DATA5 were chosen, with format 9's models: benchmarks/RESULTS.md, "format 9"). Sizes only:
+they do not depend on the machine.
 """
 from __future__ import annotations
 
@@ -42,11 +43,11 @@ def main():
         if data and kind not in LEFT_OUT:
             files.append((name, "text" if kind in B.TEXT_KINDS else "data", data))
     if args.ablate:
-        models = 6 if args.ablate == "text" else 5
+        models = 10 if args.ablate == "text" else 9
         chosen = [d for _, g, d in files if g == args.ablate]
         full = P.ACTIVE[models, False]
         base = sum(payload(d, models) for d in chosen)
-        print(f"{args.ablate}: {len(chosen)} files, format 9's {len(full)} contexts: {base:,} bytes\n")
+        print(f"{args.ablate}: {len(chosen)} files, format 10's {len(full)} contexts: {base:,} bytes\n")
         print("| without | bytes | change |\n|---|---:|---:|")
         try:
             for c in full:
@@ -56,10 +57,10 @@ def main():
         finally:
             P.ACTIVE[models, False] = full
         return
-    print("| file | group | bytes | format 8 | format 9 | change |\n|---|---|---:|---:|---:|---:|")
+    print("| file | group | bytes | format 9 | format 10 | change |\n|---|---|---:|---:|---:|---:|")
     totals = {}
     for name, group, data in files:
-        old, new = payload(data, 4), payload(data, 6 if group == "text" else 5)
+        old, new = (payload(data, 6), payload(data, 10)) if group == "text" else (payload(data, 5), payload(data, 9))
         t = totals.setdefault(group, [0, 0, 0])
         t[0] += 1; t[1] += old; t[2] += new
         print(f"| {name} | {group} | {len(data):,} | {old:,} | {new:,} | {100 * (new / old - 1):+.2f} % |", flush=True)

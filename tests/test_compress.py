@@ -158,7 +158,7 @@ def test_the_file_models_learn_fixed_length_records_that_lzma_codes_worse(tiny):
             bytes([rng.choice((0, 1, 3)), 0, 0, 7]) for i in range(2000)]
     data = b"".join(rows)
     archive = roundtrip(tiny, data)
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-5"]
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-6"]
     assert len(archive) < 0.9 * len(C.methods.lzma_compress(data))
 
 
@@ -181,7 +181,7 @@ def test_method_11_stopped_while_a_step_is_computed_ahead_returns_none(tiny):
 def test_mixed_archives_do_not_depend_on_the_thread_count(small):
     data = TEXT[:len(TEXT) // 3] + (DATA / "golden-v3.txt").read_bytes()
     one = roundtrip(small, data, min_lane=64)
-    assert C.list_archive(io.BytesIO(one)).methods == ["mixed-3"] and C.list_archive(io.BytesIO(one)).lanes[0] > 1
+    assert C.list_archive(io.BytesIO(one)).methods == ["mixed-5"] and C.list_archive(io.BytesIO(one)).lanes[0] > 1
     torch.set_num_threads(2)                                           # reset by the one_thread fixture
     assert roundtrip(small, data, min_lane=64) == one
 
@@ -243,7 +243,7 @@ def test_a_block_whose_method_8_gives_up_is_method_9s_and_round_trips(tiny, monk
     monkeypatch.setattr(C, "gives_up", lambda m, n, nine: lambda t, size: nine() is not None)
     data = (DATA / "golden-v3.txt").read_bytes()
     archive = roundtrip(tiny, data, min_lane=64)
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-5-text"]
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-6-text"]
 
 
 def test_prose_is_told_from_code_markup_tables_and_other_scripts():
@@ -287,7 +287,7 @@ def test_a_prose_block_whose_method_12_stops_is_method_11s_and_round_trips(tiny,
     monkeypatch.setattr(C, "yields_to", lambda n, eleven: lambda t, cost: True)
     data = (DATA / "golden-v3.txt").read_bytes()
     archive = roundtrip(tiny, data, min_lane=64)
-    assert C.list_archive(io.BytesIO(archive)).methods == ["mixed-3"]
+    assert C.list_archive(io.BytesIO(archive)).methods == ["mixed-5"]
 
 
 def test_method_11_reports_the_bits_it_spent_before_each_byte_in_every_lane(tiny):
@@ -316,7 +316,7 @@ def test_decoding_on_threads_starts_the_costliest_blocks_of_a_window_first(tiny,
     back = io.BytesIO()
     C.decompress(io.BytesIO(out.getvalue()), back, tiny, "m", threads=2)
     assert back.getvalue() == b"".join(blocks)
-    assert started[0] in ("mixed-3", "cm-3") and started[1:] == ["stored"]        # TEXT is prose
+    assert started[0] in ("mixed-5", "cm-6-text") and started[1:] == ["stored"]        # TEXT is prose
 
 
 def test_squash_and_stretch_are_integer_inverses():
@@ -369,7 +369,7 @@ def test_reduced_float32_matmul_precision_does_not_change_the_archive(small):
         C.compress(io.BytesIO((DATA / "golden-v3.txt").read_bytes()), out, small, "english-small")
     finally:
         torch.set_float32_matmul_precision(before)
-    assert out.getvalue() == (DATA / "golden-v9.hmz").read_bytes()
+    assert out.getvalue() == (DATA / "golden-v10.hmz").read_bytes()
 
 
 @pytest.mark.parametrize("isa", ["default", "avx2"])
@@ -388,7 +388,7 @@ def test_torchs_engine_codes_identically_under_other_cpu_instruction_sets(isa):
             "C.compress(open(sys.argv[1], 'rb'), out, QuantLM(load_model('english-small').model), 'english-small'); "
             "sys.stdout.buffer.write(out.getvalue())")
     run = subprocess.run([sys.executable, "-c", code, str(DATA / "golden-v3.txt")], capture_output=True, env=env)
-    assert run.stdout == (DATA / "golden-v9.hmz").read_bytes(), run.stderr
+    assert run.stdout == (DATA / "golden-v10.hmz").read_bytes(), run.stderr
 
 
 HEAD = 4 + 3 + len("english-small") + 32 + 4              # a golden archive's header: magic, version, scheme,
@@ -409,7 +409,8 @@ def test_a_version_1_archive_made_on_2026_11_22_still_decodes(small):
 @pytest.mark.parametrize("version, made, method, original", [
     (2, "2026-11-28", "mixed-bytes", "golden.txt"), (3, "2026-11-28", "mixed", "golden-v3.txt"),
     (5, "2026-12-06", "mixed-2", "golden-v3.txt"), (6, "2026-12-06", "mixed-2", "golden-v3.txt"),
-    (7, "2026-12-07", "mixed-3", "golden-v3.txt"), (8, "2026-12-07", "mixed-3", "golden-v3.txt")])
+    (7, "2026-12-07", "mixed-3", "golden-v3.txt"), (8, "2026-12-07", "mixed-3", "golden-v3.txt"),
+    (9, "2026-12-07", "mixed-3", "golden-v3.txt")])
 def test_an_archive_of_an_earlier_version_still_decodes(small, version, made, method, original):
     archive = (DATA / f"golden-v{version}.hmz").read_bytes()
     assert archive[4] == version and C.list_archive(io.BytesIO(archive)).methods == [method]
@@ -423,21 +424,22 @@ def test_a_version_4_archive_made_on_2026_12_04_still_decodes(small):
     assert decoded(small, archive) == (DATA / "golden-v3.txt").read_bytes()
 
 
-def test_a_version_8_archive_of_code_made_on_2026_12_07_still_decodes(small):
+@pytest.mark.parametrize("version", [8, 9])
+def test_a_version_8_or_9_archive_of_code_made_on_2026_12_07_still_decodes(small, version):
     """golden-v8-code.txt, a short Python module and the HTML table it prints, written for this test, took format
-    8's models with the network (method 14)."""
-    archive = (DATA / "golden-v8-code.hmz").read_bytes()
-    assert archive[4] == 8 and C.list_archive(io.BytesIO(archive)).methods == ["mixed-4"]
+    8's models with the network (method 14), in format 8 and in format 9."""
+    archive = (DATA / f"golden-v{version}-code.hmz").read_bytes()
+    assert archive[4] == version and C.list_archive(io.BytesIO(archive)).methods == ["mixed-4"]
     assert decoded(small, archive) == (DATA / "golden-v8-code.txt").read_bytes()
 
 
-@pytest.mark.parametrize("golden, original, method", [("golden-v9.hmz", "golden-v3.txt", "mixed-3"),
-                                                     ("golden-v9-code.hmz", "golden-v8-code.txt", "mixed-4")])
-def test_a_version_9_archive_made_on_2026_12_07_decodes_and_is_reproduced_exactly(small, golden, original, method):
-    """With the network, format 9 codes as format 8 did: prose by format 7's method (11), code and markup by format
-    8's (14)."""
+@pytest.mark.parametrize("golden, original, method", [("golden-v10.hmz", "golden-v3.txt", "mixed-5"),
+                                                     ("golden-v10-code.hmz", "golden-v8-code.txt", "mixed-5-text")])
+def test_a_version_10_archive_made_on_2026_12_07_decodes_and_is_reproduced_exactly(small, golden, original, method):
+    """With the network, format 10 codes prose with format 7's contexts (method 21), code and markup with format
+    8's (22), both wide."""
     archive = (DATA / golden).read_bytes()
-    assert archive[4] == 9 and C.list_archive(io.BytesIO(archive)).methods == [method]
+    assert archive[4] == 10 and C.list_archive(io.BytesIO(archive)).methods == [method]
     text = decoded(small, archive)
     assert text == (DATA / original).read_bytes()
     again = io.BytesIO()
@@ -475,11 +477,23 @@ def test_a_version_8_archive_with_primed_blocks_made_on_2026_12_07_still_decodes
         assert decoded(small, archive, threads) == (DATA / "golden-v3.txt").read_bytes()
 
 
-def test_a_version_9_archive_with_primed_blocks_for_data_decodes_and_is_reproduced(small, monkeypatch):
-    """golden-v9-primed.hmz: the same cut with format 9's file models for data (methods 17 and 18), made as it is
-    remade here."""
-    archive = (DATA / "golden-v9-primed.hmz").read_bytes()
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-5", "cm-5-primed", "cm-5-primed"]
+def test_a_version_9_archive_with_primed_blocks_still_decodes(small):
+    """golden-v9-primed.hmz: the same cut with format 9's file models for data (methods 17 and 18);
+    golden-v9-text-primed.hmz golden-v8-code.txt's with its file models for text (19 and 20)."""
+    for name, methods, original in [("golden-v9-primed.hmz", ["cm-5", "cm-5-primed", "cm-5-primed"], "golden-v3.txt"),
+                                    ("golden-v9-text-primed.hmz", ["cm-5-text", "cm-5-text-primed", "cm-5-text-primed"],
+                                     "golden-v8-code.txt")]:
+        archive = (DATA / name).read_bytes()
+        assert C.list_archive(io.BytesIO(archive)).methods == methods
+        for threads in (1, 2):
+            assert decoded(small, archive, threads) == (DATA / original).read_bytes()
+
+
+def test_a_version_10_archive_with_primed_blocks_for_data_decodes_and_is_reproduced(small, monkeypatch):
+    """golden-v10-primed.hmz: golden-v3.txt cut as if SEGMENT were 1,000 bytes, coded by format 10's file models
+    for data (methods 23 and 24), made as it is remade here."""
+    archive = (DATA / "golden-v10-primed.hmz").read_bytes()
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-6", "cm-6-primed", "cm-6-primed"]
     for threads in (1, 2):
         assert decoded(small, archive, threads) == (DATA / "golden-v3.txt").read_bytes()
     monkeypatch.setattr(C, "SEGMENT", 1000)
@@ -490,11 +504,12 @@ def test_a_version_9_archive_with_primed_blocks_for_data_decodes_and_is_reproduc
     assert again.getvalue() == archive
 
 
-def test_a_version_9_archive_with_primed_blocks_for_text_decodes_and_is_reproduced(small, monkeypatch):
-    """golden-v9-text-primed.hmz: golden-v8-code.txt cut as if SEGMENT were 1,000 bytes and coded by format 9's file
-    models for text alone (methods 19 and 20: the encoder told not to run the network), made as it is remade here."""
-    archive = (DATA / "golden-v9-text-primed.hmz").read_bytes()
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-5-text", "cm-5-text-primed", "cm-5-text-primed"]
+def test_a_version_10_archive_with_primed_blocks_for_text_decodes_and_is_reproduced(small, monkeypatch):
+    """golden-v10-text-primed.hmz: golden-v8-code.txt cut as if SEGMENT were 1,000 bytes and coded by format 10's
+    file models for text alone (methods 25 and 26: the encoder told not to run the network), made as it is remade
+    here."""
+    archive = (DATA / "golden-v10-text-primed.hmz").read_bytes()
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-6-text", "cm-6-text-primed", "cm-6-text-primed"]
     for threads in (1, 2):
         assert decoded(small, archive, threads) == (DATA / "golden-v8-code.txt").read_bytes()
     monkeypatch.setattr(C, "SEGMENT", 1000)
@@ -604,7 +619,7 @@ def test_machine_code_gets_xzs_x86_filter_and_comes_out_smaller_than_xz(tiny):
     if not C.methods.looks_like_x86(code):
         pytest.skip("no x86 machine code here (ls is another instruction set's)")
     archive = roundtrip(tiny, code)
-    assert C.list_archive(io.BytesIO(archive)).methods[0] in ("lzma-x86", "cm-5")
+    assert C.list_archive(io.BytesIO(archive)).methods[0] in ("lzma-x86", "cm-6")
     assert len(archive) < xz_size(code)
 
 
@@ -653,17 +668,18 @@ def mutations(archive: bytes, count: int, seed: int = 0):
 
 
 OLDER_GOLDEN = ["golden.hmz", "golden-v2.hmz", "golden-v3.hmz", "golden-v4.hmz", "golden-v5.hmz", "golden-v6.hmz",
-                "golden-v6-primed.hmz", "golden-v7.hmz", "golden-v7-primed.hmz"]
+                "golden-v6-primed.hmz", "golden-v7.hmz", "golden-v7-primed.hmz", "golden-v8.hmz", "golden-v8-code.hmz",
+                "golden-v8-primed.hmz", "golden-v9-primed.hmz", "golden-v9-text-primed.hmz"]
+CODE_GOLDEN = ("golden-v8-code.hmz", "golden-v9-text-primed.hmz", "golden-v10-code.hmz", "golden-v10-text-primed.hmz")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) for n in OLDER_GOLDEN] +   # ~8 s each:
-                         ["golden-v8.hmz", "golden-v8-code.hmz", "golden-v8-primed.hmz",        # versions 1-7's run
-                          "golden-v9-primed.hmz", "golden-v9-text-primed.hmz"])                 # with the slow tests
+                         ["golden-v10.hmz", "golden-v10-code.hmz", "golden-v10-primed.hmz",     # versions 1-9's run
+                          "golden-v10-text-primed.hmz"])                                        # with the slow tests
 def test_every_corruption_of_a_real_archive_is_detected(small, name):
     archive = (DATA / name).read_bytes()
     original = (DATA / ("golden.txt" if name in ("golden.hmz", "golden-v2.hmz") else
-                        "golden-v8-code.txt" if name in ("golden-v8-code.hmz", "golden-v9-text-primed.hmz") else
-                        "golden-v3.txt")).read_bytes()
+                        "golden-v8-code.txt" if name in CODE_GOLDEN else "golden-v3.txt")).read_bytes()
     for bad in mutations(archive, 400):
         out = io.BytesIO()
         with pytest.raises(C.FormatError):

@@ -1,13 +1,14 @@
-"""Methods 8 to 20's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
+"""Methods 8 to 26's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
 lpaq and paq8: bit histories in hashed contexts, a match model, two layers of mixers, a chain of adaptive
 probability maps; all of it rewritten here in integers), mixed with the network's next-byte distribution
-(methods 8, 11, 14) or without it (9, 10, 12, 13, 15, 16, 17-20: data that is not text, code and markup it wins
-on).
-Four sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (models=3: 11-13, more contexts, see
+(methods 8, 11, 14, 21, 22) or without it (9, 10, 12, 13, 15-20, 23-26: data that is not text, code and markup
+it wins on).
+Five sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (models=3: 11-13, more contexts, see
 TEXT3 and DATA3, and a mixer weight set chosen by brackets and markup), format 8's (models=4: 14-16, token
-contexts, TEXT4 and DATA4, and an APM by the match state) and format 9's (models=5 and 6: 17-20, without the
-network only: the match's byte as a context, a set of contexts for data (DATA5) and one for text (TEXT5)); old
-archives decode with the models they were made with. Each bit is predicted, range-coded
+contexts, TEXT4 and DATA4, and an APM by the match state), format 9's (models=5 and 6: 17-20, without the
+network only: the match's byte as a context, a set of contexts for data (DATA5) and one for text (TEXT5)) and
+format 10's (models=7 to 10: 21-26, models 3 to 6 made wide: a third input per context and six mixers, see WIDE);
+old archives decode with the models they were made with. Each bit is predicted, range-coded
 (hmgen.archive.adaptive.coder) and learned from before the next, all in one compiled loop.
 
 Per byte of a lane, the contexts (CONTEXTS: each a 64-bit hash of some of the bytes before it) select bit
@@ -20,7 +21,7 @@ run length. Then:
   match    the bit of the byte that followed the longest earlier occurrence (MIN_MATCH bytes or more) of the
            lane's last bytes, with a confidence learned per match length;
   bias     a constant.
-Four mixers (mixer2.py) weigh them, with weight sets chosen by (the network's confidence, the match state, the
+Four mixers (mixer2.py; six in format 10) weigh them, with weight sets chosen by (the network's confidence, the match state, the
 depth), (the node, how far into its lane the byte is; format 7: how many brackets are open and whether in a
 tag), (the previous byte, the depth) and (how many contexts
 have seen the node, the match state, the depth); a last mixer weighs the four by (the network's confidence, the
@@ -87,8 +88,17 @@ DATA4 = (0, 1, 2, 3, 4) + tuple(range(6, 18)) + (19, 20, 21, 23, 24, 25, 26, 27)
 # contexts' time, on prose nothing: methods 11 and 14 stay.
 DATA5 = (0, 1, 2, 3, 4, 6, 10, 11, 12, 13, 14, 15, 16, 17, 20, 23, 24, 26, 29, 30, 31)
 TEXT5 = (2, 3, 4, 6, 7, 8, 9, 10, 13, 14, 15, 16, 19, 21, 23, 24, 25, 26, 27, 29, 30, 31)
+# Format 10's (models 7 to 10): models 3 to 6 ("level" = models - 4) with the same contexts, made *wide*: a third
+# input per context (its state map's stretch again where the bit history is deterministic, only zeros or only ones
+# seen, else 0: the mixer learns how far such a history is to be trusted, after paq8's context maps, which add it
+# too) and two more mixers in layer 1, their weight sets chosen by the token being read (the word without token
+# contexts) and by c3 (paq8 selects mixer weights by several contexts). -0.8 % on code and markup with the network,
+# -0.6 % on prose, -0.5 % / -0.9 % on text / data without it (benchmarks/RESULTS.md, "format 10").
 ACTIVE = {(2, True): TEXT, (2, False): DATA, (3, True): TEXT3, (3, False): DATA3, (4, True): TEXT4,
-          (4, False): DATA4, (5, False): DATA5, (6, False): TEXT5}   # (models, with the network) -> the contexts
+          (4, False): DATA4, (5, False): DATA5, (6, False): TEXT5,
+          (7, True): TEXT3, (8, True): TEXT4, (9, False): DATA5, (10, False): TEXT5}
+                                                        # (models, with the network) -> the contexts
+WIDE = 7                      # models from this on are format 10's: level models - 4, wide
 MAX_RECORD = 4096             # record lengths detected: 2 .. MAX_RECORD bytes
 RECORD_VOTES = 16             # a length that wins this many votes becomes the lane's record length
 NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 2 per context from FIRST
@@ -137,26 +147,31 @@ class State(NamedTuple):
     nest: np.ndarray                        # (lanes, 33) int64: how many brackets are open, then the first 32
     markup: np.ndarray                      # (lanes, 4) int64: markup state (0 text, 1 tag name, 2 in a tag, 3 in
                                             # its quoted value), the tag name read so far, the last tag's, indent
-    models: int                             # 2: methods 8-10's models, 3: format 7's (11-13), 4: format 8's (14-16),
+    models: int                             # the level: 2: methods 8-10's models, 3: format 7's (11-13), 4: format 8's (14-16),
                                             # 5 and 6: format 9's for data (17, 18) and text (19, 20)
     cost: np.ndarray                        # (n + 1,) int64: cost[i + 1] the bits the block's byte i was coded in,
                                             # 1/1024 bit (the encoder's give-up rules read its running sum)
     bits: np.ndarray                        # (4097,) int64: 1024 log2(4096 / p), the cost of a bit coded at p
     ind3: np.ndarray                        # (65536,) int64: ind3, by a hash of c3..c1 (models 5 and 6)
+    wide: bool                              # format 10's (models 7-10): three inputs per context, six mixers
 
 
 def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
     """The predictor of a block of n bytes coded in `lanes` lanes, with the contexts `active` (indices into
     CONTEXTS); models 2 is the one methods 8 to 10 were coded with (format 5 and 6), 3 format 7's, 4 format 8's,
     5 and 6 format 9's (without the network)."""
+    wide = models >= WIDE
+    if wide:
+        models -= WIDE - 3
+    per = 3 if wide else 2                                       # mixer inputs per context
     c = curves()
     t = history.table()
     row = (c.squash[np.clip((np.arange(33) - 16) * 128, -2047, 2047) + 2047] * 16) << 10 | 2
     hashed = 1 << min(16, max(10, max(n, 1).bit_length()))
-    first = FIRST + 2 * np.arange(len(active))
+    first = FIRST + per * np.arange(len(active))
     return State(buckets.new(n, len(active)), history.state_maps(len(active)), t.next, t.n0, t.n1,
                  np.full((len(active), RUNS), 3 << 14, np.int64),
-                 mixer2.new(MIXERS, SETS, FIRST + 2 * len(active), SETS2, NET, first, FIRST_W,
+                 mixer2.new(MIXERS + (2 if wide else 0), SETS, FIRST + per * len(active), SETS2, NET, first, FIRST_W,
                             *((mixer2.LR, mixer2.BOOST) if models == 2 else (mixer2.LR3, mixer2.BOOST3))),
                  np.zeros(1 << MATCH_BITS, np.int64), np.zeros(lanes, np.int64), np.zeros(lanes, np.int64),
                  np.zeros(lanes, np.int64),
@@ -167,7 +182,8 @@ def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
                  np.array(active, np.int64), np.zeros(NCTX, np.int64), np.zeros(NCTX, np.int64),
                  np.zeros((NCTX, 4), np.int64), np.zeros(512, np.int64), np.zeros(9, np.int64), c,
                  np.zeros((lanes, 33), np.int64), np.zeros((lanes, 4), np.int64), models,
-                 np.zeros(n + 1, np.int64), BITS, np.zeros(65536 if models >= 5 else 1, np.int64))
+                 np.zeros(n + 1, np.int64), BITS, np.zeros(65536 if models >= 5 else 1, np.int64),
+                 wide)
 
 
 BITS = np.array([0] + [round(1024 * math.log2(4096 / p)) for p in range(1, 4097)], np.int64)
@@ -311,6 +327,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     match_rows = apm.shape[0] - (MATCH_ROWS if S.models >= 4 else 0)
     hmask = (match_rows - APM_C2) // 2 - 1
     net_rows = APM_C2 + hmask + 1
+    per = 3 if S.wide else 2                        # mixer inputs per context
+    nm = mx.s.shape[0]                              # layer-1 mixers (layer 2's weight set is sel[nm])
     alone5 = S.models >= 5 and not has_net          # format 9 without the network: the network's APM input is an
                                                     # order-2 direct probability (pn = 1/2), the mixers' sets differ
     for t in range(t0, t1):
@@ -425,12 +443,14 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                     x[NET_APM] = stretch[min(4095, max(1, pa))]
                 seen = 0
                 for a in range(nu):
-                    at = FIRST + 2 * a
+                    at = FIRST + per * a
                     st = np.int64(bt[slots[a], jn])
                     if st != 0:
                         seen += 1
                     x[at] = stretch[sm_p[a, st] >> 4]
                     x[at + 1] = 0
+                    if S.wide:              # format 10: the same again where the history is deterministic
+                        x[at + 2] = x[at] if st != 0 and (n0[st] == 0 or n1[st] == 0) else 0
                     rb = runs[a, 2]
                     if rb >= 0 and ((rb + 256) >> (8 - d)) == node:
                         e = stretch[run_p[a, min(runs[a, 3], RUNS - 1)] >> 4]
@@ -450,10 +470,13 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                     sel[1] = node * 4 + a1
                 sel[2] = c1 * 8 + d
                 sel[3] = (min(seen, 15) * 4 + ms) * 8 + d
-                sel[4] = confidence * 8 + d
+                sel[nm] = confidence * 8 + d
                 if alone5:                  # format 9 without the network (its confidence is always 0 there):
                     sel[0] = c2 * 8 + d     # by c2, and the last mixer's by the match state and how many contexts
-                    sel[4] = ms * 8 + d + (32 if 2 * seen >= nu else 0)          # have seen the node
+                    sel[nm] = ms * 8 + d + (32 if 2 * seen >= nu else 0)         # have seen the node
+                if S.wide:                  # format 10: by the token (or word) being read and by c3
+                    sel[4] = ((words[lane, 3] if S.models >= 4 else w0) & 255) * 8 + d
+                    sel[5] = c[3] * 8 + d
                 pm = mixer2.predict(mx, squash)
                 cx2 = APM_C1 + c1 * 256 + node
                 cx3 = APM_C2 + ((a2c * 256 + node * 0x9E37) & hmask)
