@@ -55,9 +55,8 @@ bytes, then stored by `method`:
              network's methods stay 11 (prose) and 14 (version 9)
  21 mixed-5, 22 mixed-5-text, 23 cm-6, 24 cm-6-primed, 25 cm-6-text, 26 cm-6-text-primed  methods 11, 14, 17, 18,
              19 and 20 with format 10's wide models (predictor2 with models=7 to 10: the same contexts, a third
-             mixer input per context where its bit history is deterministic; with the network two more mixers,
-             chosen by the token being read and by c3). The encoder writes 21-26 where it wrote 11, 14 and 17-20
-             (version 10)
+             mixer input per context where its bit history is deterministic). The encoder writes 21-26 where it
+             wrote 11, 14 and 17-20 (version 10)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 64 MiB block of `xz -9e`'s size for inputs up to
 64 MiB (one block: its LZMA2 is xz's stream without the container). A block of at least ESTIMATE_FROM bytes is

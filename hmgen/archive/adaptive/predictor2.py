@@ -7,7 +7,7 @@ Five sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (mode
 TEXT3 and DATA3, and a mixer weight set chosen by brackets and markup), format 8's (models=4: 14-16, token
 contexts, TEXT4 and DATA4, and an APM by the match state), format 9's (models=5 and 6: 17-20, without the
 network only: the match's byte as a context, a set of contexts for data (DATA5) and one for text (TEXT5)) and
-format 10's (models=7 to 10: 21-26, models 3 to 6 made wide: a third input per context and six mixers, see WIDE);
+format 10's (models=7 to 10: 21-26, models 3 to 6 made wide: a third input per context, see WIDE);
 old archives decode with the models they were made with. Each bit is predicted, range-coded
 (hmgen.archive.adaptive.coder) and learned from before the next, all in one compiled loop.
 
@@ -21,7 +21,7 @@ run length. Then:
   match    the bit of the byte that followed the longest earlier occurrence (MIN_MATCH bytes or more) of the
            lane's last bytes, with a confidence learned per match length;
   bias     a constant.
-Four mixers (mixer2.py; six in format 10 with the network) weigh them, with weight sets chosen by (the network's confidence, the match state, the
+Four mixers (mixer2.py) weigh them, with weight sets chosen by (the network's confidence, the match state, the
 depth), (the node, how far into its lane the byte is; format 7: how many brackets are open and whether in a
 tag), (the previous byte, the depth) and (how many contexts
 have seen the node, the match state, the depth); a last mixer weighs the four by (the network's confidence, the
@@ -91,10 +91,9 @@ TEXT5 = (2, 3, 4, 6, 7, 8, 9, 10, 13, 14, 15, 16, 19, 21, 23, 24, 25, 26, 27, 29
 # Format 10's (models 7 to 10): models 3 to 6 ("level" = models - 4) with the same contexts, made *wide*: a third
 # input per context (its state map's stretch again where the bit history is deterministic, only zeros or only ones
 # seen, else 0: the mixer learns how far such a history is to be trusted, after paq8's context maps, which add it
-# too); with the network (models 7 and 8) also two more mixers in layer 1, their weight sets chosen by the token
-# being read (the word without token contexts) and by c3 (paq8 selects mixer weights by several contexts).
-# -0.8 % on code and markup with the network, -0.5 % on prose; without it -0.3 % / -0.6 % on text / data (the two
-# mixers would gain another 0.25 % there, at 7 % more time: left out). benchmarks/RESULTS.md, "format 10".
+# too). -0.4 % on code and markup with the network, -0.3 % / -0.6 % on text / data without it, for ~6 % more time
+# in the file's models. Two more mixers (weight sets by the token being read and by c3) gained as much again, at
+# twice the time: the compress speed target (5 x paq8px) did not leave room. benchmarks/RESULTS.md, "format 10".
 ACTIVE = {(2, True): TEXT, (2, False): DATA, (3, True): TEXT3, (3, False): DATA3, (4, True): TEXT4,
           (4, False): DATA4, (5, False): DATA5, (6, False): TEXT5,
           (7, True): TEXT3, (8, True): TEXT4, (9, False): DATA5, (10, False): TEXT5}
@@ -154,8 +153,7 @@ class State(NamedTuple):
                                             # 1/1024 bit (the encoder's give-up rules read its running sum)
     bits: np.ndarray                        # (4097,) int64: 1024 log2(4096 / p), the cost of a bit coded at p
     ind3: np.ndarray                        # (65536,) int64: ind3, by a hash of c3..c1 (models 5 and 6)
-    wide: bool                              # format 10's (models 7-10): three inputs per context (and with the
-                                            # network, models 7 and 8, six mixers)
+    wide: bool                              # format 10's (models 7-10): three inputs per context
 
 
 def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
@@ -173,7 +171,7 @@ def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
     first = FIRST + per * np.arange(len(active))
     return State(buckets.new(n, len(active)), history.state_maps(len(active)), t.next, t.n0, t.n1,
                  np.full((len(active), RUNS), 3 << 14, np.int64),
-                 mixer2.new(MIXERS + (2 if wide and models <= 4 else 0), SETS, FIRST + per * len(active), SETS2, NET, first, FIRST_W,
+                 mixer2.new(MIXERS, SETS, FIRST + per * len(active), SETS2, NET, first, FIRST_W,
                             *((mixer2.LR, mixer2.BOOST) if models == 2 else (mixer2.LR3, mixer2.BOOST3))),
                  np.zeros(1 << MATCH_BITS, np.int64), np.zeros(lanes, np.int64), np.zeros(lanes, np.int64),
                  np.zeros(lanes, np.int64),
@@ -330,7 +328,6 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     hmask = (match_rows - APM_C2) // 2 - 1
     net_rows = APM_C2 + hmask + 1
     per = 3 if S.wide else 2                        # mixer inputs per context
-    nm = mx.s.shape[0]                              # layer-1 mixers (layer 2's weight set is sel[nm])
     alone5 = S.models >= 5 and not has_net          # format 9 without the network: the network's APM input is an
                                                     # order-2 direct probability (pn = 1/2), the mixers' sets differ
     for t in range(t0, t1):
@@ -472,13 +469,10 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                     sel[1] = node * 4 + a1
                 sel[2] = c1 * 8 + d
                 sel[3] = (min(seen, 15) * 4 + ms) * 8 + d
-                sel[nm] = confidence * 8 + d
+                sel[4] = confidence * 8 + d
                 if alone5:                  # format 9 without the network (its confidence is always 0 there):
                     sel[0] = c2 * 8 + d     # by c2, and the last mixer's by the match state and how many contexts
-                    sel[nm] = ms * 8 + d + (32 if 2 * seen >= nu else 0)         # have seen the node
-                if nm > MIXERS:             # format 10 with the network: by the token (or word) being read, by c3
-                    sel[4] = ((words[lane, 3] if S.models >= 4 else w0) & 255) * 8 + d
-                    sel[5] = c[3] * 8 + d
+                    sel[4] = ms * 8 + d + (32 if 2 * seen >= nu else 0)          # have seen the node
                 pm = mixer2.predict(mx, squash)
                 cx2 = APM_C1 + c1 * 256 + node
                 cx3 = APM_C2 + ((a2c * 256 + node * 0x9E37) & hmask)
