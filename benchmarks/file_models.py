@@ -3,11 +3,11 @@ with) on benchmarks/compress.py's non-prose files: payload bytes of format 9's m
 
     python benchmarks/file_models.py [--corpus DIR ...] [--cap 200000] [--ablate text|data]
 
-Text (code, markup, man pages, logs, other text) takes format 9's contexts for text (models 6; format 10: the same,
-wide, models 10), the rest its contexts for data (models 5; 9); prose, random, zeros, repetition and compressed
-files are left out. --ablate GROUP prints, for that group, the total without each context of format 10's set in
-turn (how TEXT5 and DATA5 were chosen, with format 9's models: benchmarks/RESULTS.md, "format 9"). Sizes only:
-they do not depend on the machine.
+Text (code, markup, man pages, logs, other text) takes format 9's contexts for text (models 6, which format 10
+keeps), the rest its contexts for data (models 5; format 10: the same, wide, models 7); prose, random, zeros,
+repetition and compressed files are left out. --ablate GROUP prints, for that group, the total without each context
+of the set in turn (how TEXT5 and DATA5 were chosen: benchmarks/RESULTS.md, "format 9"). Sizes only: they do not
+depend on the machine.
 """
 from __future__ import annotations
 
@@ -43,11 +43,11 @@ def main():
         if data and kind not in LEFT_OUT:
             files.append((name, "text" if kind in B.TEXT_KINDS else "data", data))
     if args.ablate:
-        models = 10 if args.ablate == "text" else 9
+        models = 6 if args.ablate == "text" else 7
         chosen = [d for _, g, d in files if g == args.ablate]
         full = P.ACTIVE[models, False]
         base = sum(payload(d, models) for d in chosen)
-        print(f"{args.ablate}: {len(chosen)} files, format 10's {len(full)} contexts: {base:,} bytes\n")
+        print(f"{args.ablate}: {len(chosen)} files, {len(full)} contexts: {base:,} bytes\n")
         print("| without | bytes | change |\n|---|---:|---:|")
         try:
             for c in full:
@@ -60,7 +60,8 @@ def main():
     print("| file | group | bytes | format 9 | format 10 | change |\n|---|---|---:|---:|---:|---:|")
     totals = {}
     for name, group, data in files:
-        old, new = (payload(data, 6), payload(data, 10)) if group == "text" else (payload(data, 5), payload(data, 9))
+        old = payload(data, 6 if group == "text" else 5)
+        new = old if group == "text" else payload(data, 7)                      # text: format 9's models still
         t = totals.setdefault(group, [0, 0, 0])
         t[0] += 1; t[1] += old; t[2] += new
         print(f"| {name} | {group} | {len(data):,} | {old:,} | {new:,} | {100 * (new / old - 1):+.2f} % |", flush=True)

@@ -181,7 +181,7 @@ def test_method_11_stopped_while_a_step_is_computed_ahead_returns_none(tiny):
 def test_mixed_archives_do_not_depend_on_the_thread_count(small):
     data = TEXT[:len(TEXT) // 3] + (DATA / "golden-v3.txt").read_bytes()
     one = roundtrip(small, data, min_lane=64)
-    assert C.list_archive(io.BytesIO(one)).methods == ["mixed-5"] and C.list_archive(io.BytesIO(one)).lanes[0] > 1
+    assert C.list_archive(io.BytesIO(one)).methods == ["mixed-3"] and C.list_archive(io.BytesIO(one)).lanes[0] > 1
     torch.set_num_threads(2)                                           # reset by the one_thread fixture
     assert roundtrip(small, data, min_lane=64) == one
 
@@ -243,7 +243,7 @@ def test_a_block_whose_method_8_gives_up_is_method_9s_and_round_trips(tiny, monk
     monkeypatch.setattr(C, "gives_up", lambda m, n, nine: lambda t, size: nine() is not None)
     data = (DATA / "golden-v3.txt").read_bytes()
     archive = roundtrip(tiny, data, min_lane=64)
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-6-text"]
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-5-text"]
 
 
 def test_prose_is_told_from_code_markup_tables_and_other_scripts():
@@ -287,7 +287,7 @@ def test_a_prose_block_whose_method_12_stops_is_method_11s_and_round_trips(tiny,
     monkeypatch.setattr(C, "yields_to", lambda n, eleven: lambda t, cost: True)
     data = (DATA / "golden-v3.txt").read_bytes()
     archive = roundtrip(tiny, data, min_lane=64)
-    assert C.list_archive(io.BytesIO(archive)).methods == ["mixed-5"]
+    assert C.list_archive(io.BytesIO(archive)).methods == ["mixed-3"]
 
 
 def test_method_11_reports_the_bits_it_spent_before_each_byte_in_every_lane(tiny):
@@ -316,7 +316,7 @@ def test_decoding_on_threads_starts_the_costliest_blocks_of_a_window_first(tiny,
     back = io.BytesIO()
     C.decompress(io.BytesIO(out.getvalue()), back, tiny, "m", threads=2)
     assert back.getvalue() == b"".join(blocks)
-    assert started[0] in ("mixed-5", "cm-6-text") and started[1:] == ["stored"]        # TEXT is prose
+    assert started[0] in ("mixed-3", "cm-5-text") and started[1:] == ["stored"]        # TEXT is prose
 
 
 def test_squash_and_stretch_are_integer_inverses():
@@ -433,11 +433,11 @@ def test_a_version_8_or_9_archive_of_code_made_on_2026_12_07_still_decodes(small
     assert decoded(small, archive) == (DATA / "golden-v8-code.txt").read_bytes()
 
 
-@pytest.mark.parametrize("golden, original, method", [("golden-v10.hmz", "golden-v3.txt", "mixed-5"),
-                                                     ("golden-v10-code.hmz", "golden-v8-code.txt", "mixed-5-text")])
+@pytest.mark.parametrize("golden, original, method", [("golden-v10.hmz", "golden-v3.txt", "mixed-3"),
+                                                     ("golden-v10-code.hmz", "golden-v8-code.txt", "mixed-4")])
 def test_a_version_10_archive_made_on_2026_12_07_decodes_and_is_reproduced_exactly(small, golden, original, method):
-    """With the network, format 10 codes prose with format 7's contexts (method 21), code and markup with format
-    8's (22), both wide."""
+    """With the network, format 10 codes as formats 8 and 9 did: prose by format 7's method (11), code and markup by
+    format 8's (14)."""
     archive = (DATA / golden).read_bytes()
     assert archive[4] == 10 and C.list_archive(io.BytesIO(archive)).methods == [method]
     text = decoded(small, archive)
@@ -447,9 +447,9 @@ def test_a_version_10_archive_made_on_2026_12_07_decodes_and_is_reproduced_exact
     assert again.getvalue() == archive
 
 
-def test_format_8_and_9_code_prose_as_format_7_did_byte_for_byte():
-    v7, v8, v9 = ((DATA / f"golden-v{k}.hmz").read_bytes() for k in (7, 8, 9))
-    assert v7[HEAD:] == v8[HEAD:] == v9[HEAD:]
+def test_formats_8_to_10_code_prose_as_format_7_did_byte_for_byte():
+    v7, v8, v9, v10 = ((DATA / f"golden-v{k}.hmz").read_bytes() for k in (7, 8, 9, 10))
+    assert v7[HEAD:] == v8[HEAD:] == v9[HEAD:] == v10[HEAD:]
 
 
 def test_a_version_6_archive_with_primed_blocks_made_on_2026_12_06_still_decodes(small):
@@ -491,7 +491,7 @@ def test_a_version_9_archive_with_primed_blocks_still_decodes(small):
 
 def test_a_version_10_archive_with_primed_blocks_for_data_decodes_and_is_reproduced(small, monkeypatch):
     """golden-v10-primed.hmz: golden-v3.txt cut as if SEGMENT were 1,000 bytes, coded by format 10's file models
-    for data (methods 23 and 24), made as it is remade here."""
+    for data (methods 21 and 22), made as it is remade here."""
     archive = (DATA / "golden-v10-primed.hmz").read_bytes()
     assert C.list_archive(io.BytesIO(archive)).methods == ["cm-6", "cm-6-primed", "cm-6-primed"]
     for threads in (1, 2):
@@ -505,11 +505,11 @@ def test_a_version_10_archive_with_primed_blocks_for_data_decodes_and_is_reprodu
 
 
 def test_a_version_10_archive_with_primed_blocks_for_text_decodes_and_is_reproduced(small, monkeypatch):
-    """golden-v10-text-primed.hmz: golden-v8-code.txt cut as if SEGMENT were 1,000 bytes and coded by format 10's
-    file models for text alone (methods 25 and 26: the encoder told not to run the network), made as it is remade
-    here."""
+    """golden-v10-text-primed.hmz: golden-v8-code.txt cut as if SEGMENT were 1,000 bytes and coded by the file
+    models for text alone (format 9's methods 19 and 20, which format 10 keeps: the encoder told not to run the
+    network), made as it is remade here."""
     archive = (DATA / "golden-v10-text-primed.hmz").read_bytes()
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-6-text", "cm-6-text-primed", "cm-6-text-primed"]
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-5-text", "cm-5-text-primed", "cm-5-text-primed"]
     for threads in (1, 2):
         assert decoded(small, archive, threads) == (DATA / "golden-v8-code.txt").read_bytes()
     monkeypatch.setattr(C, "SEGMENT", 1000)

@@ -53,10 +53,10 @@ bytes, then stored by `method`:
              contexts chosen for data); 19 cm-5-text, 20 cm-5-text-primed  the same with contexts chosen for text
              (models=6). The encoder writes 17-20 where it wrote 12, 13, 15 and 16 (19 and 20 for text); the
              network's methods stay 11 (prose) and 14 (version 9)
- 21 mixed-5, 22 mixed-5-text, 23 cm-6, 24 cm-6-primed, 25 cm-6-text, 26 cm-6-text-primed  methods 11, 14, 17, 18,
-             19 and 20 with format 10's wide models (predictor2 with models=7 to 10: the same contexts, a third
-             mixer input per context where its bit history is deterministic). The encoder writes 21-26 where it
-             wrote 11, 14 and 17-20 (version 10)
+ 21 cm-6, 22 cm-6-primed  methods 17 and 18 with format 10's wide models for data (predictor2 with
+             models=7: the same contexts, a third mixer input per context where its bit history is
+             deterministic). The encoder writes 21 and 22 where it wrote 17 and 18; text keeps 11, 14, 19 and 20
+             (version 10)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 64 MiB block of `xz -9e`'s size for inputs up to
 64 MiB (one block: its LZMA2 is xz's stream without the container). A block of at least ESTIMATE_FROM bytes is
@@ -125,20 +125,19 @@ DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger bat
 START = 10                # every lane starts as if after a newline
 (STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREAM, MIXED2, CM, CM_PRIMED,
  MIXED3, CM3, CM3_PRIMED, MIXED4, CM4, CM4_PRIMED, CM5, CM5_PRIMED, CM5_TEXT, CM5_TEXT_PRIMED,
- MIXED5, MIXED5_TEXT, CM6, CM6_PRIMED, CM6_TEXT, CM6_TEXT_PRIMED) = range(27)
+ CM6, CM6_PRIMED) = range(23)
 METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86", "lzma-stream", "lzma-x86-stream",
                 "mixed-2", "cm", "cm-primed", "mixed-3", "cm-3", "cm-3-primed", "mixed-4", "cm-4", "cm-4-primed",
-                "cm-5", "cm-5-primed", "cm-5-text", "cm-5-text-primed", "mixed-5", "mixed-5-text", "cm-6",
-                "cm-6-primed", "cm-6-text", "cm-6-text-primed")
-CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2, MIXED3, MIXED4, MIXED5, MIXED5_TEXT)      # the methods that run the model
+                "cm-5", "cm-5-primed", "cm-5-text", "cm-5-text-primed", "cm-6", "cm-6-primed")
+CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2, MIXED3, MIXED4)      # the methods that run the model
 ALONE = (CM, CM_PRIMED, CM3, CM3_PRIMED, CM4, CM4_PRIMED,          # ... the file's models alone, one lane (m = n)
-         CM5, CM5_PRIMED, CM5_TEXT, CM5_TEXT_PRIMED, CM6, CM6_PRIMED, CM6_TEXT, CM6_TEXT_PRIMED)
+         CM5, CM5_PRIMED, CM5_TEXT, CM5_TEXT_PRIMED, CM6, CM6_PRIMED)
 LANED = CODED + ALONE                                              # ... that cut their block into lanes (m > 0)
-PRIMED = (CM_PRIMED, CM3_PRIMED, CM4_PRIMED, CM5_PRIMED, CM5_TEXT_PRIMED, CM6_PRIMED, CM6_TEXT_PRIMED)   # ... whose models first learn the
+PRIMED = (CM_PRIMED, CM3_PRIMED, CM4_PRIMED, CM5_PRIMED, CM5_TEXT_PRIMED, CM6_PRIMED)   # ... whose models first learn the
                                                                                 # member's head
 MODELS = {MIXED2: 2, CM: 2, CM_PRIMED: 2, MIXED3: 3, CM3: 3, CM3_PRIMED: 3, MIXED4: 4, CM4: 4, CM4_PRIMED: 4,
           CM5: 5, CM5_PRIMED: 5, CM5_TEXT: 6, CM5_TEXT_PRIMED: 6,
-          MIXED5: 7, MIXED5_TEXT: 8, CM6: 9, CM6_PRIMED: 9, CM6_TEXT: 10, CM6_TEXT_PRIMED: 10}
+          CM6: 7, CM6_PRIMED: 7}
                                                    # ... the file's models each codes with (predictor2's `models`)
 WORDS = (NETWORK, MIXED_BYTES, MIXED)           # ... whose payload is u32 words (constriction's)
 STREAMED = (LZMA_STREAM, LZMA_X86_STREAM)  # the methods whose payloads continue one LZMA2 stream
@@ -474,9 +473,9 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
                     network: bool = True) -> tuple[int, int, int, bytes]:
     """The model's code of a block: for text the smaller of the network's method in lanes and the file's own models
     in one lane (they see all of the block's context, and win on markup and code the network knows less well), for
-    anything else the latter; with the network prose keeps format 7's contexts (format 8's additions do not improve
-    it, on large prose blocks they cost 0.2 %), other text takes format 8's; the models alone have format 9's
-    (text, anything else); all of them wide, as format 10 made them (methods 21, 22; 25/26, 23/24). Below,
+    anything else the latter; with the network prose keeps format 7's models (method 11: format 8's additions do
+    not improve it, on large prose blocks they cost 0.2 %), other text takes format 8's (14); the models alone are
+    format 9's for text (19/20) and format 10's for anything else (21/22). Below,
     "method 11" and "method 12" name the two roles. `side`: an executor that codes method 12 while this thread
     codes method 11, whose network then runs one step ahead on the other `threads` - 1 threads (code_cm's
     `ahead`). Method 12 is ~4x faster, so it is coded first (or is done first beside method 11), and method 11 stops
@@ -485,10 +484,10 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     models first learn it (methods 18, 20); method 11's start cold, as its lanes do."""
     n = len(coded)
     prose, text = looks_like_prose(coded), looks_like_text(coded)
-    mixed_method = MIXED5 if prose else MIXED5_TEXT    # format 8's token contexts and match APM pay off with the
+    mixed_method = MIXED3 if prose else MIXED4         # format 8's token contexts and match APM pay off with the
                                                        # network in code, markup and tables, not in prose (RESULTS.md,
-    alone_method = ((CM6_TEXT_PRIMED if primer else CM6_TEXT) if text     # "format 8"); format 9's file models:
-                    else (CM6_PRIMED if primer else CM6))                 # contexts for text, or for data
+    alone_method = ((CM5_TEXT_PRIMED if primer else CM5_TEXT) if text     # "format 8"); format 9's file models for
+                    else (CM6_PRIMED if primer else CM6))                 # text, format 10's for data
     if not network or not text:
         return alone_method, transform, n, code_alone(n, True, coded, None, progress, primer, MODELS[alone_method])
     m = lanes_for(n, max_lanes, min_lane)
@@ -921,7 +920,7 @@ def read_records(src: BinaryIO, version: int, skip_payload: bool = False):
 
 
 LAST_METHOD = {2: MIXED, 3: LZMA_X86, 4: LZMA_X86_STREAM, 5: CM, 6: CM_PRIMED,    # the methods each version may
-               7: CM3_PRIMED, 8: CM4_PRIMED, 9: CM5_TEXT_PRIMED, 10: CM6_TEXT_PRIMED}                  # hold
+               7: CM3_PRIMED, 8: CM4_PRIMED, 9: CM5_TEXT_PRIMED, 10: CM6_PRIMED}                  # hold
 
 
 def read_block(src: BinaryIO, index: int, version: int = VERSION) -> Block:

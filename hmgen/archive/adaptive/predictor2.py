@@ -1,13 +1,12 @@
-"""Methods 8 to 26's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
+"""Methods 8 to 22's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
 lpaq and paq8: bit histories in hashed contexts, a match model, two layers of mixers, a chain of adaptive
 probability maps; all of it rewritten here in integers), mixed with the network's next-byte distribution
-(methods 8, 11, 14, 21, 22) or without it (9, 10, 12, 13, 15-20, 23-26: data that is not text, code and markup
-it wins on).
+(methods 8, 11, 14) or without it (9, 10, 12, 13, 15-22: data that is not text, code and markup it wins on).
 Five sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (models=3: 11-13, more contexts, see
 TEXT3 and DATA3, and a mixer weight set chosen by brackets and markup), format 8's (models=4: 14-16, token
 contexts, TEXT4 and DATA4, and an APM by the match state), format 9's (models=5 and 6: 17-20, without the
 network only: the match's byte as a context, a set of contexts for data (DATA5) and one for text (TEXT5)) and
-format 10's (models=7 to 10: 21-26, models 3 to 6 made wide: a third input per context, see WIDE);
+format 10's (models=7: 21 and 22, models 5 made wide: a third input per context, see WIDE);
 old archives decode with the models they were made with. Each bit is predicted, range-coded
 (hmgen.archive.adaptive.coder) and learned from before the next, all in one compiled loop.
 
@@ -88,17 +87,15 @@ DATA4 = (0, 1, 2, 3, 4) + tuple(range(6, 18)) + (19, 20, 21, 23, 24, 25, 26, 27)
 # contexts' time, on prose nothing: methods 11 and 14 stay.
 DATA5 = (0, 1, 2, 3, 4, 6, 10, 11, 12, 13, 14, 15, 16, 17, 20, 23, 24, 26, 29, 30, 31)
 TEXT5 = (2, 3, 4, 6, 7, 8, 9, 10, 13, 14, 15, 16, 19, 21, 23, 24, 25, 26, 27, 29, 30, 31)
-# Format 10's (models 7 to 10): models 3 to 6 ("level" = models - 4) with the same contexts, made *wide*: a third
-# input per context (its state map's stretch again where the bit history is deterministic, only zeros or only ones
-# seen, else 0: the mixer learns how far such a history is to be trusted, after paq8's context maps, which add it
-# too). -0.4 % on code and markup with the network, -0.3 % / -0.6 % on text / data without it, for ~6 % more time
-# in the file's models. Two more mixers (weight sets by the token being read and by c3) gained as much again, at
-# twice the time: the compress speed target (5 x paq8px) did not leave room. benchmarks/RESULTS.md, "format 10".
+# Format 10's (models 7): format 9's models for data (5) made *wide*: a third input per context (its state map's
+# stretch again where the bit history is deterministic, only zeros or only ones seen, else 0: the mixer learns how
+# far such a history is to be trusted, after paq8's context maps, which add it too). -0.6 % on data for ~6 % more
+# time in the file's models; on text (-0.3 % alone, -0.4 % with the network) that time took compressing below
+# 5 x paq8px's speed, so text keeps format 9's models. benchmarks/RESULTS.md, "format 10".
 ACTIVE = {(2, True): TEXT, (2, False): DATA, (3, True): TEXT3, (3, False): DATA3, (4, True): TEXT4,
-          (4, False): DATA4, (5, False): DATA5, (6, False): TEXT5,
-          (7, True): TEXT3, (8, True): TEXT4, (9, False): DATA5, (10, False): TEXT5}
+          (4, False): DATA4, (5, False): DATA5, (6, False): TEXT5, (7, False): DATA5}
                                                         # (models, with the network) -> the contexts
-WIDE = 7                      # models from this on are format 10's: level models - 4, wide
+WIDE = 7                      # format 10's models: level 5, wide
 MAX_RECORD = 4096             # record lengths detected: 2 .. MAX_RECORD bytes
 RECORD_VOTES = 16             # a length that wins this many votes becomes the lane's record length
 NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 2 per context from FIRST
@@ -153,16 +150,16 @@ class State(NamedTuple):
                                             # 1/1024 bit (the encoder's give-up rules read its running sum)
     bits: np.ndarray                        # (4097,) int64: 1024 log2(4096 / p), the cost of a bit coded at p
     ind3: np.ndarray                        # (65536,) int64: ind3, by a hash of c3..c1 (models 5 and 6)
-    wide: bool                              # format 10's (models 7-10): three inputs per context
+    wide: bool                              # format 10's (models 7): three inputs per context
 
 
 def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
     """The predictor of a block of n bytes coded in `lanes` lanes, with the contexts `active` (indices into
     CONTEXTS); models 2 is the one methods 8 to 10 were coded with (format 5 and 6), 3 format 7's, 4 format 8's,
     5 and 6 format 9's (without the network)."""
-    wide = models >= WIDE
+    wide = models == WIDE
     if wide:
-        models -= WIDE - 3
+        models = 5
     per = 3 if wide else 2                                       # mixer inputs per context
     c = curves()
     t = history.table()
