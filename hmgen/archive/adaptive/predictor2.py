@@ -98,7 +98,7 @@ ACTIVE = {(2, True): TEXT, (2, False): DATA, (3, True): TEXT3, (3, False): DATA3
 WIDE = 7                      # format 10's models: level 5, wide
 MAX_RECORD = 4096             # record lengths detected: 2 .. MAX_RECORD bytes
 RECORD_VOTES = 16             # a length that wins this many votes becomes the lane's record length
-NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 2 per context from FIRST
+NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 2 per context from FIRST (3 when wide)
 FIRST = 4
 MIXERS, SETS, SETS2 = 4, 2048, 64
 MIN_MATCH, MATCH_BITS, LENGTHS = 6, 20, 64
@@ -145,7 +145,8 @@ class State(NamedTuple):
     markup: np.ndarray                      # (lanes, 4) int64: markup state (0 text, 1 tag name, 2 in a tag, 3 in
                                             # its quoted value), the tag name read so far, the last tag's, indent
     models: int                             # the level: 2: methods 8-10's models, 3: format 7's (11-13), 4: format 8's (14-16),
-                                            # 5 and 6: format 9's for data (17, 18) and text (19, 20)
+                                            # 5 and 6: format 9's for data (17, 18) and text (19, 20); format
+                                            # 10's (21, 22) is level 5, wide
     cost: np.ndarray                        # (n + 1,) int64: cost[i + 1] the bits the block's byte i was coded in,
                                             # 1/1024 bit (the encoder's give-up rules read its running sum)
     bits: np.ndarray                        # (4097,) int64: 1024 log2(4096 / p), the cost of a bit coded at p
@@ -156,7 +157,7 @@ class State(NamedTuple):
 def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
     """The predictor of a block of n bytes coded in `lanes` lanes, with the contexts `active` (indices into
     CONTEXTS); models 2 is the one methods 8 to 10 were coded with (format 5 and 6), 3 format 7's, 4 format 8's,
-    5 and 6 format 9's (without the network)."""
+    5 and 6 format 9's (without the network), 7 format 10's (5, wide)."""
     wide = models == WIDE
     if wide:
         models = 5
