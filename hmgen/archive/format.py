@@ -133,8 +133,8 @@ CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2, MIXED3, MIXED4)      # the methods
 ALONE = (CM, CM_PRIMED, CM3, CM3_PRIMED, CM4, CM4_PRIMED,          # ... the file's models alone, one lane (m = n)
          CM5, CM5_PRIMED, CM5_TEXT, CM5_TEXT_PRIMED, CM6, CM6_PRIMED)
 LANED = CODED + ALONE                                              # ... that cut their block into lanes (m > 0)
-PRIMED = (CM_PRIMED, CM3_PRIMED, CM4_PRIMED, CM5_PRIMED, CM5_TEXT_PRIMED, CM6_PRIMED)   # ... whose models first learn the
-                                                                                # member's head
+PRIMED = (CM_PRIMED, CM3_PRIMED, CM4_PRIMED, CM5_PRIMED, CM5_TEXT_PRIMED,     # ... whose models first learn
+          CM6_PRIMED)                                                      # the member's head
 MODELS = {MIXED2: 2, CM: 2, CM_PRIMED: 2, MIXED3: 3, CM3: 3, CM3_PRIMED: 3, MIXED4: 4, CM4: 4, CM4_PRIMED: 4,
           CM5: 5, CM5_PRIMED: 5, CM5_TEXT: 6, CM5_TEXT_PRIMED: 6,
           CM6: 7, CM6_PRIMED: 7}

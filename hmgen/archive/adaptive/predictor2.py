@@ -144,9 +144,9 @@ class State(NamedTuple):
     nest: np.ndarray                        # (lanes, 33) int64: how many brackets are open, then the first 32
     markup: np.ndarray                      # (lanes, 4) int64: markup state (0 text, 1 tag name, 2 in a tag, 3 in
                                             # its quoted value), the tag name read so far, the last tag's, indent
-    models: int                             # the level: 2: methods 8-10's models, 3: format 7's (11-13), 4: format 8's (14-16),
-                                            # 5 and 6: format 9's for data (17, 18) and text (19, 20); format
-                                            # 10's (21, 22) is level 5, wide
+    models: int                             # the level: 2: methods 8-10's models, 3: format 7's (11-13), 4:
+                                            # format 8's (14-16), 5 and 6: format 9's for data (17, 18) and text
+                                            # (19, 20); format 10's (21, 22) is level 5, wide
     cost: np.ndarray                        # (n + 1,) int64: cost[i + 1] the bits the block's byte i was coded in,
                                             # 1/1024 bit (the encoder's give-up rules read its running sum)
     bits: np.ndarray                        # (4097,) int64: 1024 log2(4096 / p), the cost of a bit coded at p
@@ -446,7 +446,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                         seen += 1
                     x[at] = stretch[sm_p[a, st] >> 4]
                     x[at + 1] = 0
-                    if S.wide:              # format 10: the same again where the history is deterministic
+                    if per == 3:            # format 10: the same again where the history is deterministic
                         x[at + 2] = x[at] if st != 0 and (n0[st] == 0 or n1[st] == 0) else 0
                     rb = runs[a, 2]
                     if rb >= 0 and ((rb + 256) >> (8 - d)) == node:
