@@ -1,11 +1,11 @@
 """The file's models alone (one lane, no network: what hmgen codes data, and code or markup the network does not win,
-with) on benchmarks/compress.py's non-prose files: payload bytes of format 9's models against format 10's.
+with) on benchmarks/compress.py's non-prose files: payload bytes of format 10's models against format 11's.
 
     python benchmarks/file_models.py [--corpus DIR ...] [--cap 200000] [--ablate text|data]
 
-Text (code, markup, man pages, logs, other text) takes format 9's contexts for text (models 6, which format 10
-keeps), the rest its contexts for data (models 5; format 10: the same, wide, models 7); prose, random, zeros,
-repetition and compressed files are left out. --ablate GROUP prints, for that group, the total without each context
+Text (code, markup, man pages, logs, other text) takes the contexts for text (format 10: format 9's, models 6;
+format 11: with the groups context, models 8), the rest the contexts for data (format 10: wide, models 7; format
+11: with the groups context, models 9); prose, random, zeros, repetition and compressed files are left out. --ablate GROUP prints, for that group, the total without each context
 of the set in turn (how TEXT5 and DATA5 were chosen: benchmarks/RESULTS.md, "format 9"). Sizes only: they do not
 depend on the machine.
 """
@@ -43,7 +43,7 @@ def main():
         if data and kind not in LEFT_OUT:
             files.append((name, "text" if kind in B.TEXT_KINDS else "data", data))
     if args.ablate:
-        models = 6 if args.ablate == "text" else 7
+        models = 8 if args.ablate == "text" else 9
         chosen = [d for _, g, d in files if g == args.ablate]
         full = P.ACTIVE[models, False]
         base = sum(payload(d, models) for d in chosen)
@@ -57,11 +57,11 @@ def main():
         finally:
             P.ACTIVE[models, False] = full
         return
-    print("| file | group | bytes | format 9 | format 10 | change |\n|---|---|---:|---:|---:|---:|")
+    print("| file | group | bytes | format 10 | format 11 | change |\n|---|---|---:|---:|---:|---:|")
     totals = {}
     for name, group, data in files:
-        old = payload(data, 6 if group == "text" else 5)
-        new = old if group == "text" else payload(data, 7)                      # text: format 9's models still
+        old = payload(data, 6 if group == "text" else 7)
+        new = payload(data, 8 if group == "text" else 9)
         t = totals.setdefault(group, [0, 0, 0])
         t[0] += 1; t[1] += old; t[2] += new
         print(f"| {name} | {group} | {len(data):,} | {old:,} | {new:,} | {100 * (new / old - 1):+.2f} % |", flush=True)

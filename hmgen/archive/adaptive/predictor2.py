@@ -1,12 +1,13 @@
-"""Methods 8 to 22's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
+"""Methods 8 to 27's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
 lpaq and paq8: bit histories in hashed contexts, a match model, two layers of mixers, a chain of adaptive
 probability maps; all of it rewritten here in integers), mixed with the network's next-byte distribution
-(methods 8, 11, 14) or without it (9, 10, 12, 13, 15-22: data that is not text, code and markup it wins on).
-Five sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (models=3: 11-13, more contexts, see
+(methods 8, 11, 14, 23) or without it (9, 10, 12, 13, 15-22, 24-27: data that is not text, code and markup it wins
+on). Six sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (models=3: 11-13, more contexts, see
 TEXT3 and DATA3, and a mixer weight set chosen by brackets and markup), format 8's (models=4: 14-16, token
 contexts, TEXT4 and DATA4, and an APM by the match state), format 9's (models=5 and 6: 17-20, without the
-network only: the match's byte as a context, a set of contexts for data (DATA5) and one for text (TEXT5)) and
-format 10's (models=7: 21 and 22, models 5 made wide: a third input per context, see WIDE);
+network only: the match's byte as a context, a set of contexts for data (DATA5) and one for text (TEXT5)),
+format 10's (models=7: 21 and 22, models 5 made wide: a third input per context, see WIDE) and format 11's
+(models=8 to 10: 23-27, the "groups" context joins models 6, 7 and, with the network, 4: see LEVELS);
 old archives decode with the models they were made with. Each bit is predicted, range-coded
 (hmgen.archive.adaptive.coder) and learned from before the next, all in one compiled loop.
 
@@ -59,11 +60,14 @@ from hmgen.jit import njit
 # line's first token; format 9's: "expect" the byte the match model predicts (or none) and "length" the match's
 # length (to 15), after paq8's match model, whose predicted byte is a context too: its bit histories learn how far
 # a match of that length is to be trusted and what comes when it fails; "predicted" the bytes that last followed
-# c1, c2 c1 and c3..c1 (ind1, ind2, and ind3 likewise by c3..c1):
+# c1, c2 c1 and c3..c1 (ind1, ind2, and ind3 likewise by c3..c1); format 11's "groups" the shape of the last six
+# bytes: each byte's class (lower-case letter, capital, digit, blank, newline, byte >= 128; any other byte, the
+# punctuation and brackets that give code and markup their shape, and control bytes, as itself), after paq8's
+# char-group model:
 CONTEXTS = ("c1", "c2 c1", "c3..c1", "c4..c1", "c5..c1", "c6..c1", "c8..c1", "w0 w1", "w0 c1", "w0 w1 w2",
             "c3 c2", "c4 c2", "above c1", "c1 ind1", "c2 c1 ind2", "above column", "w1 c1", "above above2",
             "above2 above c1", "nest c1", "indent column c1", "tag c2 c1", "c12..c1", "c20..c1", "w0 w2",
-            "tok0 sep", "head tok0", "indent tok0", "nest tok0", "c3 c1", "expect length", "predicted")
+            "tok0 sep", "head tok0", "indent tok0", "nest tok0", "c3 c1", "expect length", "predicted", "groups")
 NCTX = len(CONTEXTS)
 TEXT = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16)   # method 8's contexts (the rest gained nothing on text)
 DATA = tuple(range(19))                                  # ... 9 and 10's
@@ -92,9 +96,16 @@ TEXT5 = (2, 3, 4, 6, 7, 8, 9, 10, 13, 14, 15, 16, 19, 21, 23, 24, 25, 26, 27, 29
 # far such a history is to be trusted, after paq8's context maps, which add it too). -0.6 % on data for ~6 % more
 # time in the file's models; on text (-0.3 % alone, -0.4 % with the network) that time took compressing below
 # 5 x paq8px's speed, so text keeps format 9's models. benchmarks/RESULTS.md, "format 10".
+# Format 11's (models 8 to 10): "groups" joins format 10's models for data (9: DATA5, wide), format 9's for text
+# (8: TEXT5) and format 8's with the network for code and markup (10: TEXT4). Measured (benchmarks/RESULTS.md,
+# "format 11"): -0.9 % on 15 code, markup and other text files alone, -0.8 % on 11 data files, -0.7 % with the
+# network on 9 code and markup files; on prose with the network under 0.1 %: prose keeps method 11's models.
 ACTIVE = {(2, True): TEXT, (2, False): DATA, (3, True): TEXT3, (3, False): DATA3, (4, True): TEXT4,
-          (4, False): DATA4, (5, False): DATA5, (6, False): TEXT5, (7, False): DATA5}
+          (4, False): DATA4, (5, False): DATA5, (6, False): TEXT5, (7, False): DATA5,
+          (8, False): TEXT5 + (32,), (9, False): DATA5 + (32,), (10, True): TEXT4 + (32,)}
                                                         # (models, with the network) -> the contexts
+LEVELS = {7: (5, True), 8: (6, False), 9: (5, True), 10: (4, False)}
+                              # models from format 10 on -> (the level whose code they run, wide)
 WIDE = 7                      # format 10's models: level 5, wide
 MAX_RECORD = 4096             # record lengths detected: 2 .. MAX_RECORD bytes
 RECORD_VOTES = 16             # a length that wins this many votes becomes the lane's record length
@@ -158,9 +169,7 @@ def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
     """The predictor of a block of n bytes coded in `lanes` lanes, with the contexts `active` (indices into
     CONTEXTS); models 2 is the one methods 8 to 10 were coded with (format 5 and 6), 3 format 7's, 4 format 8's,
     5 and 6 format 9's (without the network), 7 format 10's (5, wide)."""
-    wide = models == WIDE
-    if wide:
-        models = 5
+    models, wide = LEVELS.get(models, (models, False))
     per = 3 if wide else 2                                       # mixer inputs per context
     c = curves()
     t = history.table()
@@ -215,6 +224,23 @@ def apm_learn(table, cx, i, y):
     if c < APM_LIMIT:
         c += 1
     table[cx, i] = np.int32((p << 10) | c)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def char_group(b):
+    """A byte's class for the "groups" context: 256 a lower-case letter, 257 a capital, 258 a digit, 259 a blank,
+    260 a byte >= 128, 261 a newline; any other byte, itself."""
+    if 97 <= b <= 122:
+        return 256
+    if 65 <= b <= 90:
+        return 257
+    if 48 <= b <= 57:
+        return 258
+    if b == 32:
+        return 259
+    if b >= 128:
+        return 260
+    return 261 if b == 10 else b
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -407,6 +433,11 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 hashes[30] = mix2(mix2(expect + 1, min(match_len[lane], 15)), 132)
                 j3 = (mix2(hashes[2], 7) >> 20) & 0xFFFF
                 hashes[31] = mix2(mix2(mix2(ind[65536 + c1] & 255, ind[i2] & 255), ind3[j3] & 255), 133)
+            if S.models >= 4:
+                g = 0                                   # format 11: the classes of c6..c1
+                for j in range(1, 7):
+                    g = mix2(g, char_group(np.int64(grid[lane, t - j]) if t >= j else 0))
+                hashes[32] = mix2(g, 134)
             for a in range(nu):
                 slot, chk = buckets.run_slot(bk, hashes[use[a]])
                 rb, rl = buckets.run_of(bk, slot, chk)
