@@ -58,8 +58,9 @@ bytes, then stored by `method`:
              deterministic). The encoder writes 21 and 22 where it wrote 17 and 18; text keeps 11, 14, 19 and 20
              (version 10)
  23 mixed-5, 24 cm-7, 25 cm-7-primed, 26 cm-7-text, 27 cm-7-text-primed  methods 14, 21, 22, 19 and 20 with
-             format 11's models (predictor2 with models=10, 9 and 8: a context of the classes of the last six
-             bytes joins them). The encoder writes 23-27 where it wrote 14 and 19-22; prose keeps 11 (version 11)
+             format 11's models (predictor2 with models=10, 9 and 8: two contexts join them, the classes of the
+             last six bytes and of the last six runs of one class). The encoder writes 23-27 where it wrote 14 and
+             19-22; prose keeps 11 (version 11)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 64 MiB block of `xz -9e`'s size for inputs up to
 64 MiB (one block: its LZMA2 is xz's stream without the container). A block of at least ESTIMATE_FROM bytes is
@@ -488,7 +489,7 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     models first learn it (methods 25, 27); method 11's start cold, as its lanes do."""
     n = len(coded)
     prose, text = looks_like_prose(coded), looks_like_text(coded)
-    mixed_method = MIXED3 if prose else MIXED5         # format 8's token contexts, match APM and format 11's groups
+    mixed_method = MIXED3 if prose else MIXED5         # format 8's token contexts, match APM and format 11's shapes
                                                        # pay off with the network in code, markup and tables, not in
     alone_method = ((CM7_TEXT_PRIMED if primer else CM7_TEXT) if text     # prose (RESULTS.md, "format 8", "format
                     else (CM7_PRIMED if primer else CM7))                 # 11"); format 11's file models for text,

@@ -7,7 +7,7 @@ TEXT3 and DATA3, and a mixer weight set chosen by brackets and markup), format 8
 contexts, TEXT4 and DATA4, and an APM by the match state), format 9's (models=5 and 6: 17-20, without the
 network only: the match's byte as a context, a set of contexts for data (DATA5) and one for text (TEXT5)),
 format 10's (models=7: 21 and 22, models 5 made wide: a third input per context, see WIDE) and format 11's
-(models=8 to 10: 23-27, the "groups" context joins models 6, 7 and, with the network, 4: see LEVELS);
+(models=8 to 10: 23-27, the "groups" and "runs" contexts join models 6, 7 and, with the network, 4: see LEVELS);
 old archives decode with the models they were made with. Each bit is predicted, range-coded
 (hmgen.archive.adaptive.coder) and learned from before the next, all in one compiled loop.
 
@@ -62,12 +62,14 @@ from hmgen.jit import njit
 # a match of that length is to be trusted and what comes when it fails; "predicted" the bytes that last followed
 # c1, c2 c1 and c3..c1 (ind1, ind2, and ind3 likewise by c3..c1); format 11's "groups" the shape of the last six
 # bytes: each byte's class (lower-case letter, capital, digit, blank, newline, byte >= 128; any other byte, the
-# punctuation and brackets that give code and markup their shape, and control bytes, as itself), after paq8's
-# char-group model:
+# punctuation and brackets that give code and markup their shape, and control bytes, as itself), and "runs" the
+# shape further back: the classes of the last six runs of bytes of one class (a word, a number, a run of blanks
+# each count once; at most RUNS_BACK bytes back), after paq8's char-group model:
 CONTEXTS = ("c1", "c2 c1", "c3..c1", "c4..c1", "c5..c1", "c6..c1", "c8..c1", "w0 w1", "w0 c1", "w0 w1 w2",
             "c3 c2", "c4 c2", "above c1", "c1 ind1", "c2 c1 ind2", "above column", "w1 c1", "above above2",
             "above2 above c1", "nest c1", "indent column c1", "tag c2 c1", "c12..c1", "c20..c1", "w0 w2",
-            "tok0 sep", "head tok0", "indent tok0", "nest tok0", "c3 c1", "expect length", "predicted", "groups")
+            "tok0 sep", "head tok0", "indent tok0", "nest tok0", "c3 c1", "expect length", "predicted", "groups",
+            "runs")
 NCTX = len(CONTEXTS)
 TEXT = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16)   # method 8's contexts (the rest gained nothing on text)
 DATA = tuple(range(19))                                  # ... 9 and 10's
@@ -96,17 +98,19 @@ TEXT5 = (2, 3, 4, 6, 7, 8, 9, 10, 13, 14, 15, 16, 19, 21, 23, 24, 25, 26, 27, 29
 # far such a history is to be trusted, after paq8's context maps, which add it too). -0.6 % on data for ~6 % more
 # time in the file's models; on text (-0.3 % alone, -0.4 % with the network) that time took compressing below
 # 5 x paq8px's speed, so text keeps format 9's models. benchmarks/RESULTS.md, "format 10".
-# Format 11's (models 8 to 10): "groups" joins format 10's models for data (9: DATA5, wide), format 9's for text
-# (8: TEXT5) and format 8's with the network for code and markup (10: TEXT4). Measured (benchmarks/RESULTS.md,
-# "format 11"): -0.9 % on 15 code, markup and other text files alone, -0.8 % on 11 data files, -0.7 % with the
-# network on 9 code and markup files; on prose with the network under 0.1 %: prose keeps method 11's models.
+# Format 11's (models 8 to 10): "groups" and "runs" join format 10's models for data (9: DATA5, wide), format 9's
+# for text (8: TEXT5) and format 8's with the network for code and markup (10: TEXT4). Measured
+# (benchmarks/RESULTS.md, "format 11"), "groups" alone: -0.9 % on 15 code, markup and other text files alone,
+# -0.8 % on 11 data files, -0.7 % with the network on 9 code and markup files; "runs" on top of it: -0.8 %, -0.3 %,
+# -0.8 %. On prose with the network "groups" gained under 0.1 %: prose keeps method 11's models.
 ACTIVE = {(2, True): TEXT, (2, False): DATA, (3, True): TEXT3, (3, False): DATA3, (4, True): TEXT4,
           (4, False): DATA4, (5, False): DATA5, (6, False): TEXT5, (7, False): DATA5,
-          (8, False): TEXT5 + (32,), (9, False): DATA5 + (32,), (10, True): TEXT4 + (32,)}
+          (8, False): TEXT5 + (32, 33), (9, False): DATA5 + (32, 33), (10, True): TEXT4 + (32, 33)}
                                                         # (models, with the network) -> the contexts
 LEVELS = {7: (5, True), 8: (6, False), 9: (5, True), 10: (4, False)}
                               # models from format 10 on -> (the level whose code they run, wide)
 WIDE = 7                      # format 10's models: level 5, wide
+RUNS_KEPT, RUNS_BACK = 6, 128 # format 11's "runs": this many runs of a class, within this many bytes
 MAX_RECORD = 4096             # record lengths detected: 2 .. MAX_RECORD bytes
 RECORD_VOTES = 16             # a length that wins this many votes becomes the lane's record length
 NET, BIAS, MATCH, NET_APM = 0, 1, 2, 3       # the mixer's inputs, then 2 per context from FIRST (3 when wide)
@@ -438,6 +442,14 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 for j in range(1, 7):
                     g = mix2(g, char_group(np.int64(grid[lane, t - j]) if t >= j else 0))
                 hashes[32] = mix2(g, 134)
+                r, kept, before = 0, 0, -1              # ... and of the last RUNS_KEPT runs of one class
+                for j in range(1, min(t, RUNS_BACK) + 1):
+                    cg = char_group(np.int64(grid[lane, t - j]))
+                    if cg != before:
+                        r, kept, before = mix2(r, cg), kept + 1, cg
+                        if kept == RUNS_KEPT:
+                            break
+                hashes[33] = mix2(r, 140)
             for a in range(nu):
                 slot, chk = buckets.run_slot(bk, hashes[use[a]])
                 rb, rl = buckets.run_of(bk, slot, chk)
