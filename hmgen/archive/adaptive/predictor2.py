@@ -356,6 +356,10 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     hmask = (match_rows - APM_C2) // 2 - 1
     net_rows = APM_C2 + hmask + 1
     per = 3 if S.wide else 2                        # mixer inputs per context
+    shapes = False                                  # format 11's "groups" and "runs" in use (the models before it
+    for a in range(nu):                             # skip their hashes)
+        if use[a] == 32 or use[a] == 33:
+            shapes = True
     alone5 = S.models >= 5 and not has_net          # format 9 without the network: the network's APM input is an
                                                     # order-2 direct probability (pn = 1/2), the mixers' sets differ
     for t in range(t0, t1):
@@ -437,7 +441,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 hashes[30] = mix2(mix2(expect + 1, min(match_len[lane], 15)), 132)
                 j3 = (mix2(hashes[2], 7) >> 20) & 0xFFFF
                 hashes[31] = mix2(mix2(mix2(ind[65536 + c1] & 255, ind[i2] & 255), ind3[j3] & 255), 133)
-            if S.models >= 4:
+            if shapes:
                 g = 0                                   # format 11: the classes of c6..c1
                 for j in range(1, 7):
                     g = mix2(g, char_group(np.int64(grid[lane, t - j]) if t >= j else 0))
