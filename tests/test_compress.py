@@ -477,29 +477,19 @@ def test_a_version_8_archive_with_primed_blocks_made_on_2026_12_07_still_decodes
         assert decoded(small, archive, threads) == (DATA / "golden-v3.txt").read_bytes()
 
 
-def test_a_version_9_archive_with_primed_blocks_still_decodes(small):
-    """golden-v9-primed.hmz: the same cut with format 9's file models for data (methods 17 and 18);
-    golden-v9-text-primed.hmz golden-v8-code.txt's with its file models for text (19 and 20)."""
-    for name, methods, original in [("golden-v9-primed.hmz", ["cm-5", "cm-5-primed", "cm-5-primed"], "golden-v3.txt"),
-                                    ("golden-v9-text-primed.hmz", ["cm-5-text", "cm-5-text-primed", "cm-5-text-primed"],
-                                     "golden-v8-code.txt")]:
-        archive = (DATA / name).read_bytes()
-        assert C.list_archive(io.BytesIO(archive)).methods == methods
-        for threads in (1, 2):
-            assert decoded(small, archive, threads) == (DATA / original).read_bytes()
-
-
-def test_a_version_10_archive_with_primed_blocks_still_decodes(small):
-    """golden-v10-primed.hmz: golden-v3.txt cut as if SEGMENT were 1,000 bytes, coded by format 10's file models
-    for data (methods 21 and 22); golden-v10-text-primed.hmz golden-v8-code.txt's by its file models for text
-    (format 9's 19 and 20, which format 10 kept)."""
-    for name, methods, original in [("golden-v10-primed.hmz", ["cm-6", "cm-6-primed", "cm-6-primed"], "golden-v3.txt"),
-                                    ("golden-v10-text-primed.hmz", ["cm-5-text", "cm-5-text-primed", "cm-5-text-primed"],
-                                     "golden-v8-code.txt")]:
-        archive = (DATA / name).read_bytes()
-        assert C.list_archive(io.BytesIO(archive)).methods == methods
-        for threads in (1, 2):
-            assert decoded(small, archive, threads) == (DATA / original).read_bytes()
+@pytest.mark.parametrize("name, methods, original", [
+    ("golden-v9-primed.hmz", ["cm-5", "cm-5-primed", "cm-5-primed"], "golden-v3.txt"),
+    ("golden-v9-text-primed.hmz", ["cm-5-text", "cm-5-text-primed", "cm-5-text-primed"], "golden-v8-code.txt"),
+    ("golden-v10-primed.hmz", ["cm-6", "cm-6-primed", "cm-6-primed"], "golden-v3.txt"),
+    ("golden-v10-text-primed.hmz", ["cm-5-text", "cm-5-text-primed", "cm-5-text-primed"], "golden-v8-code.txt")])
+def test_a_version_9_or_10_archive_with_primed_blocks_still_decodes(small, name, methods, original):
+    """The same cut (golden-v3.txt, or golden-v8-code.txt for the -text- ones) with format 9's file models for data
+    (methods 17 and 18) and for text (19 and 20), and with format 10's wide ones for data (21 and 22; format 10 kept
+    19 and 20 for text)."""
+    archive = (DATA / name).read_bytes()
+    assert C.list_archive(io.BytesIO(archive)).methods == methods
+    for threads in (1, 2):
+        assert decoded(small, archive, threads) == (DATA / original).read_bytes()
 
 
 def test_a_version_11_archive_with_primed_blocks_for_data_decodes_and_is_reproduced(small, monkeypatch):
