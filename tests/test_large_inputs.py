@@ -98,8 +98,8 @@ def words(n: int, seed: int = 0) -> bytes:
 
 
 def test_the_archive_is_the_same_for_any_number_of_threads_and_decodes_with_any(tiny, monkeypatch):
-    monkeypatch.setattr(C, "SEGMENT", 40_000)          # the model's blocks: several, small, for the test
-    data = words(150_000)
+    monkeypatch.setattr(C, "SEGMENT", 20_000)          # the model's blocks: several, small, for the test
+    data = words(60_000)
     archives = []
     for threads in (1, 2, 3):
         out = io.BytesIO()
