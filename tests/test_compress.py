@@ -142,8 +142,8 @@ def test_the_context_mixing_paths_round_trip_any_bytes_in_any_lane_layout(tiny, 
 def test_the_context_mixing_coder_grows_its_buffer_for_incompressible_input(tiny, monkeypatch):
     grown, real = [], C.coder.grown
     monkeypatch.setattr(C.coder, "grown", lambda cd: grown.append(len(cd.buf)) or real(cd))
-    data = random.Random(5).randbytes(6_000)                          # costs more than the buffer's first guess
-    assert len(cm_both_ways(tiny, data, 600)) > len(data) and grown
+    data = random.Random(5).randbytes(6_000)   # in 600 lanes of 10: a step may write more than its first guess
+    assert len(cm_both_ways(tiny, data, 10)) > len(data) and grown
 
 
 def test_a_damaged_context_mixing_payload_decodes_to_other_bytes_never_an_error_of_its_own(tiny):
