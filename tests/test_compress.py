@@ -245,7 +245,7 @@ def test_a_block_whose_method_8_gives_up_is_method_9s_and_round_trips(tiny, monk
     monkeypatch.setattr(C, "gives_up", lambda m, n, nine: lambda t, size: nine() is not None)
     data = (DATA / "golden-v3.txt").read_bytes()
     archive = roundtrip(tiny, data, min_lane=64)
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-7-text"]
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-8-text"]
 
 
 def test_prose_is_told_from_code_markup_tables_and_other_scripts():
@@ -318,7 +318,7 @@ def test_decoding_on_threads_starts_the_costliest_blocks_of_a_window_first(tiny,
     back = io.BytesIO()
     C.decompress(io.BytesIO(out.getvalue()), back, tiny, "m", threads=2)
     assert back.getvalue() == b"".join(blocks)
-    assert started[0] in ("mixed-3", "cm-7-text") and started[1:] == ["stored"]        # TEXT is prose
+    assert started[0] in ("mixed-3", "cm-8-text") and started[1:] == ["stored"]        # TEXT is prose
 
 
 def test_squash_and_stretch_are_integer_inverses():
@@ -371,7 +371,7 @@ def test_reduced_float32_matmul_precision_does_not_change_the_archive(small):
         C.compress(io.BytesIO((DATA / "golden-v3.txt").read_bytes()), out, small, "english-small")
     finally:
         torch.set_float32_matmul_precision(before)
-    assert out.getvalue() == (DATA / "golden-v11.hmz").read_bytes()
+    assert out.getvalue() == (DATA / "golden-v12.hmz").read_bytes()
 
 
 @pytest.mark.parametrize("isa", ["default", "avx2"])
@@ -390,7 +390,7 @@ def test_torchs_engine_codes_identically_under_other_cpu_instruction_sets(isa):
             "C.compress(open(sys.argv[1], 'rb'), out, QuantLM(load_model('english-small').model), 'english-small'); "
             "sys.stdout.buffer.write(out.getvalue())")
     run = subprocess.run([sys.executable, "-c", code, str(DATA / "golden-v3.txt")], capture_output=True, env=env)
-    assert run.stdout == (DATA / "golden-v11.hmz").read_bytes(), run.stderr
+    assert run.stdout == (DATA / "golden-v12.hmz").read_bytes(), run.stderr
 
 
 HEAD = 4 + 3 + len("english-small") + 32 + 4              # a golden archive's header: magic, version, scheme,
@@ -437,11 +437,21 @@ def test_a_version_8_to_10_archive_of_code_made_on_2026_12_07_still_decodes(smal
 
 @pytest.mark.parametrize("golden, original, method", [("golden-v11.hmz", "golden-v3.txt", "mixed-3"),
                                                      ("golden-v11-code.hmz", "golden-v8-code.txt", "mixed-5")])
-def test_a_version_11_archive_made_on_2026_12_07_decodes_and_is_reproduced_exactly(small, golden, original, method):
-    """With the network, format 11 codes prose by format 7's method (11), as formats 8 to 10 did, and code and
-    markup by format 11's (23: format 8's models and the groups context)."""
+def test_a_version_11_archive_made_on_2026_12_07_still_decodes(small, golden, original, method):
+    """With the network, format 11 coded prose by format 7's method (11) and code and markup by format 11's (23:
+    format 8's models with the groups and runs contexts)."""
     archive = (DATA / golden).read_bytes()
     assert archive[4] == 11 and C.list_archive(io.BytesIO(archive)).methods == [method]
+    assert decoded(small, archive) == (DATA / original).read_bytes()
+
+
+@pytest.mark.parametrize("golden, original, method", [("golden-v12.hmz", "golden-v3.txt", "mixed-3"),
+                                                     ("golden-v12-code.hmz", "golden-v8-code.txt", "mixed-6")])
+def test_a_version_12_archive_made_on_2026_12_07_decodes_and_is_reproduced_exactly(small, golden, original, method):
+    """With the network, format 12 codes prose by format 7's method (11), as formats 8 to 11 did, and code and
+    markup by format 12's (28: format 11's models made wide)."""
+    archive = (DATA / golden).read_bytes()
+    assert archive[4] == 12 and C.list_archive(io.BytesIO(archive)).methods == [method]
     text = decoded(small, archive)
     assert text == (DATA / original).read_bytes()
     again = io.BytesIO()
@@ -449,9 +459,9 @@ def test_a_version_11_archive_made_on_2026_12_07_decodes_and_is_reproduced_exact
     assert again.getvalue() == archive
 
 
-def test_formats_8_to_11_code_prose_as_format_7_did_byte_for_byte():
-    v7, v8, v9, v10, v11 = ((DATA / f"golden-v{k}.hmz").read_bytes() for k in (7, 8, 9, 10, 11))
-    assert v7[HEAD:] == v8[HEAD:] == v9[HEAD:] == v10[HEAD:] == v11[HEAD:]
+def test_formats_8_to_12_code_prose_as_format_7_did_byte_for_byte():
+    v7, v8, v9, v10, v11, v12 = ((DATA / f"golden-v{k}.hmz").read_bytes() for k in (7, 8, 9, 10, 11, 12))
+    assert v7[HEAD:] == v8[HEAD:] == v9[HEAD:] == v10[HEAD:] == v11[HEAD:] == v12[HEAD:]
 
 
 def test_a_version_6_archive_with_primed_blocks_made_on_2026_12_06_still_decodes(small):
@@ -483,21 +493,23 @@ def test_a_version_8_archive_with_primed_blocks_made_on_2026_12_07_still_decodes
     ("golden-v9-primed.hmz", ["cm-5", "cm-5-primed", "cm-5-primed"], "golden-v3.txt"),
     ("golden-v9-text-primed.hmz", ["cm-5-text", "cm-5-text-primed", "cm-5-text-primed"], "golden-v8-code.txt"),
     ("golden-v10-primed.hmz", ["cm-6", "cm-6-primed", "cm-6-primed"], "golden-v3.txt"),
-    ("golden-v10-text-primed.hmz", ["cm-5-text", "cm-5-text-primed", "cm-5-text-primed"], "golden-v8-code.txt")])
-def test_a_version_9_or_10_archive_with_primed_blocks_still_decodes(small, name, methods, original):
+    ("golden-v10-text-primed.hmz", ["cm-5-text", "cm-5-text-primed", "cm-5-text-primed"], "golden-v8-code.txt"),
+    ("golden-v11-primed.hmz", ["cm-7", "cm-7-primed", "cm-7-primed"], "golden-v3.txt"),
+    ("golden-v11-text-primed.hmz", ["cm-7-text", "cm-7-text-primed", "cm-7-text-primed"], "golden-v8-code.txt")])
+def test_a_version_9_to_11_archive_with_primed_blocks_still_decodes(small, name, methods, original):
     """The same cut (golden-v3.txt, or golden-v8-code.txt for the -text- ones) with format 9's file models for data
-    (methods 17 and 18) and for text (19 and 20), and with format 10's wide ones for data (21 and 22; format 10 kept
-    19 and 20 for text)."""
+    (methods 17 and 18) and for text (19 and 20), with format 10's wide ones for data (21 and 22; format 10 kept
+    19 and 20 for text) and with format 11's for data (24 and 25) and text (26 and 27)."""
     archive = (DATA / name).read_bytes()
     assert C.list_archive(io.BytesIO(archive)).methods == methods
     for threads in (1, 2):
         assert decoded(small, archive, threads) == (DATA / original).read_bytes()
 
 
-def test_a_version_11_archive_with_primed_blocks_for_data_decodes_and_is_reproduced(small, monkeypatch):
-    """golden-v11-primed.hmz: golden-v3.txt cut as if SEGMENT were 1,000 bytes, coded by format 11's file models
-    for data (methods 24 and 25), made as it is remade here."""
-    archive = (DATA / "golden-v11-primed.hmz").read_bytes()
+def test_a_version_12_archive_with_primed_blocks_for_data_decodes_and_is_reproduced(small, monkeypatch):
+    """golden-v12-primed.hmz: golden-v3.txt cut as if SEGMENT were 1,000 bytes, coded by format 11's file models
+    for data (methods 24 and 25, which format 12 keeps), made as it is remade here."""
+    archive = (DATA / "golden-v12-primed.hmz").read_bytes()
     assert C.list_archive(io.BytesIO(archive)).methods == ["cm-7", "cm-7-primed", "cm-7-primed"]
     for threads in (1, 2):
         assert decoded(small, archive, threads) == (DATA / "golden-v3.txt").read_bytes()
@@ -509,12 +521,12 @@ def test_a_version_11_archive_with_primed_blocks_for_data_decodes_and_is_reprodu
     assert again.getvalue() == archive
 
 
-def test_a_version_11_archive_with_primed_blocks_for_text_decodes_and_is_reproduced(small, monkeypatch):
-    """golden-v11-text-primed.hmz: golden-v8-code.txt cut as if SEGMENT were 1,000 bytes and coded by format 11's
-    file models for text alone (methods 26 and 27: the encoder told not to run the network), made as it is remade
+def test_a_version_12_archive_with_primed_blocks_for_text_decodes_and_is_reproduced(small, monkeypatch):
+    """golden-v12-text-primed.hmz: golden-v8-code.txt cut as if SEGMENT were 1,000 bytes and coded by format 12's
+    file models for text alone (methods 29 and 30: the encoder told not to run the network), made as it is remade
     here."""
-    archive = (DATA / "golden-v11-text-primed.hmz").read_bytes()
-    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-7-text", "cm-7-text-primed", "cm-7-text-primed"]
+    archive = (DATA / "golden-v12-text-primed.hmz").read_bytes()
+    assert C.list_archive(io.BytesIO(archive)).methods == ["cm-8-text", "cm-8-text-primed", "cm-8-text-primed"]
     for threads in (1, 2):
         assert decoded(small, archive, threads) == (DATA / "golden-v8-code.txt").read_bytes()
     monkeypatch.setattr(C, "SEGMENT", 1000)
@@ -675,14 +687,15 @@ def mutations(archive: bytes, count: int, seed: int = 0):
 OLDER_GOLDEN = ["golden.hmz", "golden-v2.hmz", "golden-v3.hmz", "golden-v4.hmz", "golden-v5.hmz", "golden-v6.hmz",
                 "golden-v6-primed.hmz", "golden-v7.hmz", "golden-v7-primed.hmz", "golden-v8.hmz", "golden-v8-code.hmz",
                 "golden-v8-primed.hmz", "golden-v9-primed.hmz", "golden-v9-text-primed.hmz", "golden-v10.hmz",
-                "golden-v10-code.hmz", "golden-v10-primed.hmz", "golden-v10-text-primed.hmz"]
+                "golden-v10-code.hmz", "golden-v10-primed.hmz", "golden-v10-text-primed.hmz", "golden-v11.hmz",
+                "golden-v11-code.hmz", "golden-v11-primed.hmz", "golden-v11-text-primed.hmz"]
 CODE_GOLDEN = ("golden-v8-code.hmz", "golden-v9-text-primed.hmz", "golden-v10-code.hmz", "golden-v10-text-primed.hmz",
-               "golden-v11-code.hmz", "golden-v11-text-primed.hmz")
+               "golden-v11-code.hmz", "golden-v11-text-primed.hmz", "golden-v12-code.hmz", "golden-v12-text-primed.hmz")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) for n in OLDER_GOLDEN] +   # ~8 s each:
-                         ["golden-v11.hmz", "golden-v11-code.hmz", "golden-v11-primed.hmz",     # versions 1-10's
-                          "golden-v11-text-primed.hmz"])                                        # run with the slow tests
+                         ["golden-v12.hmz", "golden-v12-code.hmz", "golden-v12-primed.hmz",     # versions 1-11's
+                          "golden-v12-text-primed.hmz"])                                        # run with the slow tests
 def test_every_corruption_of_a_real_archive_is_detected(small, name):
     archive = (DATA / name).read_bytes()
     original = (DATA / ("golden.txt" if name in ("golden.hmz", "golden-v2.hmz") else

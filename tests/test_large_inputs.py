@@ -84,7 +84,7 @@ def test_every_corruption_of_an_archive_with_lzma_streams_is_detected(tiny):
 
 def test_a_version_3_reader_would_refuse_a_stream_block_but_this_one_reads_version_3(tiny):
     archive, _ = archive_of(tiny, os.urandom(BLOCK))
-    assert archive[4] == C.VERSION == 11
+    assert archive[4] == C.VERSION == 12
     v3 = bytearray(archive)
     v3[4] = 3                                          # a stream block under version 3 is out of range
     with pytest.raises(C.FormatError):
@@ -106,7 +106,7 @@ def test_the_archive_is_the_same_for_any_number_of_threads_and_decodes_with_any(
         st = C.compress(io.BytesIO(data), out, tiny, "m", threads=threads)
         archives.append(out.getvalue())
     assert len(st.methods) == 3 and archives[0] == archives[1] == archives[2]      # a head, two pieces
-    assert st.methods[0] == "cm-7-text" and set(st.methods[1:]) <= {"mixed-3", "cm-7-text-primed"}   # prose; the
+    assert st.methods[0] == "cm-8-text" and set(st.methods[1:]) <= {"mixed-3", "cm-8-text-primed"}   # prose; the
                                                                                         # head: no network
     for threads in (1, 2, 4):
         back = io.BytesIO()

@@ -61,6 +61,10 @@ bytes, then stored by `method`:
              format 11's models (predictor2 with models=10, 9 and 8: two contexts join them, the classes of the
              last six bytes and of the last six runs of one class). The encoder writes 23-27 where it wrote 14 and
              19-22; prose keeps 11 (version 11)
+ 28 mixed-6, 29 cm-8-text, 30 cm-8-text-primed  methods 23, 26 and 27 with format 12's models (predictor2 with
+             models=12 and 11: wide, a third mixer input per context as format 10 gave data; alone two contexts
+             join them, the word being read with the word that last followed the one before, or the two before).
+             The encoder writes 28-30 where it wrote 23, 26 and 27; prose keeps 11, data 24 and 25 (version 12)
 The encoder writes whichever is smallest, so no block costs more than LZMA2 or than storing it: any input's
 archive stays within a constant (~105 bytes) plus 27 bytes per 64 MiB block of `xz -9e`'s size for inputs up to
 64 MiB (one block: its LZMA2 is xz's stream without the container). A block of at least ESTIMATE_FROM bytes is
@@ -118,7 +122,7 @@ class Engine(Protocol):
 
 
 MAGIC = b"\x89HMZ"
-VERSION = 11
+VERSION = 12
 BLOCK = 64 << 20          # input bytes per block: xz -9e's dictionary size, so a block's LZMA2 reaches as far back as
                           # xz's does (smaller blocks cost ratio on large binaries: benchmarks/RESULTS.md)
 MAX_LANES = 4096
@@ -129,20 +133,22 @@ DEFAULT_LANES = 256       # default upper bound on lanes (more lanes: larger bat
 START = 10                # every lane starts as if after a newline
 (STORED, LZMA, NETWORK, MIXED_BYTES, MIXED, LZMA_X86, LZMA_STREAM, LZMA_X86_STREAM, MIXED2, CM, CM_PRIMED,
  MIXED3, CM3, CM3_PRIMED, MIXED4, CM4, CM4_PRIMED, CM5, CM5_PRIMED, CM5_TEXT, CM5_TEXT_PRIMED,
- CM6, CM6_PRIMED, MIXED5, CM7, CM7_PRIMED, CM7_TEXT, CM7_TEXT_PRIMED) = range(28)
+ CM6, CM6_PRIMED, MIXED5, CM7, CM7_PRIMED, CM7_TEXT, CM7_TEXT_PRIMED, MIXED6, CM8_TEXT, CM8_TEXT_PRIMED) = range(31)
 METHOD_NAMES = ("stored", "lzma", "network", "mixed-bytes", "mixed", "lzma-x86", "lzma-stream", "lzma-x86-stream",
                 "mixed-2", "cm", "cm-primed", "mixed-3", "cm-3", "cm-3-primed", "mixed-4", "cm-4", "cm-4-primed",
                 "cm-5", "cm-5-primed", "cm-5-text", "cm-5-text-primed", "cm-6", "cm-6-primed", "mixed-5", "cm-7",
-                "cm-7-primed", "cm-7-text", "cm-7-text-primed")
-CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2, MIXED3, MIXED4, MIXED5)   # the methods that run the model
+                "cm-7-primed", "cm-7-text", "cm-7-text-primed", "mixed-6", "cm-8-text", "cm-8-text-primed")
+CODED = (NETWORK, MIXED_BYTES, MIXED, MIXED2, MIXED3, MIXED4, MIXED5, MIXED6)   # the methods that run the model
 ALONE = (CM, CM_PRIMED, CM3, CM3_PRIMED, CM4, CM4_PRIMED,          # ... the file's models alone, one lane (m = n)
-         CM5, CM5_PRIMED, CM5_TEXT, CM5_TEXT_PRIMED, CM6, CM6_PRIMED, CM7, CM7_PRIMED, CM7_TEXT, CM7_TEXT_PRIMED)
+         CM5, CM5_PRIMED, CM5_TEXT, CM5_TEXT_PRIMED, CM6, CM6_PRIMED, CM7, CM7_PRIMED, CM7_TEXT, CM7_TEXT_PRIMED,
+         CM8_TEXT, CM8_TEXT_PRIMED)
 LANED = CODED + ALONE                                              # ... that cut their block into lanes (m > 0)
 PRIMED = (CM_PRIMED, CM3_PRIMED, CM4_PRIMED, CM5_PRIMED, CM5_TEXT_PRIMED,     # ... whose models first learn
-          CM6_PRIMED, CM7_PRIMED, CM7_TEXT_PRIMED)                         # the member's head
+          CM6_PRIMED, CM7_PRIMED, CM7_TEXT_PRIMED, CM8_TEXT_PRIMED)        # the member's head
 MODELS = {MIXED2: 2, CM: 2, CM_PRIMED: 2, MIXED3: 3, CM3: 3, CM3_PRIMED: 3, MIXED4: 4, CM4: 4, CM4_PRIMED: 4,
           CM5: 5, CM5_PRIMED: 5, CM5_TEXT: 6, CM5_TEXT_PRIMED: 6,
-          CM6: 7, CM6_PRIMED: 7, MIXED5: 10, CM7: 9, CM7_PRIMED: 9, CM7_TEXT: 8, CM7_TEXT_PRIMED: 8}
+          CM6: 7, CM6_PRIMED: 7, MIXED5: 10, CM7: 9, CM7_PRIMED: 9, CM7_TEXT: 8, CM7_TEXT_PRIMED: 8,
+          MIXED6: 12, CM8_TEXT: 11, CM8_TEXT_PRIMED: 11}
                                                    # ... the file's models each codes with (predictor2's `models`)
 WORDS = (NETWORK, MIXED_BYTES, MIXED)           # ... whose payload is u32 words (constriction's)
 STREAMED = (LZMA_STREAM, LZMA_X86_STREAM)  # the methods whose payloads continue one LZMA2 stream
@@ -479,8 +485,8 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     """The model's code of a block: for text the smaller of the network's method in lanes and the file's own models
     in one lane (they see all of the block's context, and win on markup and code the network knows less well), for
     anything else the latter; with the network prose keeps format 7's models (method 11: format 8's and 11's
-    additions do not improve it, on large prose blocks format 8's cost 0.2 %), other text takes format 11's (23);
-    the models alone are format 11's, for text (26/27) and for anything else (24/25). Below,
+    additions do not improve it, on large prose blocks format 8's cost 0.2 %), other text takes format 12's (28);
+    the models alone are format 12's for text (29/30) and format 11's for anything else (24/25). Below,
     "method 11" and "method 12" name the two roles. `side`: an executor that codes method 12 while this thread
     codes method 11, whose network then runs one step ahead on the other `threads` - 1 threads (code_cm's
     `ahead`). Method 12 is ~4x faster, so it is coded first (or is done first beside method 11), and method 11 stops
@@ -489,11 +495,11 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     models first learn it (methods 25, 27); method 11's start cold, as its lanes do."""
     n = len(coded)
     prose, text = looks_like_prose(coded), looks_like_text(coded)
-    mixed_method = MIXED3 if prose else MIXED5         # format 8's token contexts, match APM and format 11's shapes
-                                                       # pay off with the network in code, markup and tables, not in
-    alone_method = ((CM7_TEXT_PRIMED if primer else CM7_TEXT) if text     # prose (RESULTS.md, "format 8", "format
-                    else (CM7_PRIMED if primer else CM7))                 # 11"); format 11's file models for text,
-                                                                          # or for data
+    mixed_method = MIXED3 if prose else MIXED6         # format 8's token contexts, match APM, format 11's shapes and
+                                                       # 12's width pay off with the network in code, markup and
+    alone_method = ((CM8_TEXT_PRIMED if primer else CM8_TEXT) if text     # tables, not in prose (RESULTS.md, "format
+                    else (CM7_PRIMED if primer else CM7))                 # 8", "format 11"); format 12's file models
+                                                                          # for text, or format 11's for data
     if not network or not text:
         return alone_method, transform, n, code_alone(n, True, coded, None, progress, primer, MODELS[alone_method])
     m = lanes_for(n, max_lanes, min_lane)
@@ -926,7 +932,8 @@ def read_records(src: BinaryIO, version: int, skip_payload: bool = False):
 
 
 LAST_METHOD = {2: MIXED, 3: LZMA_X86, 4: LZMA_X86_STREAM, 5: CM, 6: CM_PRIMED,    # the methods each version may
-               7: CM3_PRIMED, 8: CM4_PRIMED, 9: CM5_TEXT_PRIMED, 10: CM6_PRIMED, 11: CM7_TEXT_PRIMED}                  # hold
+               7: CM3_PRIMED, 8: CM4_PRIMED, 9: CM5_TEXT_PRIMED, 10: CM6_PRIMED, 11: CM7_TEXT_PRIMED,
+               12: CM8_TEXT_PRIMED}                  # hold
 
 
 def read_block(src: BinaryIO, index: int, version: int = VERSION) -> Block:

@@ -1,13 +1,14 @@
-"""Methods 8 to 27's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
+"""Methods 8 to 30's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
 lpaq and paq8: bit histories in hashed contexts, a match model, two layers of mixers, a chain of adaptive
 probability maps; all of it rewritten here in integers), mixed with the network's next-byte distribution
-(methods 8, 11, 14, 23) or without it (9, 10, 12, 13, 15-22, 24-27: data that is not text, code and markup it wins
+(methods 8, 11, 14, 23, 28) or without it (9, 10, 12, 13, 15-22, 24-27, 29, 30: data that is not text, code and markup it wins
 on). Six sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (models=3: 11-13, more contexts, see
 TEXT3 and DATA3, and a mixer weight set chosen by brackets and markup), format 8's (models=4: 14-16, token
 contexts, TEXT4 and DATA4, and an APM by the match state), format 9's (models=5 and 6: 17-20, without the
 network only: the match's byte as a context, a set of contexts for data (DATA5) and one for text (TEXT5)),
-format 10's (models=7: 21 and 22, models 5 made wide: a third input per context, see WIDE) and format 11's
-(models=8 to 10: 23-27, the "groups" and "runs" contexts join models 6, 7 and, with the network, 4: see LEVELS);
+format 10's (models=7: 21 and 22, models 5 made wide: a third input per context, see WIDE), format 11's
+(models=8 to 10: 23-27, the "groups" and "runs" contexts join models 6, 7 and, with the network, 4: see LEVELS)
+and format 12's (models=11 and 12: 28-30, format 11's for text made wide; alone with two word contexts more);
 old archives decode with the models they were made with. Each bit is predicted, range-coded
 (hmgen.archive.adaptive.coder) and learned from before the next, all in one compiled loop.
 
@@ -64,12 +65,14 @@ from hmgen.jit import njit
 # bytes: each byte's class (lower-case letter, capital, digit, blank, newline, byte >= 128; any other byte, the
 # punctuation and brackets that give code and markup their shape, and control bytes, as itself), and "runs" the
 # shape further back: the classes of the last six runs of bytes of one class (a word, a number, a run of blanks
-# each count once; at most RUNS_BACK bytes back), after paq8's char-group model:
+# each count once; at most RUNS_BACK bytes back), after paq8's char-group model; format 12's "w0 after w1" the word
+# being read with the word that last followed w1 (anywhere before, by a 16-bit hash of w1), and "w0 after w2 w1"
+# with the word that last followed w2 w1 (hmgen's own, after paq8's indirect contexts, a word at a time):
 CONTEXTS = ("c1", "c2 c1", "c3..c1", "c4..c1", "c5..c1", "c6..c1", "c8..c1", "w0 w1", "w0 c1", "w0 w1 w2",
             "c3 c2", "c4 c2", "above c1", "c1 ind1", "c2 c1 ind2", "above column", "w1 c1", "above above2",
             "above2 above c1", "nest c1", "indent column c1", "tag c2 c1", "c12..c1", "c20..c1", "w0 w2",
             "tok0 sep", "head tok0", "indent tok0", "nest tok0", "c3 c1", "expect length", "predicted", "groups",
-            "runs")
+            "runs", "w0 after w1", "w0 after w2 w1")
 NCTX = len(CONTEXTS)
 TEXT = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16)   # method 8's contexts (the rest gained nothing on text)
 DATA = tuple(range(19))                                  # ... 9 and 10's
@@ -103,11 +106,16 @@ TEXT5 = (2, 3, 4, 6, 7, 8, 9, 10, 13, 14, 15, 16, 19, 21, 23, 24, 25, 26, 27, 29
 # (benchmarks/RESULTS.md, "format 11"), "groups" alone: -0.9 % on 15 code, markup and other text files alone,
 # -0.8 % on 11 data files, -0.7 % with the network on 9 code and markup files; "runs" on top of it: -0.8 %, -0.3 %,
 # -0.8 %. On prose with the network "groups" gained under 0.1 %: prose keeps method 11's models.
+# Format 12's (models 11 and 12): format 11's models for text made wide, alone (11: with "w0 after w1" and "w0
+# after w2 w1") and with the network (12: code and markup). Measured (benchmarks/RESULTS.md, "format 12"): wide
+# -0.36 % on 15 code, markup and other text files alone, the two word contexts -0.22 % more; with the network on 9
+# code and markup files wide ... (the word contexts gained nothing there). Data keeps format 11's (-0.1 % with them).
 ACTIVE = {(2, True): TEXT, (2, False): DATA, (3, True): TEXT3, (3, False): DATA3, (4, True): TEXT4,
           (4, False): DATA4, (5, False): DATA5, (6, False): TEXT5, (7, False): DATA5,
-          (8, False): TEXT5 + (32, 33), (9, False): DATA5 + (32, 33), (10, True): TEXT4 + (32, 33)}
+          (8, False): TEXT5 + (32, 33), (9, False): DATA5 + (32, 33), (10, True): TEXT4 + (32, 33),
+          (11, False): TEXT5 + (32, 33, 34, 35), (12, True): TEXT4 + (32, 33)}
                                                         # (models, with the network) -> the contexts
-LEVELS = {7: (5, True), 8: (6, False), 9: (5, True), 10: (4, False)}
+LEVELS = {7: (5, True), 8: (6, False), 9: (5, True), 10: (4, False), 11: (6, True), 12: (4, True)}
                               # models from format 10 on -> (the level whose code they run, wide)
 WIDE = 7                      # format 10's models: level 5, wide
 RUNS_KEPT, RUNS_BACK = 6, 128 # format 11's "runs": this many runs of a class, within this many bytes
@@ -167,6 +175,8 @@ class State(NamedTuple):
     bits: np.ndarray                        # (4097,) int64: 1024 log2(4096 / p), the cost of a bit coded at p
     ind3: np.ndarray                        # (65536,) int64: ind3, by a hash of c3..c1 (models 5 and 6)
     wide: bool                              # format 10's (models 7): three inputs per context
+    follow: np.ndarray                      # (2 * 65536,) int64: the word that last followed w1, by a 16-bit hash
+                                            # of w1, then w2 w1 (format 12's text models; else (2,))
 
 
 def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
@@ -194,7 +204,7 @@ def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
                  np.zeros((NCTX, 4), np.int64), np.zeros(512, np.int64), np.zeros(9, np.int64), c,
                  np.zeros((lanes, 33), np.int64), np.zeros((lanes, 4), np.int64), models,
                  np.zeros(n + 1, np.int64), BITS, np.zeros(65536 if models >= 5 else 1, np.int64),
-                 wide)
+                 wide, np.zeros(2 * 65536 if 34 in active or 35 in active else 2, np.int64))
 
 
 BITS = np.array([0] + [round(1024 * math.log2(4096 / p)) for p in range(1, 4097)], np.int64)
@@ -344,6 +354,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     match_miss = S.match_miss
     apm, words, lines, ind, use = S.apm, S.words, S.lines, S.ind, S.use
     ind3 = S.ind3
+    follow = S.follow
     seen_at, record = S.seen_at, S.record
     nest, markup = S.nest, S.markup
     cost, bits = S.cost, S.bits
@@ -357,9 +368,12 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     net_rows = APM_C2 + hmask + 1
     per = 3 if S.wide else 2                        # mixer inputs per context
     shapes = False                                  # format 11's "groups" and "runs" in use (the models before it
+    follows = False                                 # format 12's "w0 after w1" and "w0 after w2 w1" in use
     for a in range(nu):                             # skip their hashes)
         if use[a] == 32 or use[a] == 33:
             shapes = True
+        if use[a] == 34 or use[a] == 35:
+            follows = True
     alone5 = S.models >= 5 and not has_net          # format 9 without the network: the network's APM input is an
                                                     # order-2 direct probability (pn = 1/2), the mixers' sets differ
     for t in range(t0, t1):
@@ -454,6 +468,9 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                         if kept == RUNS_KEPT:
                             break
                 hashes[33] = mix2(r, 140)
+            if follows:
+                hashes[34] = mix2(mix2(w0, follow[w1 & 0xFFFF]), 141)
+                hashes[35] = mix2(mix2(w0, follow[65536 + (mix2(w2, w1) & 0xFFFF)]), 142)
             touched = np.int64(0)                       # prefetch every context's high-nibble bucket and
             for a in range(nu):                         # run entry (the loads overlap), then use them
                 touched += buckets.touch(bk, hashes[use[a]], 0, True)
@@ -579,6 +596,9 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
             if is_letter(byte):
                 words[lane, 0] = mix2(w0, byte + 32 if 65 <= byte <= 90 else byte)
             elif w0 != 0:
+                if follows:                             # w0, complete, followed w1 and w2 w1
+                    follow[w1 & 0xFFFF] = w0
+                    follow[65536 + (mix2(w2, w1) & 0xFFFF)] = w0
                 words[lane, 2], words[lane, 1], words[lane, 0] = w1, w0, 0
             if S.models >= 4:
                 token_learn(words, lane, byte)
