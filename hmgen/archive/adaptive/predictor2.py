@@ -109,7 +109,8 @@ TEXT5 = (2, 3, 4, 6, 7, 8, 9, 10, 13, 14, 15, 16, 19, 21, 23, 24, 25, 26, 27, 29
 # Format 12's (models 11 and 12): format 11's models for text made wide, alone (11: with "w0 after w1" and "w0
 # after w2 w1") and with the network (12: code and markup). Measured (benchmarks/RESULTS.md, "format 12"): wide
 # -0.36 % on 15 code, markup and other text files alone, the two word contexts -0.22 % more; with the network on 9
-# code and markup files wide ... (the word contexts gained nothing there). Data keeps format 11's (-0.1 % with them).
+# code and markup files wide -0.50 % (the word contexts gained nothing there). Data keeps format 11's (-0.1 % with
+# the word contexts, not worth their time).
 ACTIVE = {(2, True): TEXT, (2, False): DATA, (3, True): TEXT3, (3, False): DATA3, (4, True): TEXT4,
           (4, False): DATA4, (5, False): DATA5, (6, False): TEXT5, (7, False): DATA5,
           (8, False): TEXT5 + (32, 33), (9, False): DATA5 + (32, 33), (10, True): TEXT4 + (32, 33),
