@@ -492,7 +492,7 @@ def model_candidate(q: Engine, coded: bytes, transform: int, max_lanes: int, min
     `ahead`). Method 12 is ~4x faster, so it is coded first (or is done first beside method 11), and method 11 stops
     once it cannot win (gives_up); on one thread, a block of prose under NETWORK_FIRST_MAX, which method 11 wins, is
     coded by method 11 first and method 12 stops once it cannot win (yields_to). With a primer, the one-lane
-    models first learn it (methods 25, 27); method 11's start cold, as its lanes do."""
+    models first learn it (methods 25, 30); method 11's start cold, as its lanes do."""
     n = len(coded)
     prose, text = looks_like_prose(coded), looks_like_text(coded)
     mixed_method = MIXED3 if prose else MIXED6         # format 8's token contexts, match APM, format 11's shapes and

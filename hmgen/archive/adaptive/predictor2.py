@@ -1,8 +1,8 @@
 """Methods 8 to 30's predictor and coder: the file's own statistics in the manner of the PAQ family (Mahoney's
 lpaq and paq8: bit histories in hashed contexts, a match model, two layers of mixers, a chain of adaptive
 probability maps; all of it rewritten here in integers), mixed with the network's next-byte distribution
-(methods 8, 11, 14, 23, 28) or without it (9, 10, 12, 13, 15-22, 24-27, 29, 30: data that is not text, code and markup it wins
-on). Six sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (models=3: 11-13, more contexts, see
+(methods 8, 11, 14, 23, 28) or without it (9, 10, 12, 13, 15-22, 24-27, 29, 30: data that is not text, code and
+markup it wins on). The sets of models: format 5 and 6's (models=2: methods 8-10), format 7's (models=3: 11-13, more contexts, see
 TEXT3 and DATA3, and a mixer weight set chosen by brackets and markup), format 8's (models=4: 14-16, token
 contexts, TEXT4 and DATA4, and an APM by the match state), format 9's (models=5 and 6: 17-20, without the
 network only: the match's byte as a context, a set of contexts for data (DATA5) and one for text (TEXT5)),
@@ -183,7 +183,8 @@ class State(NamedTuple):
 def new(n: int, lanes: int, active=DATA3, models: int = 3) -> State:
     """The predictor of a block of n bytes coded in `lanes` lanes, with the contexts `active` (indices into
     CONTEXTS); models 2 is the one methods 8 to 10 were coded with (format 5 and 6), 3 format 7's, 4 format 8's,
-    5 and 6 format 9's (without the network), 7 format 10's (5, wide)."""
+    5 and 6 format 9's (without the network), 7 format 10's (5, wide), 8 to 10 format 11's and 11 and 12 format 12's
+    (LEVELS: the level whose code each runs, and whether wide)."""
     models, wide = LEVELS.get(models, (models, False))
     per = 3 if wide else 2                                       # mixer inputs per context
     c = curves()
@@ -492,7 +493,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                     for a in range(nu):
                         slots[a] = buckets.find(bk, hashes[use[a]], nib)
                 if d == 3:                  # three bits of the high nibble known: prefetch the buckets of
-                    touched = np.int64(0)   # both low nibbles it can lead to (about 12 % faster, measured)
+                    touched = np.int64(0)   # both low nibbles it can lead to (5-10 % faster in all: RESULTS.md,
+                                            # "format 12")
                     for a in range(nu):
                         touched += buckets.touch(bk, hashes[use[a]], 16 + ((2 * node) & 15), False)
                         touched += buckets.touch(bk, hashes[use[a]], 16 + ((2 * node + 1) & 15), False)
