@@ -197,6 +197,7 @@ def test_eval_says_when_pieces_run_side_by_side_lose_context(byte_model, tmp_pat
 
 # ----------------------------------------------------------------------------- standard output going wrong
 
+@pytest.mark.slow                                     # ~10 s: a process for every command
 def test_every_command_stops_quietly_with_141_when_the_reader_leaves():
     for args in (["sample", "-n", "200"], ["decompress", "-c", str(DATA / "golden.hmz")], ["models"],
                  ["boundaries", "the_quick"]):                # the last two draw with rich, which exited with 1

@@ -103,12 +103,14 @@ def code_both_ways(q, data: bytes, m: int, method: int = C.MIXED) -> bytes:
     return words.astype("<u4").tobytes()
 
 
+@pytest.mark.slow                          # methods 3 and 4 (format 1's network-only paths) run with the slow tests
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=1, max_size=400), m=st.integers(1, 64), method=st.sampled_from([C.MIXED_BYTES, C.MIXED]))
 def test_the_mixed_model_paths_round_trip_any_bytes_in_any_lane_layout(tiny, data, m, method):
     code_both_ways(tiny, data, min(m, len(data)), method)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [C.MIXED_BYTES, C.MIXED])
 def test_the_mixer_learns_from_the_block_what_the_network_does_not_know(tiny, method):
     passage = random.Random(3).randbytes(300)
@@ -118,6 +120,7 @@ def test_the_mixer_learns_from_the_block_what_the_network_does_not_know(tiny, me
     assert len(mixed) < 0.75 * len(alone)
 
 
+@pytest.mark.slow
 def test_coding_bit_by_bit_costs_no_more_than_coding_byte_tables(small):
     data = Path(C.__file__).read_bytes()[:3000]                      # prose and code the model never saw
     bits = code_both_ways(small, data, 300, C.MIXED)
@@ -688,14 +691,16 @@ OLDER_GOLDEN = ["golden.hmz", "golden-v2.hmz", "golden-v3.hmz", "golden-v4.hmz",
                 "golden-v6-primed.hmz", "golden-v7.hmz", "golden-v7-primed.hmz", "golden-v8.hmz", "golden-v8-code.hmz",
                 "golden-v8-primed.hmz", "golden-v9-primed.hmz", "golden-v9-text-primed.hmz", "golden-v10.hmz",
                 "golden-v10-code.hmz", "golden-v10-primed.hmz", "golden-v10-text-primed.hmz", "golden-v11.hmz",
-                "golden-v11-code.hmz", "golden-v11-primed.hmz", "golden-v11-text-primed.hmz"]
+                "golden-v11-code.hmz", "golden-v11-primed.hmz", "golden-v11-text-primed.hmz", "golden-v12.hmz",
+                "golden-v12-primed.hmz"]
 CODE_GOLDEN = ("golden-v8-code.hmz", "golden-v9-text-primed.hmz", "golden-v10-code.hmz", "golden-v10-text-primed.hmz",
                "golden-v11-code.hmz", "golden-v11-text-primed.hmz", "golden-v12-code.hmz", "golden-v12-text-primed.hmz")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) for n in OLDER_GOLDEN] +   # ~8 s each:
-                         ["golden-v12.hmz", "golden-v12-code.hmz", "golden-v12-primed.hmz",     # versions 1-11's
-                          "golden-v12-text-primed.hmz"])                                        # run with the slow tests
+                         ["golden-v12-code.hmz", "golden-v12-text-primed.hmz"])   # versions 1-11's and version
+                                                       # 12's whose payloads are version 11's (prose, data) run with
+                                                       # the slow tests
 def test_every_corruption_of_a_real_archive_is_detected(small, name):
     archive = (DATA / name).read_bytes()
     original = (DATA / ("golden.txt" if name in ("golden.hmz", "golden-v2.hmz") else
