@@ -43,7 +43,7 @@ def test_returned_files_keep_the_device_tools_limits(shot):
 
 def test_prints_a_budget_plan_first_and_a_summary_at_the_end(shot):
     out, _, stdout = shot
-    assert stdout.splitlines()[1].startswith("budget plan (110 s in all)")
+    assert stdout.splitlines()[1].startswith("budget plan (125 s in all)")
     assert "| run | batch | lr |" in stdout and "within the return limits" in stdout.splitlines()[-1]
     assert (out / "summary.md").read_text().startswith("device ")
 
