@@ -95,12 +95,9 @@ def run_learn(b, slot, chk, byte):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def touch(b, h, nibble, runs):
-    """Read the first byte of the group of buckets find(b, h, nibble) will search (and, when runs is true, context
-    hash h's run entry) and return it: a prefetch. The predictor touches every context's lines before it finds any,
-    so that their cache misses overlap instead of coming one after another; it changes nothing."""
+def touch(b, h, nibble):
+    """Read the first byte of the group of buckets find(b, h, nibble) will search and return it: a prefetch. The
+    predictor touches every context's group (and run entry) before it finds any, so that their cache misses overlap
+    instead of coming one after another; it changes nothing."""
     k = scramble(h, nibble + 1)
-    v = np.int64(b.t[((k >> 8) & (b.t.shape[0] - 1)) & ~3, 0])
-    if runs:
-        v += b.runs[(scramble(h, 977) >> 8) & (b.runs.shape[0] - 1)]
-    return v
+    return np.int64(b.t[((k >> 8) & (b.t.shape[0] - 1)) & ~3, 0])

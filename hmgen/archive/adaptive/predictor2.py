@@ -350,7 +350,7 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
     flat = grid.reshape(-1)
     total = flat.shape[0]
     bk, maps, nxt, n0, n1, run_p, mx = S.buckets, S.maps, S.next, S.n0, S.n1, S.run_p, S.mixer
-    bt = bk.t
+    bt, brun = bk.t, bk.runs
     sm_p = maps.p
     match_table, match_ptr, match_len, match_p = S.match_table, S.match_ptr, S.match_len, S.match_p
     match_miss = S.match_miss
@@ -475,12 +475,12 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                 hashes[35] = mix2(mix2(w0, follow[65536 + (mix2(w2, w1) & 0xFFFF)]), 142)
             touched = np.int64(0)                       # prefetch every context's high-nibble bucket and
             for a in range(nu):                         # run entry (the loads overlap), then use them
-                touched += buckets.touch(bk, hashes[use[a]], 0, True)
+                slot, chk = buckets.run_slot(bk, hashes[use[a]])
+                runs[a, 0], runs[a, 1] = slot, chk
+                touched += buckets.touch(bk, hashes[use[a]], 0) + brun[slot]
             sums[0] = touched                           # (sums[0] is unused: it keeps the loads)
             for a in range(nu):
-                slot, chk = buckets.run_slot(bk, hashes[use[a]])
-                rb, rl = buckets.run_of(bk, slot, chk)
-                runs[a, 0], runs[a, 1], runs[a, 2], runs[a, 3] = slot, chk, rb, rl
+                runs[a, 2], runs[a, 3] = buckets.run_of(bk, runs[a, 0], runs[a, 1])
             a1 = 0 if t < 16 else (1 if t < 128 else (2 if t < 1024 else 3))
             a2c = (c2 * 0x2F0B5 + c1) * 0x9E37
             # --- the byte's bits -----------------------------------------------------------------------
@@ -496,8 +496,8 @@ def code(S, net, has_net, grid, t0, t1, last, encode, cd):
                     touched = np.int64(0)   # both low nibbles it can lead to (5-10 % faster in all: RESULTS.md,
                                             # "format 12")
                     for a in range(nu):
-                        touched += buckets.touch(bk, hashes[use[a]], 16 + ((2 * node) & 15), False)
-                        touched += buckets.touch(bk, hashes[use[a]], 16 + ((2 * node + 1) & 15), False)
+                        touched += buckets.touch(bk, hashes[use[a]], 16 + ((2 * node) & 15))
+                        touched += buckets.touch(bk, hashes[use[a]], 16 + ((2 * node + 1) & 15))
                     sums[0] = touched
                 jn = (node & ((1 << (d & 3)) - 1)) | (1 << (d & 3))      # the node within the nibble, 1..15
                 # inputs
